@@ -1,0 +1,74 @@
+# AlloNantes voicebot — every set-up step lives here, so that a fresh clone needs only
+# `make run` or `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+PY          := $(VENV)/bin/python
+UV          := $(VENV)/bin/uv
+UV_VERSION  := 0.13.9
+STAMP       := $(VENV)/.installed
+STANDINS    := models/standins/.ready
+DEBIAN_PKGS := espeak-ng sox asterisk-core-sounds-fr asterisk-core-sounds-fr-wav portaudio19-dev
+
+# Quiet, private, offline defaults for every command started from here.
+export RASA_TELEMETRY_ENABLED := false
+export TF_CPP_MIN_LOG_LEVEL := 3
+export TF_ENABLE_ONEDNN_OPTS := 0
+export SQLALCHEMY_SILENCE_UBER_WARNING := 1
+export PYTHONWARNINGS := ignore::DeprecationWarning
+export UV_PYTHON_DOWNLOADS := never
+export HF_HUB_OFFLINE := 1
+
+.PHONY: help setup system-deps standins train lint test run chat serve bench clean
+
+help:
+	@echo "make run    - set up everything needed and start the bot"
+	@echo "make test   - set up everything needed and run the test suite"
+	@echo "make setup  - only set up (.venv, Debian packages, stand-in models)"
+	@echo "make train  - train the Rasa model (nlu/)"
+	@echo "make lint   - ruff + mypy"
+
+setup: system-deps $(STAMP) $(STANDINS)
+
+system-deps:
+	@scripts/system-deps.sh $(DEBIAN_PKGS)
+
+$(STAMP): requirements.lock pyproject.toml
+	@set -e; \
+	if [ ! -x $(PY) ]; then \
+	  py310=$$(scripts/find-python310.sh); \
+	  echo "Creating $(VENV) with $$py310"; \
+	  "$$py310" -m venv $(VENV); \
+	fi; \
+	$(PY) -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"; \
+	$(UV) pip sync -q --python $(PY) --compile-bytecode requirements.lock; \
+	$(UV) pip install -q --python $(PY) --no-deps --compile-bytecode -e .; \
+	touch $(STAMP)
+
+$(STANDINS): $(STAMP) voicebot/standins.py
+	$(PY) -m voicebot.standins
+	@touch $(STANDINS)
+
+train: setup
+	$(VENV)/bin/voicebot train
+
+lint: setup
+	$(VENV)/bin/ruff check voicebot telephony tests nlu
+	$(VENV)/bin/ruff format --check voicebot telephony tests nlu
+	$(VENV)/bin/mypy
+
+test: setup
+	$(VENV)/bin/voicebot train --if-needed
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+run: setup
+	$(VENV)/bin/voicebot train --if-needed
+	$(VENV)/bin/voicebot run
+
+chat: setup
+	$(VENV)/bin/voicebot train --if-needed
+	$(VENV)/bin/voicebot chat
+
+clean:
+	rm -rf $(VENV) .rasa nlu/models .pytest_cache .mypy_cache .ruff_cache

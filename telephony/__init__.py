@@ -1,0 +1,1 @@
+"""Everything that speaks Asterisk's languages: AudioSocket, chan_websocket media, AMI."""

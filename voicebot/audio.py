@@ -1,0 +1,183 @@
+"""Audio frames and the edges where audio changes format.
+
+Inside the bot every piece of audio is 8 kHz, 16-bit signed little-endian, mono, cut in
+20 ms frames (320 bytes): the telephone's own format, so the common AudioSocket case needs
+no conversion at all. Other rates (a 16 kHz WebSocket channel, a 22.05 kHz Piper voice, a
+44.1 kHz WAV file, the VAD's 16 kHz) are converted only at the edges, with soxr.
+"""
+
+from __future__ import annotations
+
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+from voicebot.errors import AudioInputError
+
+SAMPLE_RATE = 8000
+SAMPLE_WIDTH = 2
+FRAME_MS = 20
+FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000  # 160
+FRAME_BYTES = FRAME_SAMPLES * SAMPLE_WIDTH  # 320
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    """The shape of PCM audio: signed 16-bit little-endian, interleaved channels."""
+
+    rate: int = SAMPLE_RATE
+    channels: int = 1
+
+    def bytes_for_ms(self, ms: int) -> int:
+        return self.rate * ms // 1000 * SAMPLE_WIDTH * self.channels
+
+    def duration_s(self, n_bytes: int) -> float:
+        return n_bytes / (self.rate * SAMPLE_WIDTH * self.channels)
+
+
+TELEPHONE = AudioFormat()
+
+
+@dataclass(frozen=True)
+class AudioFrame:
+    """A chunk of PCM audio that carries its own format."""
+
+    pcm: bytes
+    format: AudioFormat = TELEPHONE
+
+    @property
+    def duration_s(self) -> float:
+        return self.format.duration_s(len(self.pcm))
+
+    def samples(self) -> np.ndarray:
+        return np.frombuffer(self.pcm, dtype="<i2")
+
+    @classmethod
+    def silence(cls, fmt: AudioFormat = TELEPHONE, ms: int = FRAME_MS) -> AudioFrame:
+        return cls(bytes(fmt.bytes_for_ms(ms)), fmt)
+
+
+SILENCE_FRAME = AudioFrame.silence()
+
+
+class Resampler:
+    """A streaming soxr resampler for 16-bit mono PCM (keeps filter state across chunks)."""
+
+    def __init__(self, in_rate: int, out_rate: int, quality: str = "HQ") -> None:
+        self.in_rate = in_rate
+        self.out_rate = out_rate
+        self._stream = (
+            None if in_rate == out_rate else soxr.ResampleStream(in_rate, out_rate, 1, "int16", quality)
+        )
+
+    def process(self, pcm: bytes, last: bool = False) -> bytes:
+        if self._stream is None:
+            return pcm
+        samples = np.frombuffer(pcm, dtype="<i2")
+        out = self._stream.resample_chunk(samples, last=last)
+        return np.asarray(out, dtype="<i2").tobytes()
+
+    def flush(self) -> bytes:
+        return self.process(b"", last=True)
+
+
+def resample(pcm: bytes, in_rate: int, out_rate: int) -> bytes:
+    """Resample a whole buffer of 16-bit mono PCM in one go."""
+    if in_rate == out_rate or not pcm:
+        return pcm
+    samples = np.frombuffer(pcm, dtype="<i2")
+    out = soxr.resample(samples, in_rate, out_rate, quality="HQ")
+    return np.asarray(out, dtype="<i2").tobytes()
+
+
+def scale_volume(pcm: bytes, gain: float) -> bytes:
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) * gain
+    return np.clip(samples, -32768, 32767).astype("<i2").tobytes()
+
+
+class FrameSplitter:
+    """Cuts a byte stream into fixed-size frames, keeping the remainder for the next push."""
+
+    def __init__(self, frame_bytes: int = FRAME_BYTES) -> None:
+        self.frame_bytes = frame_bytes
+        self._pending = bytearray()
+
+    def push(self, pcm: bytes) -> Iterator[bytes]:
+        self._pending += pcm
+        while len(self._pending) >= self.frame_bytes:
+            yield bytes(self._pending[: self.frame_bytes])
+            del self._pending[: self.frame_bytes]
+
+    def flush(self) -> bytes:
+        """The remainder, padded with silence to a whole frame (or b"" if none)."""
+        if not self._pending:
+            return b""
+        rest = bytes(self._pending) + bytes(self.frame_bytes - len(self._pending))
+        self._pending.clear()
+        return rest
+
+
+def to_frames(pcm: bytes, frame_bytes: int = FRAME_BYTES) -> list[AudioFrame]:
+    """Telephone-format PCM as 20 ms frames, the last one padded with silence."""
+    splitter = FrameSplitter(frame_bytes)
+    frames = [AudioFrame(chunk) for chunk in splitter.push(pcm)]
+    tail = splitter.flush()
+    if tail:
+        frames.append(AudioFrame(tail))
+    return frames
+
+
+def read_wav(path: Path, rate: int = SAMPLE_RATE) -> bytes:
+    """A WAV file as 16-bit mono PCM at ``rate``: channels are mixed down, rates converted.
+
+    Raises AudioInputError with a plain reason for anything that is not a usable WAV.
+    """
+    try:
+        with wave.open(str(path), "rb") as wav:
+            channels = wav.getnchannels()
+            width = wav.getsampwidth()
+            in_rate = wav.getframerate()
+            n_frames = wav.getnframes()
+            raw = wav.readframes(n_frames)
+    except FileNotFoundError:
+        raise AudioInputError(f"{path}: no such file") from None
+    except (wave.Error, EOFError) as exc:
+        raise AudioInputError(f"{path}: not a readable PCM WAV file ({exc})") from None
+    if width not in (1, 2, 3, 4):
+        raise AudioInputError(f"{path}: unsupported sample width {width} bytes")
+    usable = len(raw) // (width * channels) * width * channels
+    if usable == 0:
+        raise AudioInputError(f"{path}: the file holds no audio (0 seconds)")
+    raw = raw[:usable]  # a truncated file keeps every whole sample it has
+    if width == 1:
+        samples = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128.0) * 256.0
+    elif width == 2:
+        samples = np.frombuffer(raw, dtype="<i2").astype(np.float32)
+    elif width == 3:
+        triples = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3)
+        as_int = (
+            triples[:, 0].astype(np.int32)
+            | (triples[:, 1].astype(np.int32) << 8)
+            | (triples[:, 2].astype(np.int32) << 16)
+        )
+        as_int = np.where(as_int & 0x800000, as_int - 0x1000000, as_int)
+        samples = as_int.astype(np.float32) / 256.0
+    else:
+        samples = np.frombuffer(raw, dtype="<i4").astype(np.float32) / 65536.0
+    if channels > 1:
+        samples = samples.reshape(-1, channels).mean(axis=1)
+    pcm = np.clip(samples, -32768, 32767).astype("<i2").tobytes()
+    return resample(pcm, in_rate, rate)
+
+
+def write_wav(path: Path, pcm: bytes, rate: int = SAMPLE_RATE) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(SAMPLE_WIDTH)
+        wav.setframerate(rate)
+        wav.writeframes(pcm)
