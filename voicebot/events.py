@@ -15,7 +15,13 @@ from typing import Any
 @dataclass(frozen=True)
 class CallEvent:
     call_id: str
-    kind: str  # "started", "state", "caller", "bot", "partial", "handoff", "ended", "timing"
+    # kind and its data (what the session publishes):
+    #   "started"  {transport, caller_hash}        "state"   {state}
+    #   "partial"  {text}                          "caller"  {text, asr_confidence}
+    #   "bot"      {text, intent, confidence, entities}
+    #   "handoff"  {reason, intent, entities, summary, last_utterances, context_delivered}
+    #   "timing"   {stage timings of one turn, ms}  "ended"   {outcome, duration_s, handoff_reason}
+    kind: str
     data: dict[str, Any] = field(default_factory=dict)
     at: float = field(default_factory=time.time)
 

@@ -163,11 +163,18 @@ class DtmfIn:
 
 
 @dataclass(frozen=True)
+class TextIn:
+    """A typed caller turn (browser softphone's text box, simulations): skips VAD and ASR."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class CallerHungUp:
     reason: str = "hangup"
 
 
-TransportEvent = CallStarted | AudioIn | DtmfIn | CallerHungUp
+TransportEvent = CallStarted | AudioIn | DtmfIn | TextIn | CallerHungUp
 
 
 class MediaTransport(Protocol):
