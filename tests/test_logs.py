@@ -1,0 +1,34 @@
+"""Logs carry the call id and never a raw phone number."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from voicebot.logs import RedactingFilter, call_logger, redact_numbers
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["appelez le 02 40 41 90 00", "mon numéro 0612345678", "+33 6 12 34 56 78", "02.40.41.90.00"],
+)
+def test_phone_numbers_are_redacted(text: str) -> None:
+    redacted = redact_numbers(text)
+    assert "<numéro>" in redacted
+    assert not any(ch.isdigit() for ch in redacted)
+
+
+def test_short_numbers_stay() -> None:
+    assert redact_numbers("le 15, le 112, à 8 h 30") == "le 15, le 112, à 8 h 30"
+
+
+def test_call_logger_prefixes_call_id_and_filter_redacts(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("voicebot.test")
+    logger.addFilter(RedactingFilter())
+    try:
+        with caplog.at_level(logging.INFO, logger="voicebot.test"):
+            call_logger("voicebot.test", "abc-123").info("caller said %s", "0612345678")
+    finally:
+        logger.filters.clear()
+    assert caplog.records[0].getMessage() == "[call abc-123] caller said <numéro>"
