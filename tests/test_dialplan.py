@@ -1,0 +1,166 @@
+"""deploy/asterisk: the dialplan passes asterisklint, and the configuration files agree with
+the bot (ports, subprotocol, variable names, AMI permissions)."""
+
+from __future__ import annotations
+
+import configparser
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from telephony import ami, websocket_server
+from voicebot.config import AmiSettings, ServerSettings
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "asterisk"
+
+# asterisklint (2022) predates these two; exactly these messages are expected and filtered,
+# nothing else is silenced.
+KNOWN_GAPS = (
+    re.compile(r"E_FUNC_MISSING: function 'UUID' does not exist"),
+    re.compile(r"E_APP_MISSING: app 'AudioSocket' does not exist"),
+)
+
+
+def asterisklint() -> str:
+    candidates = [Path(sys.executable).parent / "asterisklint", shutil.which("asterisklint")]
+    for candidate in candidates:
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    pytest.fail("asterisklint est introuvable : installez-le (pip install asterisklint==0.4.3)")
+
+
+def lint(path: Path) -> list[str]:
+    """asterisklint's findings on one extensions.conf, minus the known gaps."""
+    done = subprocess.run(
+        [asterisklint(), "dialplan-check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    lines = (done.stdout + done.stderr).splitlines()
+    findings = [line for line in lines if re.search(r":\d+ [EWH]_[A-Z_]+:", line)]
+    return [line for line in findings if not any(gap.search(line) for gap in KNOWN_GAPS)]
+
+
+def contexts(text: str) -> dict[str, list[str]]:
+    """``[context]`` → its non-comment lines (a small reader, enough for our own file)."""
+    result: dict[str, list[str]] = {}
+    current = ""
+    for raw in text.splitlines():
+        line = re.sub(r"(?<!\\);.*", "", raw).strip()
+        if not line:
+            continue
+        header = re.fullmatch(r"\[([^\]]+)\](?:\(.*\))?", line)
+        if header:
+            current = header.group(1)
+            result.setdefault(current, [])
+        else:
+            result.setdefault(current, []).append(line)
+    return result
+
+
+def apps(lines: list[str]) -> list[str]:
+    """The application calls of a context, in order (``exten =>`` and ``same =>`` lines)."""
+    found = []
+    for line in lines:
+        match = re.match(r"(?:exten\s*=>\s*[^,]+,|same\s*=>\s*)[^,]+,(.*)", line)
+        if match:
+            found.append(match.group(1).strip())
+    return found
+
+
+def ini(name: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(
+        strict=False, inline_comment_prefixes=(";",), comment_prefixes=(";", "#")
+    )
+    parser.read_string((DEPLOY / name).read_text(encoding="utf-8"))
+    return parser
+
+
+EXTENSIONS = (DEPLOY / "extensions.conf").read_text(encoding="utf-8")
+DIALPLAN = contexts(EXTENSIONS)
+GLOBALS = dict(line.split("=", 1) for line in DIALPLAN["globals"])
+
+
+def test_dialplan_passes_asterisklint() -> None:
+    assert lint(DEPLOY / "extensions.conf") == []
+
+
+def test_lint_still_reports_real_mistakes(tmp_path: Path) -> None:
+    broken = EXTENSIONS.replace("Goto(allonantes-operateurs,s,1)", "Goto(allonantes-operateur,s,1)")
+    broken = broken.replace(" same => n,Answer()", " same => n,Answr()", 1)
+    broken = broken.replace("${UUID()}", "${UUIDX()}", 1)
+    (tmp_path / "extensions.conf").write_text(broken, encoding="utf-8")
+    findings = "\n".join(lint(tmp_path / "extensions.conf"))
+    assert "E_APP_MISSING: app 'Answr'" in findings
+    assert "E_DP_GOTO_NOCONTEXT" in findings
+    assert "function 'UUIDX' does not exist" in findings
+
+
+def test_audiosocket_variant() -> None:
+    steps = apps(DIALPLAN["allonantes-audiosocket"])
+    answer = steps.index("Answer()")
+    set_uuid = steps.index(f"Set({ami.CALL_ID_VARIABLE}=${{UUID()}})")
+    bot = steps.index("TryExec(AudioSocket(${ALLO_UUID},${ALLO_AUDIOSOCKET}))")
+    assert answer < set_uuid < bot
+    assert steps[-1] == "Goto(allonantes-operateurs,s,1)"
+    # If the bot is unreachable, the caller still goes to the queue, with a reason.
+    assert any("TRYSTATUS" in step for step in steps[bot + 1 :])
+    assert GLOBALS["ALLO_AUDIOSOCKET"].strip() == f"127.0.0.1:{ServerSettings().audiosocket_port}"
+
+
+def test_websocket_variant() -> None:
+    steps = apps(DIALPLAN["allonantes-websocket"])
+    dial = next(step for step in steps if step.startswith("Dial("))
+    assert dial == (
+        f"Dial(WebSocket/${{ALLO_WEBSOCKET}}/c(slin16)"
+        f"v({websocket_server.CALL_ID_PARAM}=${{ALLO_UUID}}),5,g)"
+    )
+    assert steps.index("Answer()") < steps.index("Set(ALLO_UUID=${UUID()})") < steps.index(dial)
+    assert steps[-1] == "Goto(allonantes-operateurs,s,1)"
+    connection = GLOBALS["ALLO_WEBSOCKET"].strip()
+    client = ini("websocket_client.conf")[connection]
+    assert client["type"] == "websocket_client"
+    assert client["connection_type"] == "per_call_config"
+    assert client["uri"] == f"ws://127.0.0.1:{ServerSettings().websocket_port}"
+    assert client["protocols"] == "media"
+
+
+def test_operators_queue_gets_the_context() -> None:
+    steps = apps(DIALPLAN["allonantes-operateurs"])
+    queue = next(step for step in steps if step.startswith("Queue("))
+    assert queue.startswith("Queue(${ALLO_QUEUE},")
+    assert ini("queues.conf").has_section(GLOBALS["ALLO_QUEUE"].strip())
+    shown = " ".join(steps + apps(DIALPLAN["allonantes-entete"]))
+    for variable in (ami.REASON_VARIABLE, ami.INTENT_VARIABLE, ami.SUMMARY_VARIABLE):
+        assert "${" + variable.lstrip("_") + "}" in shown
+
+
+def test_manager_user_is_minimal_and_on_loopback() -> None:
+    text = (DEPLOY / "manager.conf").read_text(encoding="utf-8")
+    manager = ini("manager.conf")
+    assert manager["general"]["bindaddr"] == "127.0.0.1"
+    user = manager[AmiSettings().username]
+    assert user["read"] == "none" and user["write"] == "call"
+    assert user["permit"] == "127.0.0.1/255.255.255.255"
+    assert user["deny"] == "0.0.0.0/0.0.0.0"
+    assert not re.search(r"^\s*secret\s*=", text, re.MULTILINE)  # kept out of the file
+    assert '#include "manager_voicebot_secret.conf"' in text
+
+
+def test_http_server_is_loopback_only() -> None:
+    assert ini("http.conf")["general"]["bindaddr"] == "127.0.0.1"
+
+
+def test_every_goto_target_exists() -> None:
+    for target in re.findall(r"Goto\((allonantes-[a-z-]+),s,1\)", EXTENSIONS):
+        assert target in DIALPLAN, target
+    for endpoint_context in re.findall(
+        r"^context = (\S+)", (DEPLOY / "pjsip.conf").read_text(), re.M
+    ):
+        assert endpoint_context in DIALPLAN, endpoint_context

@@ -1,0 +1,38 @@
+"""`voicebot talk`: a call with the bot through this computer's microphone and speaker."""
+
+from __future__ import annotations
+
+import asyncio
+
+from voicebot.config import Settings
+from voicebot.runtime import load_runtime, run_in_loop_executor
+from voicebot.session import CallSession
+from voicebot.talk_audio import PyAudioTransport
+
+
+def talk(settings: Settings, input_device: int | None, output_device: int | None) -> int:
+    # Open the devices first: no sound card is a clear error before minutes of model loading.
+    transport = PyAudioTransport(input_device=input_device, output_device=output_device)
+    runtime = load_runtime(settings)
+    print(
+        "Parlez à l'assistant AlloNantes (Ctrl-C pour raccrocher).\n"
+        f"  Micro : {transport.input_info.get('name')} ; haut-parleur : "
+        f"{transport.output_info.get('name')}",
+        flush=True,
+    )
+
+    async def main() -> str:
+        await run_in_loop_executor(runtime)
+        session = CallSession(runtime.services, transport)
+        try:
+            report = await session.run()
+        finally:
+            await transport.end()
+        return report.outcome
+
+    try:
+        outcome = asyncio.run(main())
+    finally:
+        runtime.close()
+    print(f"Appel terminé : {outcome}")
+    return 0
