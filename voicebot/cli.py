@@ -16,7 +16,7 @@ from pathlib import Path
 
 from voicebot.config import Settings, load_settings
 from voicebot.errors import VoicebotError
-from voicebot.logs import setup_logging
+from voicebot.logs import quiet_warnings, setup_logging
 
 # Quiet, private defaults even when the command is run outside the Makefile.
 os.environ.setdefault("RASA_TELEMETRY_ENABLED", "false")
@@ -73,6 +73,7 @@ def _call(settings: Settings, args: argparse.Namespace) -> int:
         as_json=args.json,
         realtime=args.realtime,
         texts=args.say or [],
+        after_greeting=not args.from_start,
     )
 
 
@@ -166,7 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="where to write the bot side (8 kHz WAV)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--realtime", action="store_true", help="pace the caller audio in real time")
-    p.add_argument("--say", action="append", help="(testing) a typed caller turn instead of audio")
+    p.add_argument(
+        "--from-start",
+        action="store_true",
+        help="play the caller audio from the first frame (over the greeting) instead of after it",
+    )
+    p.add_argument("--say", action="append", help="a typed caller turn, after the audio")
     p.set_defaults(handler=_call)
 
     p = sub.add_parser("talk", help="talk to the bot with the microphone and speaker")
@@ -213,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level.upper())
+    quiet_warnings()
     try:
         settings = load_settings(Path(args.config) if args.config else None)
         handler: Handler = args.handler

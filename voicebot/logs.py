@@ -46,6 +46,18 @@ def call_logger(name: str, call_id: str) -> CallLogger:
     return CallLogger(logging.getLogger(name), call_id)
 
 
+def quiet_warnings() -> None:
+    """Library deprecation chatter (TensorFlow, Rasa, SQLAlchemy, pkg_resources) is not for users."""
+    import warnings
+
+    for category in (DeprecationWarning, PendingDeprecationWarning, UserWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+    # Some libraries reset the warning filters when imported: route whatever still gets
+    # through to a logger that only speaks up for errors.
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.ERROR)
+
+
 def setup_logging(level: str = "INFO") -> None:
     """Plain one-line logs on stderr, redacted; quiet the noisy libraries."""
     handler = logging.StreamHandler()
@@ -55,5 +67,6 @@ def setup_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     for noisy in ("tensorflow", "absl", "rasa", "sanic", "asyncio", "matplotlib", "urllib3",
-                  "apscheduler", "faster_whisper", "websockets", "panoramisk", "h5py"):
+                  "apscheduler", "faster_whisper", "websockets", "panoramisk", "h5py",
+                  "rasa_sdk", "root"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

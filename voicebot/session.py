@@ -207,6 +207,13 @@ class CallSession:
     def bot_speaking(self) -> bool:
         return self._speaker.active
 
+    async def lockstep_ready(self) -> None:
+        """Lockstep only: wait until the bot has its next frame, so compute costs no call time."""
+        await self.not_thinking.wait()
+        while self._speaker.producing > 0 and not self._speaker.frames:
+            await asyncio.sleep(0.002)  # TTS is synthesising the next sentence
+        await asyncio.sleep(0)  # let the other tasks of the call run
+
     def request_handoff(self, why: str) -> None:
         """From outside the call (server shutdown): hand the caller to an operator."""
         self._turns.put_nowait(("shutdown", why, time.perf_counter()))
@@ -330,6 +337,11 @@ class CallSession:
                 self.not_thinking.set()
             if ended:
                 return
+
+    def _begin_thinking(self) -> None:
+        self._set_state(State.THINKING)
+        if self.lockstep:
+            self.not_thinking.clear()  # the simulated caller's time waits for the reply
 
     def _caller_busy(self) -> bool:
         """True while the caller speaks or the bot still talks: not a silence."""
@@ -562,8 +574,10 @@ class CallSession:
                     self._on_audio(event.frame)
                 elif isinstance(event, DtmfIn):
                     self.log.info("DTMF %s", event.digit)
+                    self._begin_thinking()
                     self._turns.put_nowait(("dtmf", event.digit, time.perf_counter()))
                 elif isinstance(event, TextIn):
+                    self._begin_thinking()
                     self._turns.put_nowait(("text", event.text, time.perf_counter()))
                 elif isinstance(event, CallerHungUp):
                     self.log.info("caller hung up (%s)", event.reason)
@@ -624,9 +638,7 @@ class CallSession:
                 continue
             pushed = 0
             decided = frame
-            if self.lockstep:
-                self.not_thinking.clear()
-            self._set_state(State.THINKING)
+            self._begin_thinking()
             utterance = await stream.finalize()
             if utterance.is_empty:
                 self.log.info("empty utterance ignored")

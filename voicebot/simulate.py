@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # After the caller's audio, keep the line open until the bot has been quiet this long.
 QUIET_TAIL_S = 2.0
+GREETING_GAP_S = 0.4  # how long the simulated caller waits after the greeting
 MAX_TAIL_S = 60.0
 
 
@@ -37,11 +38,18 @@ class WavCallerTransport:
     name = "simulation"
 
     def __init__(
-        self, caller_pcm: bytes, texts: list[str] | None = None, realtime: bool = False
+        self,
+        caller_pcm: bytes,
+        texts: list[str] | None = None,
+        realtime: bool = False,
+        after_greeting: bool = True,
     ) -> None:
         self.caller_frames = to_frames(caller_pcm)
         self.texts = list(texts or [])
         self.realtime = realtime
+        # A caller who waits for the greeting to end before speaking; False plays the
+        # recording from the first frame (a caller who talks over the greeting: barge-in).
+        self.after_greeting = after_greeting
         self.bot_pcm = bytearray()
         self.ended = asyncio.Event()
         self.session: CallSession | None = None
@@ -51,7 +59,7 @@ class WavCallerTransport:
             await asyncio.sleep(FRAME_S)
         elif self.session is not None:
             # Lockstep: the caller's time stands still while the bot computes a reply.
-            await self.session.not_thinking.wait()
+            await self.session.lockstep_ready()
 
     def _bot_quiet(self) -> bool:
         session = self.session
@@ -63,6 +71,13 @@ class WavCallerTransport:
 
     async def events(self) -> AsyncIterator[TransportEvent]:
         yield CallStarted(call_id=f"sim-{uuid.uuid4().hex[:8]}")
+        quiet_frames = 0
+        while self.after_greeting and quiet_frames * FRAME_S < GREETING_GAP_S:
+            if self.ended.is_set():
+                return
+            await self._step()
+            yield AudioIn(SILENCE_FRAME)
+            quiet_frames = quiet_frames + 1 if self._bot_quiet() else 0
         for frame in self.caller_frames:
             if self.ended.is_set():
                 return
@@ -101,9 +116,12 @@ def simulate_call(
     as_json: bool = False,
     realtime: bool = False,
     texts: list[str] | None = None,
+    after_greeting: bool = True,
 ) -> int:
     caller_pcm = read_wav(wav)
-    report, bot_pcm, engines = run_simulation(settings, caller_pcm, texts or [], realtime)
+    report, bot_pcm, engines = run_simulation(
+        settings, caller_pcm, texts or [], realtime, after_greeting
+    )
     write_wav(out, bot_pcm)
     result = {
         "call_id": report.call_id,
@@ -125,7 +143,11 @@ def simulate_call(
 
 
 def run_simulation(
-    settings: Settings, caller_pcm: bytes, texts: list[str], realtime: bool = False
+    settings: Settings,
+    caller_pcm: bytes,
+    texts: list[str],
+    realtime: bool = False,
+    after_greeting: bool = True,
 ) -> tuple[CallReport, bytes, dict[str, str]]:
     """Load the engines, run one call, return its report, the bot's audio and engine names."""
     runtime = load_runtime(settings)
@@ -134,7 +156,7 @@ def run_simulation(
             "no ASR model installed: the caller's audio will not be understood; "
             "get one with `voicebot models pull vosk-model-small-fr-0.22`"
         )
-    transport = WavCallerTransport(caller_pcm, texts, realtime=realtime)
+    transport = WavCallerTransport(caller_pcm, texts, realtime, after_greeting)
 
     async def main() -> CallReport:
         await run_in_loop_executor(runtime)
