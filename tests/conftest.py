@@ -1,0 +1,74 @@
+"""Shared pytest fixtures. Each section is self-contained; add yours as a new section."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from voicebot.dialogue import RasaDialogue
+
+# --- dialogue (Rasa) --------------------------------------------------------------------
+# The Rasa agent takes seconds to load: one per test session. If nlu/ changed since the
+# last training (or nothing was trained yet), the model is trained first, so that a plain
+# `pytest` works on a fresh clone too.
+
+os.environ.setdefault("RASA_TELEMETRY_ENABLED", "false")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
+
+
+@pytest.fixture(scope="session")
+def rasa_dialogue() -> RasaDialogue:
+    from voicebot.config import Settings
+    from voicebot.dialogue import RasaDialogue
+    from voicebot.training import train
+
+    settings = Settings()
+    train(settings, if_needed=True)
+    return RasaDialogue.load(settings)
+
+
+# --- call sessions (real dialogue, real engines) -------------------------------------------
+# One set of engines per test session: Whisper base stand-in (French-capable) for the ASR,
+# the voice the settings resolve to (espeak-ng French unless an official Piper voice was
+# pulled), Silero for the VAD. The TTS cache lives in a temporary data directory.
+
+if TYPE_CHECKING:
+    from voicebot.config import Settings
+    from voicebot.runtime import Runtime
+
+
+@pytest.fixture(scope="session")
+def call_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    from voicebot.config import Settings
+    from voicebot.standins import whisper_base_dir
+
+    data_dir = tmp_path_factory.mktemp("voicebot-data")
+    settings = Settings()
+    settings = settings.replace("paths", data_dir=data_dir)
+    settings = settings.replace("asr", engine="whisper", model=str(whisper_base_dir()))
+    return settings.replace("server", audiosocket_port=0, websocket_port=0, http_port=0)
+
+
+@pytest.fixture(scope="session")
+def call_runtime(call_settings: Settings, rasa_dialogue: RasaDialogue) -> Runtime:
+    from voicebot.engines import load_engines
+    from voicebot.events import CallHub
+    from voicebot.runtime import Runtime, make_executor
+    from voicebot.session import SessionServices
+
+    executor = make_executor(call_settings)
+    engines = load_engines(call_settings, executor)
+    services = SessionServices(
+        settings=call_settings,
+        dialogue=rasa_dialogue,
+        tts=engines.tts,
+        vad_factory=engines.vad_factory,
+        asr=engines.asr,
+        hub=CallHub(),
+        prompt=rasa_dialogue.prompt,
+    )
+    return Runtime(services, executor, engines.asr_description, engines.tts_description, 0.0)
