@@ -67,7 +67,7 @@ def test_broken_settings_file_gives_a_clear_error(tmp_path: Path, content: str, 
 
 
 def test_bad_environment_value_names_the_variable() -> None:
-    with pytest.raises(ConfigError, match="server.audiosocket_port"):
+    with pytest.raises(ConfigError, match=r"server\.audiosocket_port"):
         load_settings(environ={"VOICEBOT_SERVER_AUDIOSOCKET_PORT": "ninety"})
 
 

@@ -198,7 +198,7 @@ async def test_two_unintelligible_recordings_hand_off_without_dtmf(call_runtime:
             ("wait_bot", None),
             ("audio", french_prompt_pcm("agent-pass")),
             ("wait_bot", None),
-            ("audio", french_prompt_pcm("tt-allbusy")),
+            ("audio", french_prompt_pcm("confbridge-pin")),
         ],
     )
     assert report.handoff is not None, report.turns
@@ -224,12 +224,15 @@ async def test_barge_in_stops_the_greeting_at_once(call_runtime: Runtime) -> Non
     # The caller talks over the greeting from the very start: a real 10-second French prompt.
     report, caller = await run_call(
         call_runtime.services,
-        [("silence", 1.0), ("audio", french_prompt_pcm("dir-intro")), ("hangup", None)],
+        [("silence", 1.0), ("audio", french_prompt_pcm("dir-intro")), ("silence", 3.0), ("hangup", None)],
     )
     assert "interruption (barge-in)" in report.decisions
     speech_start = int(1.0 / FRAME_S)
     after = caller.bot_frames[speech_start + int(1.0 / FRAME_S) : speech_start + int(3.0 / FRAME_S)]
     assert after and not any(voiced(f) for f in after), "the bot kept talking over the caller"
+    # the interruption's first words reached the ASR too (the barge-in carries its pre-roll)
+    heard = " ".join(t["text"] for t in report.turns if t.get("speaker") == "caller" and t.get("text"))
+    assert "bienvenue" in heard.lower(), report.turns
 
 
 async def test_caller_hangs_up_mid_sentence(call_runtime: Runtime) -> None:

@@ -56,12 +56,13 @@ class AsrSettings:
     max_utterance_s: float = 15.0
     whisper_threads: int = 2
     whisper_beam_size: int = 1
+    whisper_workers: int = 1  # CTranslate2 replicas decoding in parallel (each whisper_threads)
 
     def validate(self) -> None:
         if self.engine not in ("vosk", "whisper"):
             raise ValueError(f"engine must be 'vosk' or 'whisper', not {self.engine!r}")
         _positive(max_utterance_s=self.max_utterance_s, whisper_threads=self.whisper_threads)
-        _positive(whisper_beam_size=self.whisper_beam_size)
+        _positive(whisper_beam_size=self.whisper_beam_size, whisper_workers=self.whisper_workers)
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,10 @@ class VadSettings:
     barge_in_threshold: float = 0.8
     start_speech_ms: int = 100
     end_silence_ms: int = 650
-    barge_in_ms: int = 250
+    # Voiced speech needed to interrupt the bot: one-syllable words ("oui", "non", "un")
+    # measure 220-360 ms on the French prompts, so 400 ms lets them through without a barge-in.
+    barge_in_ms: int = 400
+    barge_in_min_dbfs: float = -40.0  # quieter frames (the bot's echo) never count for barge-in
     preroll_ms: int = 300
 
     def validate(self) -> None:
@@ -93,6 +97,8 @@ class VadSettings:
                 raise ValueError(f"{name} must be between 0 and 1, not {value}")
         _positive(start_speech_ms=self.start_speech_ms, end_silence_ms=self.end_silence_ms)
         _positive(barge_in_ms=self.barge_in_ms)
+        if self.barge_in_min_dbfs > 0:
+            raise ValueError(f"barge_in_min_dbfs is in dBFS (<= 0), not {self.barge_in_min_dbfs}")
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,8 @@ class SpeechEnded:
 
 @dataclass(frozen=True)
 class BargeIn:
-    at_s: float
+    at_s: float  # stream time when the interruption began
+    preroll: tuple[AudioFrame, ...] = ()  # the interruption's audio so far, for the ASR
 
 
 SpeechEvent = SpeechStarted | SpeechEnded | BargeIn

@@ -6,7 +6,6 @@ each loads its models the same way (one model of each kind per process).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -80,8 +79,3 @@ def load_runtime(
         engines.tts_description,
     )
     return Runtime(services, executor, engines.asr_description, engines.tts_description, load_s)
-
-
-async def run_in_loop_executor(runtime: Runtime) -> None:
-    """Make the default executor the engines' pool (Rasa's own to_thread calls included)."""
-    asyncio.get_running_loop().set_default_executor(runtime.executor)

@@ -19,7 +19,7 @@ from typing import Any
 from voicebot.config import Settings
 from voicebot.events import CallHub
 from voicebot.interfaces import MediaTransport
-from voicebot.runtime import Runtime, load_runtime, run_in_loop_executor
+from voicebot.runtime import Runtime, load_runtime
 from voicebot.session import CallSession
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,6 @@ async def start_phone_server(
         runtime = await asyncio.get_running_loop().run_in_executor(
             None, lambda: load_runtime(settings, hub)
         )
-    await run_in_loop_executor(runtime)
     server = PhoneServer(settings, runtime)
     services = runtime.services
 

@@ -210,6 +210,8 @@ class CallSession:
     async def lockstep_ready(self) -> None:
         """Lockstep only: wait until the bot has its next frame, so compute costs no call time."""
         await self.not_thinking.wait()
+        await self._asr_queue.join()  # an engine slower than real time is not a silence
+        await self.not_thinking.wait()
         while self._speaker.producing > 0 and not self._speaker.frames:
             await asyncio.sleep(0.002)  # TTS is synthesising the next sentence
         await asyncio.sleep(0)  # let the other tasks of the call run
@@ -326,6 +328,7 @@ class CallSession:
                     return
                 continue
             if kind == "shutdown":
+                self._stop_speaking()
                 await self._handoff(
                     Handoff(reason="arrêt", summary=str(value), last_utterances=self._caller_texts()),
                     prompt="transfer",
@@ -596,7 +599,7 @@ class CallSession:
             self.report.decisions.append("interruption (barge-in)")
             self._stop_speaking()
             self._set_state(State.LISTENING)
-            self._start_utterance(())
+            self._start_utterance(event.preroll)
         elif isinstance(event, SpeechStarted):
             if self._speaker.active:
                 return  # speech over the bot that is not a barge-in: not a turn
@@ -629,16 +632,20 @@ class CallSession:
         while True:
             frame = await self._asr_queue.get()
             if isinstance(frame, AudioFrame):
-                if pushed >= max_frames:
-                    continue  # too long: the rest waits for the end of speech
-                partial = await stream.push(frame)
-                pushed += 1
-                if partial:
-                    self._publish("partial", text=partial)
+                try:
+                    if pushed >= max_frames:
+                        continue  # too long: the rest waits for the end of speech
+                    partial = await stream.push(frame)
+                    pushed += 1
+                    if partial:
+                        self._publish("partial", text=partial)
+                finally:
+                    self._asr_queue.task_done()
                 continue
             pushed = 0
             decided = frame
             self._begin_thinking()
+            self._asr_queue.task_done()
             utterance = await stream.finalize()
             if utterance.is_empty:
                 self.log.info("empty utterance ignored")

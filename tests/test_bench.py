@@ -1,0 +1,488 @@
+"""The benchmark: its measurements on known inputs, then the real thing against `voicebot serve`.
+
+The calibration tests put a scripted bot behind the real AudioSocket and chan_websocket
+servers (the bot is the system under test's stand-in at the process boundary: it uses the
+real Silero VAD and answers with a tone after a known delay, with one known stall in its
+pacing), so that the bench's figures can be checked against what really happened. The smoke
+test runs `voicebot bench` end to end on the real server with the stand-in models, and checks
+structure and sanity, never speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+from collections import deque
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pytest
+import yaml
+
+from telephony.audiosocket_server import start_audiosocket_server
+from telephony.websocket_server import start_websocket_server
+from tests.speech_helpers import espeak_pcm, french_prompt_pcm, silence
+from voicebot import bench
+from voicebot.audio import SILENCE_FRAME, AudioFrame, to_frames
+from voicebot.config import Settings, VadSettings, load_settings
+from voicebot.errors import AudioInputError, VoicebotError
+from voicebot.interfaces import (
+    AudioIn,
+    BargeIn,
+    CallerHungUp,
+    DtmfIn,
+    MediaTransport,
+    SpeechEnded,
+)
+from voicebot.vad import SileroVad
+
+END_SILENCE_FRAMES = math.ceil(VadSettings().end_silence_ms / 20)
+
+
+@pytest.fixture(scope="module")
+def clips() -> dict[str, bench.Clip]:
+    # the bench's own cache (bench-out/audio-cache): the VAD analysis runs once per machine
+    return bench.prepare_clips(VadSettings(), bench.audio_cache_dir())
+
+
+@pytest.fixture(scope="module")
+def wideband_clips() -> dict[str, bench.Clip]:
+    return bench.prepare_clips(VadSettings(), bench.audio_cache_dir(), rate=16000)
+
+
+# --- pacing: underruns and who caused them -------------------------------------------------
+
+
+def _steady(count: int, start: float = 0.0) -> list[tuple[float, float]]:
+    return [(start + i * 0.02, 0.02) for i in range(count)]
+
+
+def test_a_frame_later_than_the_tolerance_is_one_underrun() -> None:
+    arrivals = [*_steady(10), (0.2 + 0.07, 0.02), *_steady(5, 0.29)]
+    result = bench.pacing(arrivals)
+    assert result.frames == 16
+    assert result.underruns == 1
+    assert result.client_underruns == 0
+    assert max(result.lateness_ms) == pytest.approx(70.0, abs=0.01)
+    assert result.max_gap_ms == pytest.approx(90.0, abs=0.01)
+
+
+def test_lateness_within_the_tolerance_is_jitter_not_an_underrun() -> None:
+    arrivals = [*_steady(10), (0.2 + 0.015, 0.02), *_steady(5, 0.235)]
+    result = bench.pacing(arrivals)
+    assert result.underruns == 0
+    assert max(result.lateness_ms) == pytest.approx(15.0, abs=0.01)
+
+
+def test_a_late_frame_explained_by_a_stall_of_the_bench_is_the_clients() -> None:
+    arrivals = [*_steady(10), (0.2 + 0.07, 0.02), *_steady(5, 0.29)]
+    covering = bench.pacing(arrivals, stalls=[(0.19, 0.27)])
+    assert (covering.underruns, covering.client_underruns) == (0, 1)
+    # a short stall does not explain 70 ms of lateness: the server is late
+    short = bench.pacing(arrivals, stalls=[(0.2, 0.215)])
+    assert (short.underruns, short.client_underruns) == (1, 0)
+    # nor does a stall at another time
+    elsewhere = bench.pacing(arrivals, stalls=[(0.05, 0.15)])
+    assert (elsewhere.underruns, elsewhere.client_underruns) == (1, 0)
+
+
+def test_distribution_of_values_ignores_missing_ones() -> None:
+    stats = bench.distribution([10.0, None, 20.0, 30.0, 40.0])
+    assert stats == {"n": 4, "p50": 25.0, "p95": 38.5, "max": 40.0, "mean": 25.0}
+    assert bench.distribution([None, None]) is None
+
+
+# --- caller clips, analysed by the project's VAD -----------------------------------------
+
+
+def test_a_real_french_prompt_is_one_utterance_with_a_known_end() -> None:
+    speech = french_prompt_pcm("vm-sorry")
+    clip = bench.analyse_clip("asterisk:vm-sorry", "Désolé", speech, VadSettings())
+    speech_frames = len(speech) // 320
+    assert clip.decision - clip.voice_end == END_SILENCE_FRAMES
+    # the last voiced frame lies near the end of the recording (the VAD's 32 ms windows and
+    # its hysteresis can carry it a few frames past)
+    assert speech_frames - 15 <= clip.voice_end <= speech_frames + 8
+    assert clip.barge_in is not None and 10 < clip.barge_in < clip.voice_end
+    assert len(clip.frames) == clip.decision + 15
+    assert b"".join(clip.frames)[: len(speech)] == speech
+
+
+def _call_result(spoken: list[bench.Spoken], frames: int, rate: int = 8000) -> bench.CallResult:
+    return bench.CallResult(
+        call_id="c1", slot=0, transport="audiosocket", rate=rate, t0=0.0, wall0=1000.0,
+        duration_s=frames * 0.02, ended_by="caller", violations=[], greeting_ms=None,
+        sent=[i * 0.02 for i in range(frames)], spoken=spoken, times=[], durations=[], voiced=[],
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("frames_before", [40, 57, 203])
+def test_the_replay_finds_the_frame_a_vad_that_heard_the_whole_call_decides_on(
+    clips: dict[str, bench.Clip], frames_before: int
+) -> None:
+    # Silero's scores depend on all the audio before: the decision frame moves with the
+    # amount of silence before the clip, and only a replay of the whole call finds it.
+    clip = clips["espeak:naissance"]
+    total = frames_before + len(clip.frames) + 20
+    stream = to_frames(silence(frames_before * 0.02) + b"".join(clip.frames) + silence(0.4))
+    detector = SileroVad(VadSettings())
+    expected = None
+    for index, frame in enumerate(stream):
+        event = detector.feed(frame)
+        if isinstance(event, SpeechEnded):
+            expected = (index, round(event.at_s / 0.02) - 1)
+            break
+    spoken = [bench.Spoken("speech", "espeak:naissance", frames_before, False, 1)]
+    heard = bench.replay_vad(_call_result(spoken, total), clips, VadSettings())
+    assert heard[0] is not None
+    assert (heard[0].decision_line, heard[0].voice_end) == expected
+    assert heard[0].decision == heard[0].decision_line  # an 8 kHz line: the same frames
+
+
+def test_a_clip_with_two_utterances_is_refused() -> None:
+    speech = french_prompt_pcm("hello")
+    twice = speech + silence(1.5) + speech
+    with pytest.raises(AudioInputError, match="2 utterance"):
+        bench.analyse_clip("double", "Allo Allo", twice, VadSettings())
+
+
+def test_the_call_script_starts_with_a_barge_in_and_rotates() -> None:
+    first = list(zip(range(4), bench.call_script(0), strict=False))
+    second = list(zip(range(4), bench.call_script(1), strict=False))
+    assert first[0][1] == second[0][1] == bench.FIRST_STEP
+    assert first[2][1] == second[1][1]
+    kinds = {step.kind for step in (bench.FIRST_STEP, *bench.CYCLE)}
+    assert kinds == {"speech", "barge_in", "dtmf"}
+
+
+# --- the per-stage split from the call records -------------------------------------------------
+
+
+def _turn(kind: str, start: float, voice_end: float, decision: float, voice: float) -> bench.Turn:
+    return bench.Turn(
+        call_id="c1",
+        kind=kind,
+        clip="x",
+        active_calls=1,
+        at_s=0.0,
+        wall_start=start,
+        wall_voice_end=voice_end,
+        wall_decision=decision,
+        wall_first_voice=voice,
+    )
+
+
+def test_record_times_split_a_turn_into_asr_nlu_and_tts() -> None:
+    spoken = _turn("speech", 100.0, 102.0, 102.66, 103.5)
+    key = _turn("dtmf", 110.0, 110.0, 110.0, 110.4)
+    rows = {
+        "c1": [
+            (99.0, "bot"),  # the greeting
+            (103.0, "caller"),
+            (103.2, "bot"),
+            (110.01, "caller"),
+            (110.3, "bot"),
+        ]
+    }
+    assert bench.match_records([spoken, key], rows) == 2
+    assert spoken.asr_ms == pytest.approx(340.0)
+    assert spoken.nlu_ms == pytest.approx(200.0)
+    assert spoken.tts_ms == pytest.approx(300.0)
+    assert key.asr_ms is None
+    assert key.nlu_ms == pytest.approx(290.0)
+    assert key.tts_ms == pytest.approx(100.0)
+
+
+def test_records_of_another_turn_are_not_matched() -> None:
+    spoken = _turn("speech", 100.0, 102.0, 102.66, 103.5)
+    rows = {"c1": [(101.0, "caller"), (101.2, "bot")], "c2": [(103.0, "caller"), (103.1, "bot")]}
+    assert bench.match_records([spoken], rows) == 0
+    assert spoken.asr_ms is None and spoken.nlu_ms is None
+
+
+# --- verdicts --------------------------------------------------------------------------------
+
+
+def _summary(
+    response: tuple[float, float], gap_p95: float, stages: dict[str, float], underruns: int
+) -> dict[str, Any]:
+    latency: dict[str, Any] = {
+        key: {"n": 10, "p50": value / 2, "p95": value, "max": value, "mean": value / 2}
+        for key, value in stages.items()
+    }
+    latency["response"] = {"n": 10, "p50": response[0], "p95": response[1], "max": 0, "mean": 0}
+    latency["turn_gap"] = {"n": 10, "p50": gap_p95 / 2, "p95": gap_p95, "max": 0, "mean": 0}
+    return {"calls": 8, "latency_ms": latency, "audio": {"underruns": underruns}}
+
+
+def test_a_missed_target_names_the_stage_that_costs_the_time() -> None:
+    summary = _summary(
+        (400.0, 900.0), 1500.0, {"asr": 700.0, "nlu": 80.0, "tts": 60.0, "endpoint_wait": 660.0}, 0
+    )
+    verdicts = {v["target"]: v for v in bench.evaluate_targets(summary, 12, 35.0)}
+    p50 = verdicts["response latency p50 at 8 calls"]
+    assert p50["met"] is False and p50["value"] == 400.0
+    assert p50["where_the_time_goes"].startswith("most time in ASR final p95 700 ms")
+    assert verdicts["concurrent calls with zero underruns"]["met"] is True
+    assert verdicts["RSS per extra call"]["met"] is True
+    fast = _summary((100.0, 250.0), 800.0, {"asr": 50.0, "nlu": 30.0, "tts": 20.0}, 0)
+    assert all(v["met"] for v in bench.evaluate_targets(fast, 16, 20.0))
+    unmeasured = bench.evaluate_targets(None, None, None)
+    assert all(v["met"] is None for v in unmeasured)
+
+
+def test_a_capacity_step_holds_only_without_underruns_and_under_a_second() -> None:
+    assert bench.holds(_summary((100, 200), 950.0, {}, 0)) == (True, "holds")
+    assert bench.holds(_summary((100, 200), 1200.0, {}, 0))[0] is False
+    assert bench.holds(_summary((100, 200), 500.0, {}, 1)) == (False, "1 underrun(s)")
+
+
+# --- the server the bench starts ------------------------------------------------------------------
+
+
+def test_the_bench_server_gets_free_ports_its_own_records_and_no_secrets_in_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VOICEBOT_AMI_SECRET", "s3cret")
+    monkeypatch.setenv("VOICEBOT_SERVER_AUDIOSOCKET_PORT", "9092")
+    settings = load_settings(
+        environ={"VOICEBOT_AMI_SECRET": "s3cret", "VOICEBOT_VAD_END_SILENCE_MS": "700"}
+    )
+    server = bench.ServerProcess(settings, tmp_path)
+    data = bench.settings_file_data(settings)
+    text = yaml.safe_dump(data)
+    assert "s3cret" not in text and "secret" not in data["ami"]
+    config = tmp_path / "settings.yml"
+    config.write_text(text, encoding="utf-8")
+    env = server.environment()
+    child = load_settings(
+        config, environ={k: v for k, v in env.items() if k.startswith("VOICEBOT_")}
+    )
+    assert child.vad.end_silence_ms == 700
+    assert child.server.audiosocket_port == server.audiosocket_port != 9092
+    assert child.server.websocket_port == server.websocket_port
+    assert child.server.host == "127.0.0.1"
+    assert child.records.database_url == f"sqlite:///{tmp_path / 'records.sqlite3'}"
+    assert child.ami.host == "" and child.ami.secret == "s3cret"
+    assert child.policy.min_asr_confidence == 0.0
+    assert server.command(config)[-3:] == ["--config", str(config), "serve", "--no-web"][-3:]
+
+
+def test_bad_arguments_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    settings = Settings()
+    base: dict[str, Any] = dict(
+        calls=2,
+        duration_s=5.0,
+        ramp_s=1.0,
+        transport="audiosocket",
+        find_capacity=False,
+        target=None,
+        out_dir=tmp_path,
+        as_json=True,
+    )
+    for change, message in (
+        ({"calls": 0}, "--calls"),
+        ({"duration_s": 0.0}, "--duration"),
+        ({"ramp_s": -1.0}, "--ramp"),
+        ({"target": "nowhere"}, "host:port"),
+    ):
+        with pytest.raises(VoicebotError, match=message):
+            bench.run_bench(settings, **{**base, **change})
+
+
+# --- calibration: a scripted bot with known latencies ----------------------------------------------
+
+REPLY_DELAY_S = 0.2
+STALL_AT_FRAME = 125  # 2.5 s into the call, during the greeting
+STALL_S = 0.1
+
+
+def _tone(seconds: float) -> list[AudioFrame]:
+    t = np.arange(int(8000 * seconds)) / 8000
+    pcm = (np.sin(2 * np.pi * 440 * t) * 0.3 * 32767).astype("<i2").tobytes()
+    return to_frames(pcm)
+
+
+class ScriptedBot:
+    """Greets with 4 s of tone, answers each end of speech and each key with 0.5 s of tone
+    exactly REPLY_DELAY_S after the VAD's decision, stops at a barge-in, and stalls once."""
+
+    def __init__(self) -> None:
+        self.decisions = 0
+        self.barge_ins = 0
+        self.keys: list[str] = []
+
+    async def __call__(self, transport: MediaTransport) -> None:
+        loop = asyncio.get_running_loop()
+        vad = SileroVad(VadSettings())
+        speech: deque[AudioFrame] = deque(_tone(4.0))
+        pacer = asyncio.create_task(self._pace(transport, speech))
+
+        def answer() -> None:
+            speech.extend(_tone(0.5))
+
+        try:
+            events: AsyncIterator[Any] = transport.events()
+            async for event in events:
+                if isinstance(event, AudioIn):
+                    decided = vad.feed(event.frame, bot_speaking=bool(speech))
+                    if isinstance(decided, BargeIn):
+                        self.barge_ins += 1
+                        speech.clear()
+                    elif isinstance(decided, SpeechEnded):
+                        self.decisions += 1
+                        loop.call_later(REPLY_DELAY_S, answer)
+                elif isinstance(event, DtmfIn):
+                    self.keys.append(event.digit)
+                    speech.clear()
+                    loop.call_later(REPLY_DELAY_S, answer)
+                elif isinstance(event, CallerHungUp):
+                    break
+        finally:
+            pacer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pacer
+
+    @staticmethod
+    async def _pace(transport: MediaTransport, speech: deque[AudioFrame]) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        sent = 0
+        while True:
+            await transport.send(speech.popleft() if speech else SILENCE_FRAME)
+            sent += 1
+            next_at += 0.02 + (STALL_S if sent == STALL_AT_FRAME else 0.0)
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+
+def _check_calibrated(
+    data: bench.RunData, bot: ScriptedBot, transport_ms: float = 0.0, input_ms: float = 0.0
+) -> dict[str, Any]:
+    """``transport_ms``/``input_ms``: what the transport itself adds on the way out and on
+    the way in (its resamplers)."""
+    summary = bench.summarize(data, None)
+    answered = [t for t in data.turns if t.answered]
+    assert answered, f"no turn answered: {data.errors}"
+    for turn in answered:
+        assert turn.response_ms is not None
+        # the bot answers REPLY_DELAY_S after the decision, on its next 20 ms tick
+        low, high = REPLY_DELAY_S * 1000 - 5, REPLY_DELAY_S * 1000 + 60 + transport_ms
+        assert low <= turn.response_ms <= high, turn
+        if turn.kind != "dtmf":
+            assert turn.endpoint_wait_ms == pytest.approx(END_SILENCE_FRAMES * 20, abs=2)
+            assert turn.turn_gap_ms is not None
+            incoming = turn.turn_gap_ms - turn.endpoint_wait_ms - turn.response_ms
+            assert -0.5 <= incoming <= input_ms + 0.5, turn
+    stopped = [t for t in data.turns if t.barge_in == "stopped"]
+    assert stopped and bot.barge_ins >= 1
+    for turn in stopped:
+        assert turn.barge_in_stop_ms is not None
+        assert 0 <= turn.barge_in_stop_ms < 100 + transport_ms
+    # every call had the bot's one 100 ms stall: each is an underrun of its own
+    assert summary["audio"]["underruns"] + summary["audio"]["client_underruns"] >= len(data.results)
+    assert summary["audio"]["max_gap_ms"] >= STALL_S * 1000
+    assert summary["latency_ms"]["greeting"]["n"] == len(data.results)
+    return summary
+
+
+async def test_the_bench_measures_a_scripted_bot_over_audiosocket(
+    clips: dict[str, bench.Clip],
+) -> None:
+    bot = ScriptedBot()
+    server = await start_audiosocket_server("127.0.0.1", 0, bot)
+    port = cast(asyncio.Server, server).sockets[0].getsockname()[1]
+    try:
+        runner = bench.CallRunner("127.0.0.1", port, "audiosocket", clips, VadSettings(), None)
+        data = await runner.run(calls=2, duration_s=13.0, ramp_s=0.0)
+    finally:
+        server.close()
+        await server.wait_closed()
+    summary = _check_calibrated(data, bot)
+    assert not data.errors
+    assert summary["turns"]["dtmf"] >= 1 and bot.keys
+    assert summary["latency_ms"]["dtmf_response"] is not None
+    assert {r.ended_by for r in data.results} == {"caller"}
+
+
+async def test_the_bench_measures_a_scripted_bot_over_chan_websocket(
+    wideband_clips: dict[str, bench.Clip],
+) -> None:
+    bot = ScriptedBot()
+    server = await start_websocket_server("127.0.0.1", 0, bot)
+    port = next(iter(server.sockets)).getsockname()[1]
+    try:
+        runner = bench.CallRunner(
+            "127.0.0.1", port, "websocket", wideband_clips, VadSettings(), None
+        )
+        data = await runner.run(calls=2, duration_s=13.0, ramp_s=0.0)
+    finally:
+        server.close()
+        await server.wait_closed()
+    # The WebSocket transport resamples the bot's 8 kHz to slin16 with a soxr stream, which
+    # hands out audio in ~100 ms blocks, and chan_websocket plays it from its queue: the
+    # caller hears the bot 140-250 ms after it spoke (AudioSocket at 8 kHz: ≤ 20 ms).
+    # On the way in, its resampler delays the VAD's decision by up to a block.
+    _check_calibrated(data, bot, transport_ms=280.0, input_ms=120.0)
+    assert {r.transport for r in data.results} == {"websocket"}
+    # a spoken turn's response and a key's response cross the same path: when the VAD's
+    # decision frame is right, they agree
+    keys = [t.response_ms for t in data.turns if t.kind == "dtmf" and t.response_ms]
+    spoken = [t.response_ms for t in data.turns if t.kind != "dtmf" and t.response_ms]
+    assert keys and spoken
+    assert abs(float(np.median(spoken)) - float(np.median(keys))) < 60
+
+
+# --- the real thing -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_voicebot_bench_runs_against_the_real_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench"
+    code = bench.run_bench(
+        Settings(),
+        calls=2,
+        duration_s=10.0,
+        ramp_s=1.0,
+        transport="audiosocket",
+        find_capacity=False,
+        target=None,
+        out_dir=out,
+        as_json=True,
+    )
+    result = json.loads(capsys.readouterr().out)
+    run = result["run"]
+    assert code == 0, run
+    assert result["mode"] == "run" and run["calls"] == 2 and run["calls_placed"] >= 2
+    assert not run["violations"], run["violations"]
+    latency = run["latency_ms"]
+    assert latency["greeting"]["n"] >= 2 and 0 < latency["greeting"]["p50"] < 10_000
+    response, gap, endpoint = latency["response"], latency["turn_gap"], latency["endpoint_wait"]
+    assert response is not None and response["n"] >= 1
+    assert 0 < response["p50"] < 30_000
+    assert endpoint["p50"] == pytest.approx(END_SILENCE_FRAMES * 20, abs=2)
+    assert gap["p50"] > response["p50"]
+    assert run["turns"]["with_stages"] >= 1, run["records"]
+    assert latency["nlu"]["p50"] > 0 and latency["tts"]["p50"] > 0
+    assert run["audio"]["frames"] > 500 and run["audio"]["underruns"] >= 0
+    assert result["server"]["started_by_bench"] and result["server"]["pid"]
+    assert run["server"]["rss_peak_mb"] > 100 and run["server"]["cpu_percent_mean"] > 0
+    assert {t["target"] for t in result["targets"]} == {t.label for t in bench.TARGETS}
+    assert result["machine"]["cores"] >= 1
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "Response latency" in report and result["command"] in report
+    for name in ("latency_stages.png", "latency_vs_calls.png", "cpu_memory.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "results.json").read_text(encoding="utf-8"))["run"]["calls"] == 2
+
+
+def test_speech_helpers_agree_with_the_bench_clips(clips: dict[str, bench.Clip]) -> None:
+    # the bench's espeak audio is the same French speech the other tests use
+    clip = clips["espeak:horaires"]
+    reference = espeak_pcm(bench.QUESTIONS["horaires"], "fr", words_per_minute=bench.ESPEAK_WPM)
+    assert b"".join(clip.frames)[: len(reference)] == reference

@@ -1,0 +1,704 @@
+"""The console and softphone server: access, API, WebSockets and bad clients.
+
+The call session is not needed here: ``CallDesk`` stands where the session would and
+drives each ``BrowserTransport`` through the MediaTransport contract (the end-to-end tests
+in test_browser.py run the real session).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+import pytest_asyncio
+from aiohttp import WSMsgType
+from aiohttp.test_utils import TestClient, TestServer
+
+from voicebot.audio import FRAME_BYTES, AudioFrame
+from voicebot.config import Settings
+from voicebot.errors import ConfigError
+from voicebot.events import CallEvent, CallHub
+from voicebot.interfaces import (
+    AudioIn,
+    CallerHungUp,
+    CallStarted,
+    DtmfIn,
+    MediaTransport,
+    TextIn,
+    TransportEvent,
+)
+from voicebot.records import CallRecords
+from voicebot.web import (
+    CONTEXT,
+    COOKIE_NAME,
+    BadMessage,
+    BrowserTransport,
+    WebLimits,
+    make_app,
+    parse_start,
+    start_web,
+)
+
+TOKEN = "jeton-secret-de-test"
+
+
+@dataclass
+class DeskCall:
+    transport: BrowserTransport
+    events: asyncio.Queue[TransportEvent] = field(default_factory=asyncio.Queue)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def next_event(self, timeout: float = 5.0) -> TransportEvent:
+        return await asyncio.wait_for(self.events.get(), timeout)
+
+    async def next_of(self, kind: type, timeout: float = 5.0) -> Any:
+        while True:
+            event = await self.next_event(timeout)
+            if isinstance(event, kind):
+                return event
+
+
+class CallDesk:
+    """Takes each browser call and keeps what its transport delivers, for the test to read."""
+
+    def __init__(self) -> None:
+        self.calls: asyncio.Queue[DeskCall] = asyncio.Queue()
+
+    async def on_call(self, transport: MediaTransport) -> None:
+        assert isinstance(transport, BrowserTransport)
+        call = DeskCall(transport)
+        await self.calls.put(call)
+        try:
+            async for event in transport.events():
+                await call.events.put(event)
+        finally:
+            call.finished.set()
+
+    async def next_call(self) -> DeskCall:
+        return await asyncio.wait_for(self.calls.get(), 5.0)
+
+
+@dataclass
+class Env:
+    client: TestClient
+    hub: CallHub
+    records: CallRecords
+    desk: CallDesk
+    settings: Settings
+
+
+async def _env(tmp_path: Path, token: str = "", limits: WebLimits | None = None) -> Env:
+    settings = Settings().replace("paths", data_dir=tmp_path)
+    settings = settings.replace("console", token=token)
+    records = CallRecords.open(settings)
+    hub = CallHub()
+    desk = CallDesk()
+    app = make_app(settings, hub, records, desk.on_call, limits)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    return Env(client, hub, records, desk, settings)
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    environment = await _env(tmp_path, limits=WebLimits(start_timeout_s=1.0))
+    yield environment
+    await environment.client.close()
+    await environment.records.close()
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def guarded(tmp_path: Path) -> AsyncIterator[Env]:
+    environment = await _env(tmp_path, token=TOKEN)
+    yield environment
+    await environment.client.close()
+    await environment.records.close()
+
+
+async def _receive_json(
+    ws: aiohttp.ClientWebSocketResponse, timeout: float = 5.0
+) -> dict[str, Any]:
+    message = await ws.receive(timeout=timeout)
+    assert message.type == WSMsgType.TEXT, message
+    data: dict[str, Any] = json.loads(message.data)
+    return data
+
+
+async def _receive_until(
+    ws: aiohttp.ClientWebSocketResponse, kind: str, timeout: float = 5.0
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        message = await ws.receive(timeout=max(0.01, deadline - loop.time()))
+        if message.type == WSMsgType.TEXT:
+            data: dict[str, Any] = json.loads(message.data)
+            if data.get("type") == kind:
+                return data
+        elif message.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR):
+            raise AssertionError(f"socket closed while waiting for {kind}")
+
+
+def _publish_call(
+    hub: CallHub, call_id: str, caller_text: str = "je veux parler à quelqu'un"
+) -> None:
+    hub.publish(CallEvent(call_id, "started", {"transport": "audiosocket"}))
+    hub.publish(
+        CallEvent(
+            call_id,
+            "bot",
+            {
+                "text": "Bonjour, ici AlloNantes.",
+                "intent": "greet",
+                "confidence": 1.0,
+                "entities": {},
+            },
+        )
+    )
+    hub.publish(CallEvent(call_id, "state", {"state": "écoute"}))
+    hub.publish(CallEvent(call_id, "caller", {"text": caller_text, "asr_confidence": 0.82}))
+    hub.publish(
+        CallEvent(
+            call_id,
+            "bot",
+            {
+                "text": "Je vous passe un conseiller.",
+                "intent": "parler_humain",
+                "confidence": 0.91,
+                "entities": {},
+            },
+        )
+    )
+
+
+def _handoff(hub: CallHub, call_id: str) -> None:
+    hub.publish(
+        CallEvent(
+            call_id,
+            "handoff",
+            {
+                "reason": "demande",
+                "intent": "parler_humain",
+                "entities": {"service": "état civil"},
+                "summary": "L'appelant demande un conseiller.",
+                "last_utterances": ["je veux parler à quelqu'un"],
+                "context_delivered": True,
+            },
+        )
+    )
+
+
+# ---- access ---------------------------------------------------------------------------------
+
+
+async def test_no_token_refuses_a_non_loopback_host(tmp_path: Path) -> None:
+    settings = Settings().replace("server", host="0.0.0.0", http_port=0)
+    records = CallRecords.open(Settings().replace("paths", data_dir=tmp_path))
+    try:
+        with pytest.raises(ConfigError, match="VOICEBOT_CONSOLE_TOKEN"):
+            await start_web(settings, CallHub(), records, CallDesk().on_call)
+    finally:
+        await records.close()
+
+
+async def test_start_web_listens_on_loopback(tmp_path: Path) -> None:
+    settings = Settings().replace("server", host="127.0.0.1", http_port=0)
+    records = CallRecords.open(Settings().replace("paths", data_dir=tmp_path))
+    runner = await start_web(settings, CallHub(), records, CallDesk().on_call)
+    try:
+        port = runner.addresses[0][1]
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/") as response,
+        ):
+            assert response.status == 200
+            assert "console des opérateurs" in await response.text()
+    finally:
+        await runner.cleanup()
+        await records.close()
+
+
+async def test_pages_and_api_need_the_token(guarded: Env) -> None:
+    client = guarded.client
+    response = await client.get("/", allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"] == "/login?next=/"
+    response = await client.get("/appeler", allow_redirects=False)
+    assert response.headers["Location"] == "/login?next=/appeler"
+    assert (await client.get("/api/calls")).status == 401
+    wrong = await client.get("/api/calls", headers={"Authorization": "Bearer pas-le-bon"})
+    assert wrong.status == 403
+    right = await client.get("/api/calls", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert right.status == 200
+    assert (await client.get("/static/style.css")).status == 200  # the login page needs it
+    login = await client.get("/login?next=/appeler")
+    assert 'value="/appeler"' in await login.text()
+
+
+async def test_login_sets_a_cookie_that_is_not_the_token(guarded: Env) -> None:
+    client = guarded.client
+    refused = await client.post(
+        "/login", data={"token": "devine", "next": "/"}, allow_redirects=False
+    )
+    assert refused.status == 403
+    assert "Jeton incorrect." in await refused.text()
+    assert COOKIE_NAME not in refused.cookies
+    accepted = await client.post(
+        "/login", data={"token": TOKEN, "next": "//ailleurs.example/"}, allow_redirects=False
+    )
+    assert accepted.status == 303
+    assert accepted.headers["Location"] == "/"  # never an open redirect
+    cookie = accepted.cookies[COOKIE_NAME]
+    assert cookie.value and TOKEN not in cookie.value
+    assert cookie["httponly"] and cookie["samesite"] == "Strict"
+    page = await client.get("/")  # the client keeps the cookie
+    assert page.status == 200 and "console des opérateurs" in await page.text()
+    ws = await client.ws_connect("/ws/console")
+    assert (await _receive_json(ws))["type"] == "snapshot"
+    await ws.close()
+    await client.post("/logout", allow_redirects=False)
+    assert (await client.get("/api/live")).status == 401
+
+
+async def test_websockets_check_the_token_and_the_origin(guarded: Env, env: Env) -> None:
+    for path in ("/ws/console", "/ws/softphone"):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await guarded.client.ws_connect(path)
+        assert refused.value.status == 401
+        with pytest.raises(aiohttp.WSServerHandshakeError) as wrong:
+            await guarded.client.ws_connect(path, headers={"Authorization": "Bearer faux"})
+        assert wrong.value.status == 403
+        # Another web site may not drive a console open in the operator's browser.
+        with pytest.raises(aiohttp.WSServerHandshakeError) as foreign:
+            await env.client.ws_connect(path, headers={"Origin": "http://malveillant.example"})
+        assert foreign.value.status == 403
+    own_origin = f"http://{env.client.host}:{env.client.port}"
+    ws = await env.client.ws_connect("/ws/console", headers={"Origin": own_origin})
+    assert (await _receive_json(ws))["type"] == "snapshot"
+    await ws.close()
+
+
+async def test_security_headers(env: Env) -> None:
+    response = await env.client.get("/appeler")
+    assert response.status == 200
+    assert "Appeler AlloNantes" in await response.text()
+    csp = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert (await env.client.get("/static/../records.py")).status in (403, 404)
+    assert (await env.client.get("/static/")).status in (403, 404)  # no listing
+
+
+# ---- API ------------------------------------------------------------------------------------
+
+
+async def test_search_api(env: Env) -> None:
+    records = env.records
+    await records.start_call("passe-1", "audiosocket", None)
+    await records.add_turn("passe-1", "caller", "horaires de la piscine")
+    await records.end_call(
+        "passe-1", "transferred", "demande", {"reason": "demande", "summary": "piscine"}
+    )
+    await records.start_call("passe-2", "websocket", None)
+    await records.end_call("passe-2", "resolved")
+
+    found = await (await env.client.get("/api/calls", params={"q": "piscine"})).json()
+    assert [c["call_id"] for c in found["calls"]] == ["passe-1"]
+    resolved = await (await env.client.get("/api/calls", params={"outcome": "resolved"})).json()
+    assert [c["call_id"] for c in resolved["calls"]] == ["passe-2"]
+    detail = await (await env.client.get("/api/calls/passe-1")).json()
+    assert detail["turns"][0]["text"] == "horaires de la piscine"
+    assert detail["handoff"]["summary"] == "piscine"
+    missing = await env.client.get("/api/calls/inconnu")
+    assert missing.status == 404 and "introuvable" in (await missing.json())["error"]
+    for params in (
+        {"limit": "abc"},
+        {"limit": "0"},
+        {"limit": "100000"},
+        {"outcome": "perdu"},
+        {"q": "x" * 201},
+    ):
+        bad = await env.client.get("/api/calls", params=params)
+        assert bad.status == 400, params
+        assert (await bad.json())["error"]
+    stats = await (await env.client.get("/api/stats")).json()
+    assert stats["all"]["transferred"] == 1 and stats["all"]["resolved"] == 1
+    assert stats["today"]["calls"] == 2
+    assert (await (await env.client.get("/healthz")).json()) == {"ok": True}
+
+
+# ---- the console's live view ----------------------------------------------------------------
+
+
+async def test_console_gets_live_calls_and_the_handoff_summary(env: Env) -> None:
+    first = await env.client.ws_connect("/ws/console")
+    second = await env.client.ws_connect("/ws/console")
+    for ws in (first, second):
+        snapshot = await _receive_json(ws)
+        assert snapshot == {"type": "snapshot", "live": [], "queue": []}
+
+    _publish_call(env.hub, "appel-42", caller_text="rappelez-moi au 06 12 34 56 78")
+    update = await _receive_until(first, "call")
+    assert update["call"]["call_id"] == "appel-42"
+    assert update["call"]["transport"] == "audiosocket"
+    _handoff(env.hub, "appel-42")
+    handoff = await _receive_until(first, "handoff")
+    entry = handoff["entry"]
+    assert entry["call_id"] == "appel-42"
+    assert entry["reason"] == "demande" and entry["reason_label"] == "Demande de l'appelant"
+    assert entry["summary"] == "L'appelant demande un conseiller."
+    assert entry["entities"] == {"service": "état civil"}
+    assert entry["intent"] == "parler_humain"
+    assert entry["context_delivered"] is True
+    assert entry["bot_answers"] == ["Bonjour, ici AlloNantes.", "Je vous passe un conseiller."]
+    assert [t["speaker"] for t in entry["transcript"]] == ["bot", "caller", "bot"]
+    assert entry["transcript"][1]["text"] == "rappelez-moi au <numéro>"  # no number leaves
+    assert entry["transcript"][1]["asr_confidence"] == pytest.approx(0.82)
+
+    env.hub.publish(CallEvent("appel-42", "ended", {"outcome": "transferred", "duration_s": 12.0}))
+    ended = await _receive_until(first, "call_ended")
+    assert ended["outcome"] == "transferred"
+    live = await (await env.client.get("/api/live")).json()
+    assert live["live"] == [] and live["queue"][0]["ended"] is True
+
+    # A console opened later gets the queue in its first message.
+    late = await env.client.ws_connect("/ws/console")
+    late_snapshot = await _receive_json(late)
+    assert [e["call_id"] for e in late_snapshot["queue"]] == ["appel-42"]
+
+    # An operator takes the call: it leaves every console's queue.
+    await second.send_json({"type": "take", "call_id": "appel-42"})
+    for ws in (first, second, late):
+        removed = await _receive_until(ws, "queue_remove")
+        assert removed["call_id"] == "appel-42"
+    await second.send_json({"type": "take", "call_id": "appel-42"})
+    assert "plus dans la file" in (await _receive_until(second, "error"))["message"]
+    for ws in (first, second, late):
+        await ws.close()
+
+
+async def test_live_call_row_follows_the_call(env: Env) -> None:
+    ws = await env.client.ws_connect("/ws/console")
+    await _receive_json(ws)
+    _publish_call(env.hub, "appel-7")
+    rows: list[dict[str, Any]] = []
+    while len(rows) < 5:
+        rows.append((await _receive_until(ws, "call"))["call"])
+    last = rows[-1]
+    assert last["state"] == "écoute"
+    assert last["last_caller"] == "je veux parler à quelqu'un"
+    assert last["intent"] == "parler_humain" and last["confidence"] == pytest.approx(0.91)
+    await ws.close()
+
+
+async def test_malformed_console_messages_are_answered_then_cut(env: Env) -> None:
+    bystander = await env.client.ws_connect("/ws/console")
+    await _receive_json(bystander)
+    ws = await env.client.ws_connect("/ws/console")
+    await _receive_json(ws)
+    await ws.send_str("ceci n'est pas du JSON")
+    assert "illisible" in (await _receive_until(ws, "error"))["message"]
+    await ws.send_json({"type": "inconnu"})
+    assert "inconnu" in (await _receive_until(ws, "error"))["message"]
+    await ws.send_bytes(b"\x00\x01")
+    assert (await _receive_until(ws, "error"))["type"] == "error"
+    await ws.send_json({"type": "ping"})
+    assert (await _receive_until(ws, "pong"))["type"] == "pong"
+    for _ in range(5):
+        await ws.send_json([1, 2, 3])
+    closed = await _drain_until_closed(ws)
+    assert closed
+    # The other console never noticed.
+    _publish_call(env.hub, "appel-b")
+    assert (await _receive_until(bystander, "call"))["call"]["call_id"] == "appel-b"
+    await bystander.close()
+
+
+async def _drain_until_closed(ws: aiohttp.ClientWebSocketResponse, timeout: float = 5.0) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        message = await ws.receive(timeout=max(0.01, deadline - loop.time()))
+        if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING):
+            return True
+    return False
+
+
+async def test_a_huge_console_message_closes_only_that_socket(env: Env) -> None:
+    bystander = await env.client.ws_connect("/ws/console")
+    await _receive_json(bystander)
+    ws = await env.client.ws_connect("/ws/console")
+    await _receive_json(ws)
+    await ws.send_str(json.dumps({"type": "ping", "pad": "x" * 100_000}))
+    message = await ws.receive(timeout=5)
+    while message.type == WSMsgType.TEXT:
+        message = await ws.receive(timeout=5)
+    assert message.type == WSMsgType.CLOSE
+    assert message.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+    _publish_call(env.hub, "appel-c")
+    assert (await _receive_until(bystander, "call"))["call"]["call_id"] == "appel-c"
+    await bystander.close()
+
+
+def _never_reading_websocket(host: str, port: int, path: str) -> socket.socket:
+    """A real client that completes the WebSocket handshake and then never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    sock.settimeout(5)
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)  # byte by byte: read the handshake and nothing more
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return sock
+
+
+async def test_a_console_that_never_reads_is_dropped_without_slowing_others(env: Env) -> None:
+    good = await env.client.ws_connect("/ws/console")
+    await _receive_json(good)
+    host, port = str(env.client.host), int(env.client.port or 0)
+    stalled = await asyncio.to_thread(_never_reading_websocket, host, port, "/ws/console")
+    assert env.client.app is not None
+    board = env.client.app[CONTEXT].board
+    try:
+        await _wait_for(lambda: len(board.consoles) == 2)
+        received = 0
+
+        async def read_good() -> None:
+            nonlocal received
+            while received < 2000:
+                message = await good.receive(timeout=10)
+                assert message.type == WSMsgType.TEXT
+                if json.loads(message.data)["type"] == "call":
+                    received += 1
+
+        reader = asyncio.create_task(read_good())
+        long_text = "une très longue réponse " * 160  # ~4 kB per event
+        for n in range(2000):
+            env.hub.publish(
+                CallEvent("bavard", "bot", {"text": f"{n} {long_text}", "intent": None})
+            )
+            if n % 20 == 19:
+                await asyncio.sleep(0.005)
+        await asyncio.wait_for(reader, 20)
+        assert received == 2000  # the reading console got every update
+        await _wait_for(lambda: len(board.consoles) == 1)  # the stalled one was dropped
+    finally:
+        stalled.close()
+        await good.close()
+
+
+async def _wait_for(condition: Any, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+# ---- the softphone ----------------------------------------------------------------------------
+
+
+def test_parse_start() -> None:
+    assert parse_start('{"type": "start", "sample_rate": 48000}') == 48000
+    for bad in (
+        "",
+        "[]",
+        '{"type": "text"}',
+        '{"type": "start", "sample_rate": "48000"}',
+        '{"type": "start", "sample_rate": 4000}',
+        '{"type": "start", "sample_rate": true}',
+    ):
+        with pytest.raises(BadMessage):
+            parse_start(bad)
+
+
+def _sine(rate: int, seconds: float, freq: float = 440.0) -> bytes:
+    t = np.arange(int(rate * seconds)) / rate
+    return (np.sin(2 * np.pi * freq * t) * 8000).astype("<i2").tobytes()
+
+
+async def test_softphone_call_end_to_end_over_the_transport(env: Env) -> None:
+    ws = await env.client.ws_connect("/ws/softphone")
+    await ws.send_json({"type": "start", "sample_rate": 48000})
+    ready = await _receive_json(ws)
+    assert ready["type"] == "ready" and ready["sample_rate"] == 8000
+    call = await env.desk.next_call()
+    started = await call.next_event()
+    assert isinstance(started, CallStarted) and started.call_id == ready["call_id"]
+
+    # 1 s of a 440 Hz tone at 48 kHz, in browser-sized chunks → 8 kHz telephone frames.
+    pcm = _sine(48000, 1.0)
+    for offset in range(0, len(pcm), 1920):
+        await ws.send_bytes(pcm[offset : offset + 1920])
+    frames: list[bytes] = []
+    while len(frames) < 47:  # the resampler may hold back a frame or two
+        event = await call.next_event()
+        assert isinstance(event, AudioIn)
+        assert len(event.frame.pcm) == FRAME_BYTES
+        frames.append(event.frame.pcm)
+    audio = np.frombuffer(b"".join(frames[5:]), dtype="<i2").astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(audio))
+    peak_hz = np.argmax(spectrum) * 8000 / len(audio)
+    assert abs(peak_hz - 440) < 10  # resampled, not just relabelled
+
+    await ws.send_json({"type": "text", "text": "  les horaires de la mairie  "})
+    typed = await call.next_of(TextIn)
+    assert typed.text == "les horaires de la mairie"
+    await ws.send_json({"type": "dtmf", "digit": "0"})
+    assert (await call.next_of(DtmfIn)).digit == "0"
+
+    # The bot's audio reaches the browser as 8 kHz PCM; flush is passed on.
+    bot_frame = AudioFrame(_sine(8000, 0.02, 300.0))
+    await call.transport.send(bot_frame)
+    message = await ws.receive(timeout=5)
+    assert message.type == WSMsgType.BINARY and message.data == bot_frame.pcm
+    await call.transport.flush()
+    assert (await _receive_until(ws, "flush"))["type"] == "flush"
+
+    # The page sees the live events of its own call only.
+    env.hub.publish(CallEvent("un-autre-appel", "caller", {"text": "pas pour vous"}))
+    env.hub.publish(
+        CallEvent(call.transport.call_id, "caller", {"text": "pour vous", "asr_confidence": 0.7})
+    )
+    relayed = await _receive_until(ws, "event")
+    assert relayed["kind"] == "caller" and relayed["text"] == "pour vous"
+
+    # Handoff: the page gets the decision, then "ended", then the socket closes.
+    env.hub.publish(
+        CallEvent(call.transport.call_id, "handoff", {"reason": "demande", "summary": "s"})
+    )
+    await call.transport.end()
+    handoff = await _receive_until(ws, "event")
+    assert handoff["kind"] == "handoff" and handoff["reason"] == "demande"
+    assert (await _receive_until(ws, "ended"))["type"] == "ended"
+    assert await _drain_until_closed(ws)
+    hung_up = await call.next_of(CallerHungUp)
+    assert hung_up.reason
+    await asyncio.wait_for(call.finished.wait(), 5)
+
+
+async def test_softphone_hangup_and_bad_messages(env: Env) -> None:
+    ws = await env.client.ws_connect("/ws/softphone")
+    await ws.send_json({"type": "start", "sample_rate": 16000})
+    await _receive_until(ws, "ready")
+    call = await env.desk.next_call()
+    for bad, expected in [
+        ("pas du json", "illisible"),
+        (json.dumps({"type": "dtmf", "digit": "A"}), "Touche"),
+        (json.dumps({"type": "text", "text": ""}), "vide"),
+        (json.dumps({"type": "text", "text": "x" * 501}), "trop long"),
+        (json.dumps({"type": "voler"}), "inconnu"),
+    ]:
+        await ws.send_str(bad)
+        assert expected in (await _receive_until(ws, "error"))["message"]
+    await ws.send_bytes(b"\x01\x02\x03")  # half a sample
+    assert "impair" in (await _receive_until(ws, "error"))["message"]
+    await ws.send_json({"type": "hangup"})
+    assert isinstance(await call.next_of(CallerHungUp), CallerHungUp)
+    await asyncio.wait_for(call.finished.wait(), 5)
+    await ws.close()
+
+
+async def test_softphone_too_many_bad_messages_end_the_call(env: Env) -> None:
+    ws = await env.client.ws_connect("/ws/softphone")
+    await ws.send_json({"type": "start", "sample_rate": 16000})
+    await _receive_until(ws, "ready")
+    call = await env.desk.next_call()
+    for _ in range(6):
+        await ws.send_str("{")
+    assert await _drain_until_closed(ws)
+    await call.next_of(CallerHungUp)
+
+
+async def test_softphone_refuses_a_bad_or_missing_start(env: Env) -> None:
+    ws = await env.client.ws_connect("/ws/softphone")
+    await ws.send_json({"type": "start", "sample_rate": 1})
+    assert "sample_rate" in (await _receive_until(ws, "error"))["message"]
+    assert await _drain_until_closed(ws)
+    silent = await env.client.ws_connect("/ws/softphone")  # says nothing: cut after 1 s
+    assert await _drain_until_closed(silent, timeout=5)
+    assert env.desk.calls.empty()  # no call was started for either
+
+
+async def test_softphone_audio_faster_than_real_time_is_refused(env: Env) -> None:
+    ws = await env.client.ws_connect("/ws/softphone")
+    await ws.send_json({"type": "start", "sample_rate": 8000})
+    await _receive_until(ws, "ready")
+    call = await env.desk.next_call()
+    await ws.send_bytes(bytes(8000 * 2 * 6))  # 6 s of audio at once
+    assert "temps réel" in (await _receive_until(ws, "error"))["message"]
+    await ws.send_json({"type": "hangup"})
+    await call.next_of(CallerHungUp)
+
+
+async def test_softphone_huge_message_closes_the_call(env: Env) -> None:
+    ws = await env.client.ws_connect("/ws/softphone")
+    await ws.send_json({"type": "start", "sample_rate": 48000})
+    await _receive_until(ws, "ready")
+    call = await env.desk.next_call()
+    await ws.send_bytes(bytes(1024 * 1024))
+    message = await ws.receive(timeout=5)
+    while message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+        message = await ws.receive(timeout=5)
+    assert message.type == WSMsgType.CLOSE
+    assert message.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+    assert isinstance(await call.next_of(CallerHungUp), CallerHungUp)
+
+
+async def test_a_softphone_that_never_reads_is_hung_up(tmp_path: Path) -> None:
+    environment = await _env(tmp_path, limits=WebLimits(send_timeout_s=0.5, softphone_queue=50))
+    try:
+        host, port = str(environment.client.host), int(environment.client.port or 0)
+        stalled = await asyncio.to_thread(_never_reading_websocket, host, port, "/ws/softphone")
+        # A masked client text frame: the start message.
+        payload = json.dumps({"type": "start", "sample_rate": 8000}).encode()
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        stalled.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+        call = await environment.desk.next_call()
+        frame = AudioFrame(bytes(FRAME_BYTES))
+        for _ in range(20000):  # far more than the socket buffers hold
+            await call.transport.send(frame)
+            if call.transport.outbox.dropped:
+                break
+            await asyncio.sleep(0)
+        assert call.transport.outbox.dropped
+        assert isinstance(await call.next_of(CallerHungUp), CallerHungUp)
+        await asyncio.wait_for(call.finished.wait(), 5)
+        stalled.close()
+    finally:
+        await environment.client.close()
+        await environment.records.close()
+
+
+async def test_too_many_browser_calls_are_refused(tmp_path: Path) -> None:
+    environment = await _env(tmp_path, limits=WebLimits(max_browser_calls=1))
+    try:
+        first = await environment.client.ws_connect("/ws/softphone")
+        await first.send_json({"type": "start", "sample_rate": 8000})
+        await _receive_until(first, "ready")
+        second = await environment.client.ws_connect("/ws/softphone")
+        assert "Trop d'appels" in (await _receive_until(second, "error"))["message"]
+        assert await _drain_until_closed(second)
+        await first.close()
+    finally:
+        await environment.client.close()
+        await environment.records.close()

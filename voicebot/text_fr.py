@@ -1,0 +1,320 @@
+"""French text normalisation before speech synthesis.
+
+A voice reads letters and digits as the phonemizer guesses them: "8h30" comes out as
+"huit h trente", "02 40 41 90 00" as "deux millions quarante...", "Bd" as a spelled word.
+``normalize_for_speech`` rewrites what a caller must hear right — phone numbers (in pairs,
+as the French read them), times, dates, amounts, ordinals, street abbreviations — into
+plain French words. The number-to-words rules are the traditional French ones (hyphens
+below one hundred, "et un", "quatre-vingts", "deux cents", invariable "mille").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+_UNITS = (
+    "zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf",
+    "dix", "onze", "douze", "treize", "quatorze", "quinze", "seize",
+)  # fmt: skip
+_TENS = {2: "vingt", 3: "trente", 4: "quarante", 5: "cinquante", 6: "soixante"}
+_MONTHS = (
+    "janvier", "février", "mars", "avril", "mai", "juin",
+    "juillet", "août", "septembre", "octobre", "novembre", "décembre",
+)  # fmt: skip
+_BIG = ((1_000_000_000, "milliard"), (1_000_000, "million"))
+MAX_NUMBER = 999_999_999_999
+
+
+def _below_100(n: int) -> str:
+    if n <= 16:
+        return _UNITS[n]
+    if n < 20:
+        return f"dix-{_UNITS[n - 10]}"
+    tens, unit = divmod(n, 10)
+    if tens in (7, 9):  # soixante-dix..., quatre-vingt-dix...: 60 or 80 plus 10..19
+        base = "soixante" if tens == 7 else "quatre-vingt"
+        rest = n - (60 if tens == 7 else 80)
+        if rest == 11 and tens == 7:
+            return "soixante et onze"
+        return f"{base}-{_below_100(rest)}"
+    if tens == 8:
+        return "quatre-vingts" if unit == 0 else f"quatre-vingt-{_UNITS[unit]}"
+    word = _TENS[tens]
+    if unit == 0:
+        return word
+    if unit == 1:
+        return f"{word} et un"
+    return f"{word}-{_UNITS[unit]}"
+
+
+def _below_1000(n: int, plural_ok: bool) -> str:
+    """0 < n < 1000. ``plural_ok``: "cents"/"quatre-vingts" may keep their s (not before mille)."""
+    hundreds, rest = divmod(n, 100)
+    parts: list[str] = []
+    if hundreds:
+        if hundreds == 1:
+            parts.append("cent")
+        else:
+            parts.append(f"{_UNITS[hundreds]} {'cents' if rest == 0 and plural_ok else 'cent'}")
+    if rest:
+        words = _below_100(rest)
+        if not plural_ok and words == "quatre-vingts":
+            words = "quatre-vingt"
+        parts.append(words)
+    return " ".join(parts)
+
+
+def number_to_words(n: int, feminine: bool = False) -> str:
+    """An integer in French words: 21 → "vingt et un", 80 → "quatre-vingts", 2000 → "deux mille".
+
+    ``feminine`` ends "un" as "une" (une heure, vingt et une minutes).
+    """
+    if n < 0:
+        return f"moins {number_to_words(-n, feminine)}"
+    if n > MAX_NUMBER:
+        raise ValueError(f"number too large to read aloud: {n}")
+    if n == 0:
+        return "zéro"
+    parts: list[str] = []
+    rest = n
+    for value, name in _BIG:
+        count, rest = divmod(rest, value)
+        if count:
+            # million and milliard are nouns: "deux cents millions" keeps its s
+            parts.append(f"{_below_1000(count, True)} {name}{'s' if count > 1 else ''}")
+    thousands, rest = divmod(rest, 1000)
+    if thousands:
+        parts.append("mille" if thousands == 1 else f"{_below_1000(thousands, False)} mille")
+    if rest:
+        parts.append(_below_1000(rest, True))
+    words = " ".join(parts)
+    if feminine and (words == "un" or words.endswith((" un", "-un"))):
+        words = words[:-2] + "une"
+    return words
+
+
+def ordinal_to_words(n: int, feminine: bool = False) -> str:
+    """1 → "premier" ("première"), 2 → "deuxième", 21 → "vingt et unième", 80 → "quatre-vingtième"."""
+    if n == 1:
+        return "première" if feminine else "premier"
+    words = number_to_words(n)
+    if words.endswith("cinq"):
+        return words + "uième"
+    if words.endswith("neuf"):
+        return words[:-1] + "vième"
+    if words.endswith(("cents", "vingts", "e")):  # deux cents → deux centième, onze → onzième
+        words = words[:-1]
+    return words + "ième"
+
+
+# --- phone numbers ----------------------------------------------------------------------
+
+_SEP = r"[ .\-\u00a0\u202f]?"
+# 10-digit French numbers (0X XX XX XX XX, any separators) and +33 forms.
+_PHONE_RE = re.compile(
+    rf"(?<![\d+])(?:(?P<intl>\+33|0033){_SEP}(?:\(0\){_SEP})?(?P<first>[1-9])"
+    rf"|(?P<zero>0)(?P<first0>[1-9]))"
+    rf"(?P<rest>(?:{_SEP}\d\d){{4}})(?!\d)"
+)
+
+
+def _read_pair(pair: str) -> str:
+    if pair[0] == "0":
+        return f"zéro {_UNITS[int(pair[1])]}"
+    return number_to_words(int(pair))
+
+
+def _phone(match: re.Match[str]) -> str:
+    rest = re.sub(r"\D", "", match.group("rest"))
+    pairs = [rest[i : i + 2] for i in range(0, 8, 2)]
+    if match.group("intl"):
+        head = ["plus trente-trois", _UNITS[int(match.group("first"))]]
+    else:
+        head = [_read_pair("0" + match.group("first0"))]
+    return ", ".join(head + [_read_pair(p) for p in pairs])
+
+
+# --- amounts ----------------------------------------------------------------------------
+
+_GROUPED_INT = r"\d{1,3}(?:[ \u00a0\u202f]\d{3})+|\d+"
+_AMOUNT_RE = re.compile(
+    rf"(?<![\d,])(?P<int>{_GROUPED_INT})(?:,(?P<cents>\d{{1,2}}))?\s?(?:€|euros?\b|EUR\b)"
+)
+
+
+def _amount(match: re.Match[str]) -> str:
+    euros = int(re.sub(r"\D", "", match.group("int")))
+    cents_text = match.group("cents")
+    cents = int(cents_text.ljust(2, "0")) if cents_text else 0
+    if euros == 0 and cents:
+        return f"{number_to_words(cents)} centime{'s' if cents > 1 else ''}"
+    # "un million d'euros", "deux millions d'euros"
+    noun = "d'euros" if euros >= 1_000_000 and euros % 1_000_000 == 0 else "euros"
+    said = f"{number_to_words(euros)} {'euro' if euros == 1 else noun}"
+    if cents:
+        said += f" {number_to_words(cents)}"
+    return said
+
+
+# --- dates ------------------------------------------------------------------------------
+
+_NUMERIC_DATE_RE = re.compile(
+    r"(?<![\d/])(?P<d>[0-3]?\d)/(?P<m>[01]?\d)(?:/(?P<y>\d{4}|\d{2}))?(?![\d/])"
+)
+_MONTH_NAMES = "|".join(_MONTHS)
+_DAY_MONTH_RE = re.compile(
+    rf"\b(?P<d>[0-3]?\d)(?P<er>er|ᵉʳ)?\s+(?P<m>{_MONTH_NAMES})\b(?:\s+(?P<y>\d{{4}})\b)?",
+    re.IGNORECASE,
+)
+
+
+def _day(day: int) -> str:
+    return "premier" if day == 1 else number_to_words(day)
+
+
+def _year(year: int) -> str:
+    return number_to_words(year)
+
+
+def _numeric_date(match: re.Match[str]) -> str:
+    day, month = int(match.group("d")), int(match.group("m"))
+    if not (1 <= day <= 31 and 1 <= month <= 12):
+        return match.group(0)
+    said = f"{_day(day)} {_MONTHS[month - 1]}"
+    year_text = match.group("y")
+    if year_text:
+        year = int(year_text) + (2000 if len(year_text) == 2 else 0)
+        said += f" {_year(year)}"
+    return said
+
+
+def _day_month(match: re.Match[str]) -> str:
+    day = int(match.group("d"))
+    if not 1 <= day <= 31:
+        return match.group(0)
+    said = f"{_day(day)} {match.group('m').lower()}"
+    if match.group("y"):
+        said += f" {_year(int(match.group('y')))}"
+    return said
+
+
+# --- times ------------------------------------------------------------------------------
+
+_AROUND_THE_CLOCK_RE = re.compile(r"\b24\s?h\s?/\s?24\b")
+_EVERY_DAY_RE = re.compile(r"\b7\s?j\s?/\s?7\b")
+_TIME_RE = re.compile(r"(?<![\d:])(?P<h>[0-2]?\d)\s?(?:h|H|:)\s?(?P<m>[0-5]\d)?(?![\d])(?!\w)")
+_TIME_RANGE_RE = re.compile(
+    r"(?P<a>\d{1,2}\s?h\s?(?:\d\d)?)\s?[-–]\s?(?P<b>\d{1,2}\s?h\s?(?:\d\d)?)(?!\w)"
+)
+
+
+def _time(match: re.Match[str]) -> str:
+    hours = int(match.group("h"))
+    minutes = int(match.group("m") or 0)
+    if hours > 24 or (":" in match.group(0) and match.group("m") is None):
+        return match.group(0)
+    if hours == 0:
+        said = "minuit"
+    elif hours == 12:
+        said = "midi"
+    else:
+        said = f"{number_to_words(hours, feminine=True)} heure{'s' if hours > 1 else ''}"
+    if minutes:
+        said += f" {number_to_words(minutes, feminine=True)}"
+    return said
+
+
+# --- ordinals, abbreviations, the rest ----------------------------------------------------
+
+_ORDINAL_RE = re.compile(
+    r"\b(?P<n>\d+)(?P<suffix>ères?|ère|res?|ers?|e|es|ème|èmes|nde?s?|ᵉ|ᵉʳ)(?!\w)"
+)
+_FEMININE_ORDINAL = ("re", "res", "ère", "ères", "nde", "ndes")
+
+_ABBREVIATIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), spoken)
+    for pattern, spoken in (
+        (r"\bSte\b\.?(?=[\s\-])", "Sainte"),
+        (r"\bSt\b\.?(?=[\s\-])", "Saint"),
+        (r"\b[Bb]d\b\.?", "boulevard"),
+        (r"\b[Aa]v\.", "avenue"),
+        (r"\b[Aa]ve?\b(?=\s+[A-ZÉ])", "avenue"),
+        (r"\bPl\.", "place"),
+        (r"\bpl\.(?=\s+[A-ZÉ])", "place"),
+        (r"\bimp\.", "impasse"),
+        (r"\bM\.(?=\s+[A-ZÉ])", "monsieur"),
+        (r"\bMme\b\.?", "madame"),
+        (r"\bMM\.(?=\s+[A-ZÉ])", "messieurs"),
+        (r"\b[Nn]°\s?", "numéro "),
+        (r"\b[Tt]él\.\s?:?", "téléphone"),
+        (r"\betc\.", "et cetera"),
+        (r"\bmn\b|\bmin\b\.?", "minutes"),
+        (r"\bkm\b", "kilomètres"),
+    )
+)
+
+_PERCENT_RE = re.compile(r"(?P<n>\d+(?:,\d+)?)\s?%")
+_DECIMAL_RE = re.compile(r"(?<![\d,])(?P<i>\d+),(?P<f>\d+)(?![\d,])")
+_INTEGER_RE = re.compile(r"(?<![\d])(?P<n>\d{1,3}(?:[\u00a0\u202f]\d{3})+|\d+)")
+
+
+def _decimal_words(integer: str, fraction: str) -> str:
+    # "2,05" → "deux virgule zéro cinq": leading zeros of the fraction are read out
+    zeros = len(fraction) - len(fraction.lstrip("0"))
+    tail = number_to_words(int(fraction)) if fraction.strip("0") else ""
+    said = " ".join(["zéro"] * zeros + ([tail] if tail else []))
+    return f"{number_to_words(int(integer))} virgule {said or 'zéro'}"
+
+
+def _percent(match: re.Match[str]) -> str:
+    integer, _, fraction = match.group("n").partition(",")
+    number = _decimal_words(integer, fraction) if fraction else number_to_words(int(integer))
+    return f"{number} pour cent"
+
+
+def _integer(match: re.Match[str]) -> str:
+    digits = re.sub(r"\D", "", match.group("n"))
+    if len(digits) > 12:  # a long code: read digit by digit
+        return " ".join(_UNITS[int(d)] for d in digits)
+    return number_to_words(int(digits))
+
+
+def _ordinal(match: re.Match[str]) -> str:
+    suffix = match.group("suffix")
+    return ordinal_to_words(int(match.group("n")), feminine=suffix in _FEMININE_ORDINAL)
+
+
+def _sub(pattern: re.Pattern[str], replace: Callable[[re.Match[str]], str], text: str) -> str:
+    return pattern.sub(replace, text)
+
+
+def normalize_for_speech(text: str) -> str:
+    """French text as it must be spoken: every number, time, date and abbreviation in words.
+
+    >>> normalize_for_speech("Ouvert de 8h30 à 12h, au 02 40 41 90 00.")
+    'Ouvert de huit heures trente à midi, au zéro deux, quarante, quarante et un, quatre-vingt-dix, zéro zéro.'
+    """
+    text = _sub(_PHONE_RE, _phone, text)
+    text = _sub(_AMOUNT_RE, _amount, text)
+    text = _sub(_NUMERIC_DATE_RE, _numeric_date, text)
+    text = _sub(_DAY_MONTH_RE, _day_month, text)
+    text = _AROUND_THE_CLOCK_RE.sub("vingt-quatre heures sur vingt-quatre", text)
+    text = _EVERY_DAY_RE.sub("sept jours sur sept", text)
+    text = _TIME_RANGE_RE.sub(lambda m: f"{m.group('a')} à {m.group('b')}", text)
+    text = _sub(_TIME_RE, _time, text)
+    text = _sub(_ORDINAL_RE, _ordinal, text)
+    for pattern, spoken in _ABBREVIATIONS:
+        text = pattern.sub(spoken, text)
+    text = _sub(_PERCENT_RE, _percent, text)
+    text = _DECIMAL_RE.sub(lambda m: _decimal_words(m.group("i"), m.group("f")), text)
+    text = _sub(_INTEGER_RE, _integer, text)
+    return re.sub(r"[ \t\u00a0\u202f]{2,}", " ", text).strip()
+
+
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?…])\s+(?=\S)")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences, so that the first one can be spoken while the next is being synthesised."""
+    return [part.strip() for part in _SENTENCE_END_RE.split(text.strip()) if part.strip()]
