@@ -374,7 +374,7 @@ def _check_calibrated(
         assert low <= turn.response_ms <= high, turn
         if turn.kind != "dtmf":
             assert turn.endpoint_wait_ms == pytest.approx(END_SILENCE_FRAMES * 20, abs=2)
-            assert turn.turn_gap_ms is not None
+            assert turn.turn_gap_ms is not None and turn.endpoint_wait_ms is not None
             incoming = turn.turn_gap_ms - turn.endpoint_wait_ms - turn.response_ms
             assert -0.5 <= incoming <= input_ms + 0.5, turn
     stopped = [t for t in data.turns if t.barge_in == "stopped"]

@@ -9,21 +9,22 @@ from the caller's side, on the emulator's clock:
   talks in realistic turns: French questions made with espeak-ng, real French prompts from
   asterisk-core-sounds-fr-wav, pauses, a barge-in over the greeting and another over a
   reply, and a DTMF key;
-* **endpoint wait**: the VAD's last voiced frame → its end-of-speech decision. The bench runs
-  the project's own Silero VAD over each caller clip beforehand, so it knows on which frame
-  the server's VAD decides (the VAD is deterministic and counts stream time), and records
-  when that frame was sent;
+* **endpoint wait**: the VAD's last voiced frame → its end-of-speech decision, in stream
+  time. After each run the bench replays every call's exact caller audio through the
+  project's own Silero VAD (its scores depend on all the audio before, so only the whole
+  call gives the server's frame) and finds the frame on which the server decided;
 * **response latency**: that decision frame (or the DTMF key) sent → first non-silent bot
-  frame received; **turn gap**: the last voiced caller frame → the same bot frame. Both
+  frame heard; **turn gap**: the last voiced caller frame → the same bot frame. Both
   include the server's receive path and the TTS audio's own leading silence: what a caller
   hears;
 * **per stage** (ASR final, NLU, TTS first audio) from the call records the server writes
   anyway (voicebot.records): the caller turn is stored when the ASR final is ready, the bot
   turn when the dialogue has answered. No hook in the server;
-* **pacing**: the arrival time of every bot frame. An *underrun* is a gap between two frames
-  longer than one frame plus ``UNDERRUN_TOLERANCE_S`` (a hole the caller hears). The bench's
-  own event loop is watched too: a late frame fully explained by a stall of the bench itself
-  is counted apart, as a client-side underrun;
+* **pacing**: the time every bot frame reached the caller (its arrival over AudioSocket; its
+  playout from chan_websocket's queue). An *underrun* is a frame more than one frame plus
+  ``UNDERRUN_TOLERANCE_S`` after the previous one (a hole the caller hears). The bench's own
+  event loop is watched too: a late frame fully explained by a stall of the bench itself is
+  counted apart, as a client-side underrun;
 * **CPU and RSS** of the server process (its espeak-ng children included), sampled with
   psutil.
 
@@ -1860,7 +1861,8 @@ def markdown_report(result: dict[str, Any]) -> str:
         "- Server: "
         + (
             f"`voicebot serve --no-web` started by the bench (listening after "
-            f"{server['listening_after_s']} s), bench policy {server['policy_overrides']}"
+            f"{server['listening_after_s']} s), with "
+            + ", ".join(f"{k}={v}" for k, v in server["policy_overrides"].items())
             if server["started_by_bench"]
             else "a running server (--target)"
         ),
@@ -1903,13 +1905,21 @@ def markdown_report(result: dict[str, Any]) -> str:
     lines += [
         "## How it is measured",
         "",
-        "Times are taken at the emulated Asterisk (tests/emulator), on one clock. The endpoint "
-        "wait comes from the project's VAD run over each caller clip (it decides in stream "
-        "time); response latency starts when the frame that completes the VAD's silence is "
-        "sent, and ends at the first bot frame whose peak exceeds "
-        f"{VOICE_PEAK} (≈ -36 dBFS), so it includes the TTS audio's own leading silence. ASR, "
-        "NLU and TTS come from the times the server writes the caller and bot turns into its "
-        "call records. Plots: latency_stages.png, latency_vs_calls.png, cpu_memory.png.",
+        "Times are taken at the emulated Asterisk (tests/emulator), on one clock: when each "
+        "caller frame was sent, when each bot frame arrived (AudioSocket) or was played out "
+        "(chan_websocket's queue). After each run the bench replays every call's exact caller "
+        "audio through the project's VAD (Silero's scores depend on all the audio before), "
+        "which gives the frame on which the server decided each end of speech. Response "
+        "latency runs from the sending of that frame to the first bot frame whose peak "
+        f"exceeds {VOICE_PEAK} (≈ -36 dBFS), so it includes the TTS audio's own leading "
+        "silence; the turn gap adds the endpoint wait (stream time). ASR, NLU and TTS come "
+        "from the times the server writes the caller and bot turns into its call records "
+        "(the caller turn once the ASR final is there, the bot turn once the dialogue has "
+        "answered); the ASR stage includes the server's receive path. An underrun is a bot "
+        f"frame more than {UNDERRUN_TOLERANCE_S * 1000:.0f} ms later than the end of the "
+        "previous one; it is put down to the bench itself when a stall of the bench's own "
+        "event loop covers it. Plots: latency_stages.png, latency_vs_calls.png, "
+        "cpu_memory.png.",
         "",
     ]
     return "\n".join(lines)

@@ -55,7 +55,10 @@ def quiet_rasa() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(rasa|tensorflow|keras)")
     from rasa.utils.log_utils import configure_structlog
 
+    root = logging.getLogger()
+    level = root.level
     configure_structlog(logging.WARNING)
+    root.setLevel(level)  # Rasa lowers the whole process to WARNING: keep the bot's own logs
 
 
 def model_path(settings: Settings) -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 class CallEvent:
     call_id: str
     # kind and its data (what the session publishes):
-    #   "started"  {transport, caller_hash}        "state"   {state}
+    #   "started"  {transport}        "state"   {state}
     #   "partial"  {text}                          "caller"  {text, asr_confidence}
     #   "bot"      {text, intent, confidence, entities}
     #   "handoff"  {reason, intent, entities, summary, last_utterances, context_delivered}

@@ -169,6 +169,7 @@ async def _serve(settings: Settings, with_web: bool, banner: bool) -> int:
     if banner:
         print(_banner(settings, server), flush=True)
     prerender = asyncio.create_task(server.runtime.prerender())
+    purge = asyncio.create_task(_purge_daily(server))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -177,9 +178,23 @@ async def _serve(settings: Settings, with_web: bool, banner: bool) -> int:
     await stop.wait()
     log.info("stop requested")
     prerender.cancel()
+    purge.cancel()
     await server.shutdown(settings.server.shutdown_grace_s)
     log.info("stopped")
     return 0
+
+
+async def _purge_daily(server: PhoneServer) -> None:
+    """Minimal retention: records older than the retention period go, at start and daily."""
+    retention_s = server.settings.records.retention_days * 86400.0
+    while True:
+        try:
+            removed = await server.records.purge(retention_s)
+            if removed:
+                log.info("records: purged %d call(s) older than the retention period", removed)
+        except Exception:
+            log.exception("records: purge failed; retrying tomorrow")
+        await asyncio.sleep(86400.0)
 
 
 def _banner(settings: Settings, server: PhoneServer) -> str:
