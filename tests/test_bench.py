@@ -14,8 +14,10 @@ import asyncio
 import contextlib
 import json
 import math
+import os
+import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -434,6 +436,70 @@ async def test_the_bench_measures_a_scripted_bot_over_chan_websocket(
     spoken = [t.response_ms for t in data.turns if t.kind != "dtmf" and t.response_ms]
     assert keys and spoken
     assert abs(float(np.median(spoken)) - float(np.median(keys))) < 60
+
+
+@contextlib.contextmanager
+def _scripted_server_in_a_thread() -> Iterator[int]:
+    """The scripted bot behind a real AudioSocket server, on its own loop and thread (the
+    way a running server is targeted: ``run_bench`` runs its own event loop)."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    port: list[int] = []
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        server = loop.run_until_complete(start_audiosocket_server("127.0.0.1", 0, ScriptedBot()))
+        port.append(cast(asyncio.Server, server).sockets[0].getsockname()[1])
+        ready.set()
+        loop.run_forever()
+        server.close()
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        yield port[0]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def test_voicebot_bench_targets_a_running_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings().replace("paths", data_dir=tmp_path / "var")
+    with _scripted_server_in_a_thread() as port:
+        code = bench.run_bench(
+            settings,
+            calls=1,
+            duration_s=6.0,
+            ramp_s=0.0,
+            transport="audiosocket",
+            find_capacity=False,
+            target=f"127.0.0.1:{port}",
+            out_dir=tmp_path / "out",
+            as_json=True,
+        )
+    result = json.loads(capsys.readouterr().out)
+    run = result["run"]
+    assert code == 0
+    assert result["server"]["started_by_bench"] is False
+    # the listening process is found by its port: here, this very test process
+    assert result["server"]["pid"] == os.getpid()
+    assert run["server"]["rss_peak_mb"] > 0
+    response = run["latency_ms"]["response"]
+    assert response["n"] >= 1
+    assert REPLY_DELAY_S * 1000 - 5 <= response["p50"] <= REPLY_DELAY_S * 1000 + 60
+    # no records database where these settings point: the split is said to be missing
+    assert run["records"].startswith("per-stage split unavailable: no call records database")
+    assert run["turns"]["with_stages"] == 0
+    assert not (tmp_path / "var").exists()
+    assert "--target 127.0.0.1:" in result["command"]
 
 
 # --- the real thing -----------------------------------------------------------------------------------

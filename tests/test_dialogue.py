@@ -34,7 +34,7 @@ async def test_greeting_says_automatic_assistant_conseiller_zero_and_not_recorde
     text = said(reply).lower()
     assert "assistant automatique" in text
     assert "conseiller" in text and "tapez 0" in text
-    assert "n'est pas enregistré" in text and "aucun son" in text
+    assert "n'est pas enregistré" in text and "transcription écrite" in text
     assert f"{dialogue.settings.records.retention_days} jours" in text
     assert reply.handoff is None and not reply.end_call
 

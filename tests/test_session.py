@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests.speech_helpers import french_prompt_pcm
+from voicebot.asr_eval import builtin_corpus
 from voicebot.audio import FRAME_BYTES, SILENCE_FRAME, AudioFrame, to_frames
 from voicebot.interfaces import (
     AudioIn,
@@ -191,14 +192,36 @@ async def test_dtmf_zero_hands_off_with_context(call_runtime: Runtime) -> None:
     assert caller.ended  # the media session ended: the dialplan continues to the queue
 
 
+# Real French prompts that make no sense to a city switchboard (Asterisk's own instructions).
+NONSENSE_PROMPTS = (
+    "agent-pass",
+    "agent-user",
+    "confbridge-pin-bad",
+    "agent-incorrect",
+    "vm-helpexit",
+    "confbridge-pin",
+    "tt-allbusy",
+)
+
+
 async def test_two_unintelligible_recordings_hand_off_without_dtmf(call_runtime: Runtime) -> None:
+    # The trainers change the model: pick the prompts whose words the current model does not
+    # understand (by their reference transcripts), then speak the recordings themselves.
+    references = {e.key: e.reference for e in builtin_corpus().entries}
+    dialogue = call_runtime.services.dialogue
+    chosen = []
+    for name in NONSENSE_PROMPTS:
+        parsed = await dialogue.parse(references[name])  # type: ignore[attr-defined]
+        if parsed["intent"] == "nlu_fallback":
+            chosen.append(name)
+    assert len(chosen) >= 2, "the model understands every nonsense prompt: widen the list"
     report, caller = await run_call(
         call_runtime.services,
         [
             ("wait_bot", None),
-            ("audio", french_prompt_pcm("agent-pass")),
+            ("audio", french_prompt_pcm(chosen[0])),
             ("wait_bot", None),
-            ("audio", french_prompt_pcm("confbridge-pin")),
+            ("audio", french_prompt_pcm(chosen[1])),
         ],
     )
     assert report.handoff is not None, report.turns

@@ -81,12 +81,12 @@ PAUSE_S = 0.4  # then the caller waits this long before speaking
 BARGE_IN_AFTER_S = 1.5  # a barge-in starts once the bot has spoken this long
 GREETING_TIMEOUT_S = 15.0
 REPLY_TIMEOUT_S = 15.0
-LISTEN_MAX_S = 40.0  # the longest reply a caller listens to before speaking anyway
+LISTEN_MAX_S = 5.0  # the longest a caller listens to a reply before speaking anyway
 MIN_CALL_S = 4.0  # no new call is placed when less than this remains
 SAMPLE_EVERY_S = 0.5
 LINE_RATES = {"audiosocket": SAMPLE_RATE, "websocket": 16000}  # slin and slin16 channels
 
-CAPACITY_STEPS = (2, 4, 8, 12, 16, 24, 32, 48, 64)
+CAPACITY_STEPS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
 CAPACITY_MAX_TURN_GAP_MS = 1000.0
 WARMUP_MIN_DURATION_S = 15.0  # shorter runs are smoke tests: no warm-up call
 WARMUP_DURATION_S = 10.0
@@ -847,19 +847,21 @@ class CallRunner:
             reply_started = await self._turn(call, step, reply_started)
 
     async def _turn(self, call: BenchCall, step: Step, reply_started: float | None) -> float | None:
-        """Play one step like a caller would; returns when the bot's answer started."""
-        over_bot = step.kind == "barge_in" and reply_started is not None and call.bot_speaking()
-        if over_bot:
-            assert reply_started is not None
-            while call.now() < reply_started + BARGE_IN_AFTER_S and call.bot_speaking():
-                await asyncio.sleep(FRAME_S)
-            over_bot = call.bot_speaking()
+        """Play one step like a caller would; returns when the bot's answer started.
+
+        The caller listens until the bot is quiet, or cuts it short: a barge-in step after
+        BARGE_IN_AFTER_S of the reply, any step after LISTEN_MAX_S (callers do not sit
+        through a long answer). Speech over the bot is a barge-in turn."""
+        listen = BARGE_IN_AFTER_S if step.kind == "barge_in" else LISTEN_MAX_S
+        since = reply_started if reply_started is not None else call.now()
+        await call.wait_quiet(QUIET_S, max(0.0, since + listen - call.now()))
+        over_bot = call.bot_speaking()
         if not over_bot:
-            await call.wait_quiet(QUIET_S, LISTEN_MAX_S)
             await asyncio.sleep(PAUSE_S)
         if call.line.ended:
             return None
-        spoken = Spoken(step.kind, step.clip or f"dtmf:{step.digit}", 0, over_bot, self.active)
+        kind = "dtmf" if step.kind == "dtmf" else "barge_in" if over_bot else "speech"
+        spoken = Spoken(kind, step.clip or f"dtmf:{step.digit}", 0, over_bot, self.active)
         if step.kind == "dtmf":
             sent = await call.send_dtmf(step.digit, spoken)
             return await call.wait_voice(after=sent, timeout=REPLY_TIMEOUT_S)
@@ -1033,6 +1035,10 @@ def _measure_turn(
         turn.wall_decision = result.wall0 + decision
     turn.at_s = result.t0 + decision - loop_t0
     first = bisect.bisect_right(result.times, decision)
+    if spoken.kind == "dtmf" and spoken.over_bot:
+        # a key over the bot: what still arrives of the old reply is not the answer
+        while first < len(result.times) and result.voiced[first]:
+            first += 1
     for index in range(first, len(result.times)):
         if result.times[index] >= window_end:
             break
@@ -1172,9 +1178,14 @@ def read_record_times(url: str, call_ids: Sequence[str]) -> dict[str, list[tuple
 
     rows: dict[str, list[tuple[float, str]]] = {}
     try:
-        engine = sa.create_engine(url, future=True)
+        parsed = sa.engine.make_url(url)
+        if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+            raise VoicebotError(f"no call records database at {parsed.database}")
+        engine = sa.create_engine(parsed, future=True)
+    except VoicebotError:
+        raise
     except Exception as exc:
-        raise VoicebotError(f"cannot open the call records ({exc})") from None
+        raise VoicebotError(f"cannot open the call records ({type(exc).__name__})") from None
     try:
         with engine.connect() as conn:
             for start in range(0, len(call_ids), 200):
@@ -1244,7 +1255,7 @@ def summarize(data: RunData, idle_rss_mb: float | None) -> dict[str, Any]:
             "barge_in_stopped": sum(1 for t in barge if t.barge_in == "stopped"),
             "barge_in_failed": sum(1 for t in barge if t.barge_in == "failed"),
             "dtmf": len(dtmf),
-            "unanswered": sum(1 for t in turns if not t.answered),
+            "unanswered": sum(1 for t in turns if not t.answered and t.barge_in != "failed"),
             "with_stages": sum(1 for t in turns if t.nlu_ms is not None),
         },
         "latency_ms": {key: distribution(values) for key, values in stage_values.items()},
@@ -1612,6 +1623,11 @@ async def run_async(
 ) -> dict[str, Any]:
     """Set up (or reach) the server, run the benchmark, write the report. The JSON result."""
     loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    if main is not None:  # SIGTERM (and SIGINT, even in a background job) stop the server
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(stop_signal, main.cancel)
     clips = await loop.run_in_executor(
         None, prepare_clips, settings.vad, audio_cache_dir(), LINE_RATES[transport]
     )
@@ -2159,9 +2175,14 @@ def run_bench(
     if out_dir is None:
         out_dir = PROJECT_ROOT / "bench-out" / time.strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = asyncio.run(
-        run_async(settings, calls, duration_s, ramp_s, transport, find_capacity, target, out_dir)
-    )
+    try:
+        result = asyncio.run(
+            run_async(
+                settings, calls, duration_s, ramp_s, transport, find_capacity, target, out_dir
+            )
+        )
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None  # stopped by a signal: the CLI exits with 130
     if as_json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
     else:

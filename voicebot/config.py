@@ -104,7 +104,8 @@ class VadSettings:
 @dataclass(frozen=True)
 class DialogueSettings:
     model: str = ""  # a trained Rasa model archive; empty = newest under nlu/models
-    fallback_threshold: float = 0.55
+    # The NLU fallback threshold lives in nlu/config.yml (FallbackClassifier): it is part of
+    # the trained model and calibrated on held-out data (scripts/calibrate_fallback.py).
 
 
 @dataclass(frozen=True)
