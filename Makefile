@@ -54,13 +54,13 @@ train: setup
 	$(VENV)/bin/voicebot train
 
 lint: setup
-	$(VENV)/bin/ruff check voicebot telephony tests nlu
-	$(VENV)/bin/ruff format --check voicebot telephony tests nlu
+	$(VENV)/bin/ruff check voicebot telephony tests nlu scripts
+	$(VENV)/bin/ruff format --check voicebot telephony tests nlu scripts
 	$(VENV)/bin/mypy
 
-test: setup
+test: setup lint
 	$(VENV)/bin/voicebot train --if-needed
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 run: setup
 	$(VENV)/bin/voicebot train --if-needed

@@ -58,7 +58,9 @@ def test_secrets_only_from_environment(tmp_path: Path) -> None:
         ("asr:\n  engine: google\n", "engine must be 'vosk' or 'whisper'"),
     ],
 )
-def test_broken_settings_file_gives_a_clear_error(tmp_path: Path, content: str, message: str) -> None:
+def test_broken_settings_file_gives_a_clear_error(
+    tmp_path: Path, content: str, message: str
+) -> None:
     config = tmp_path / "voicebot.yml"
     config.write_text(content)
     with pytest.raises(ConfigError, match=message) as caught:

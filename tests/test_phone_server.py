@@ -24,7 +24,9 @@ async def phone_server(runtime: Runtime, **ami: object) -> AsyncIterator[PhoneSe
     if ami:
         settings = settings.replace("ami", **ami)
     services = dataclasses.replace(runtime.services, settings=settings, call_control=None)
-    server = await start_phone_server(settings, with_web=False, runtime=dataclasses.replace(runtime, services=services))
+    server = await start_phone_server(
+        settings, with_web=False, runtime=dataclasses.replace(runtime, services=services)
+    )
     try:
         yield server
     finally:
@@ -91,7 +93,9 @@ async def test_handoff_puts_context_on_the_channel_before_ending(call_runtime: R
     ami = AmiEmulator(secret="s3cret")
     port = await ami.start()
     try:
-        async with phone_server(call_runtime, host="127.0.0.1", port=port, secret="s3cret") as server:
+        async with phone_server(
+            call_runtime, host="127.0.0.1", port=port, secret="s3cret"
+        ) as server:
             assert server.call_control is not None
             await server.call_control.wait_connected(5.0)
             call_uuid = str(uuid.uuid4())
@@ -185,7 +189,9 @@ async def test_websocket_media_greeting_and_dtmf_handoff(call_runtime: Runtime) 
         await peer.close()
 
 
-def _independent_audiosocket_client(port: int, seconds: float) -> tuple[float | None, float, float | None]:
+def _independent_audiosocket_client(
+    port: int, seconds: float
+) -> tuple[float | None, float, float | None]:
     """A plain-socket AudioSocket client written from the protocol, not the project's code."""
     import socket
     import time
@@ -227,7 +233,11 @@ def _independent_audiosocket_client(port: int, seconds: float) -> tuple[float | 
             if len(buffer) < 3 + length:
                 break
             payload, buffer = buffer[3 : 3 + length], buffer[3 + length :]
-            if kind == 0x10 and first_voice is None and any(payload[i + 1] not in (0, 255) for i in range(0, len(payload), 2)):
+            if (
+                kind == 0x10
+                and first_voice is None
+                and any(payload[i + 1] not in (0, 255) for i in range(0, len(payload), 2))
+            ):
                 first_voice = time.monotonic() - start
             if kind == 0x00:
                 hangup_at = time.monotonic() - (sent_dtmf_at or start)
@@ -235,7 +245,9 @@ def _independent_audiosocket_client(port: int, seconds: float) -> tuple[float | 
     return first_voice, max_gap, hangup_at
 
 
-async def test_independent_client_sees_greeting_no_gap_and_hangup_after_zero(call_runtime: Runtime) -> None:
+async def test_independent_client_sees_greeting_no_gap_and_hangup_after_zero(
+    call_runtime: Runtime,
+) -> None:
     async with phone_server(call_runtime) as server:
         first_voice, max_gap, hangup_after = await asyncio.to_thread(
             _independent_audiosocket_client, server.audiosocket_port, 5.0

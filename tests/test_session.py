@@ -247,14 +247,21 @@ async def test_barge_in_stops_the_greeting_at_once(call_runtime: Runtime) -> Non
     # The caller talks over the greeting from the very start: a real 10-second French prompt.
     report, caller = await run_call(
         call_runtime.services,
-        [("silence", 1.0), ("audio", french_prompt_pcm("dir-intro")), ("silence", 3.0), ("hangup", None)],
+        [
+            ("silence", 1.0),
+            ("audio", french_prompt_pcm("dir-intro")),
+            ("silence", 3.0),
+            ("hangup", None),
+        ],
     )
     assert "interruption (barge-in)" in report.decisions
     speech_start = int(1.0 / FRAME_S)
     after = caller.bot_frames[speech_start + int(1.0 / FRAME_S) : speech_start + int(3.0 / FRAME_S)]
     assert after and not any(voiced(f) for f in after), "the bot kept talking over the caller"
     # the interruption's first words reached the ASR too (the barge-in carries its pre-roll)
-    heard = " ".join(t["text"] for t in report.turns if t.get("speaker") == "caller" and t.get("text"))
+    heard = " ".join(
+        t["text"] for t in report.turns if t.get("speaker") == "caller" and t.get("text")
+    )
     assert "bienvenue" in heard.lower(), report.turns
 
 

@@ -2,9 +2,14 @@
 
 Whisper does not stream: the stream buffers the caller's utterance as the VAD delimits it,
 and ``finalize`` decodes it whole in the engine executor (language "fr", no VAD of its own,
-no conditioning on a previous text, one greedy or beam pass without temperature fallback so
-that a hard utterance costs one decode, not six). More accurate than Vosk's small model,
-costlier: the whole decode happens after the caller stops speaking.
+no conditioning on a previous text). More accurate than Vosk's small model, costlier: the
+whole decode happens after the caller stops speaking.
+
+Bounded cost. Whisper can loop on a short, hard utterance ("le fait que le fait que ..." for
+one second of "treize") until its 448-token limit, and its temperature fallback then retries
+up to five times: 15-20 s for one word. Each decode here may emit at most
+``16 + 8 tokens per second of audio`` (French speech needs about 4-5), which stops a loop
+early and keeps the fallback, which repairs many of them, within a few seconds.
 
 Confidence. Whisper gives each word a probability (the mean probability of its tokens), each
 segment the average log-probability of all the tokens it emitted (punctuation and the end of
@@ -55,6 +60,11 @@ log = logging.getLogger(__name__)
 
 WHISPER_RATE = 16000
 MIN_WORD_S = 0.02
+# Token budget of one decode (see the module docstring).
+MAX_TOKENS_BASE = 16
+MAX_TOKENS_PER_S = 8
+TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # Whisper's fallback when a decode looks poor
+WINDOW_S = 30.0  # Whisper decodes at most 30 s at a time; the budget is per window
 MIN_CONFIDENCE = 1e-4  # a word's confidence stays in (0, 1] even if its probability underflows
 REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
 _EDGE_PUNCTUATION = re.compile(r"^[^\w']+|[^\w']+$")
@@ -76,6 +86,11 @@ class SegmentLike(Protocol):
 
     @property
     def words(self) -> Sequence[WordLike] | None: ...
+
+
+def token_budget(audio_s: float) -> int:
+    """Most tokens one decoding window may emit (≤ 256: within Whisper's 448 with the prompt)."""
+    return MAX_TOKENS_BASE + math.ceil(MAX_TOKENS_PER_S * min(audio_s, WINDOW_S))
 
 
 def _check_model_dir(model_dir: Path) -> None:
@@ -192,7 +207,8 @@ class WhisperAsr:
             samples,
             language="fr",
             beam_size=self.settings.whisper_beam_size,
-            temperature=0.0,
+            temperature=TEMPERATURES,
+            max_new_tokens=token_budget(audio_s),
             word_timestamps=True,
             vad_filter=False,
             condition_on_previous_text=False,

@@ -71,7 +71,9 @@ class Resampler:
         self.in_rate = in_rate
         self.out_rate = out_rate
         self._stream = (
-            None if in_rate == out_rate else soxr.ResampleStream(in_rate, out_rate, 1, "int16", quality)
+            None
+            if in_rate == out_rate
+            else soxr.ResampleStream(in_rate, out_rate, 1, "int16", quality)
         )
 
     def process(self, pcm: bytes, last: bool = False) -> bytes:

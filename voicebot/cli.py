@@ -154,8 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_nlu_parse)
 
     models_parser = sub.add_parser("models", help="list, download and verify speech models")
-    models_sub = models_parser.add_subparsers(dest="models_command", required=True, metavar="COMMAND")
-    models_sub.add_parser("list", help="installed and available models").set_defaults(handler=_models)
+    models_sub = models_parser.add_subparsers(
+        dest="models_command", required=True, metavar="COMMAND"
+    )
+    models_sub.add_parser("list", help="installed and available models").set_defaults(
+        handler=_models
+    )
     p = models_sub.add_parser("pull", help="download a model (checksum verified)")
     p.add_argument("name")
     p.add_argument("--base-url", help="mirror to download from instead of the publisher")

@@ -168,7 +168,9 @@ class Settings:
     def replace(self, section: str, **changes: Any) -> Settings:
         """A copy with some fields of one section changed (validated like a load)."""
         current = getattr(self, section)
-        updated = _build_section(section, type(current), {**_as_dict(current), **changes}, "override")
+        updated = _build_section(
+            section, type(current), {**_as_dict(current), **changes}, "override"
+        )
         return dataclasses.replace(self, **{section: updated})
 
 
@@ -230,9 +232,7 @@ def _build_section(name: str, cls: type, raw: Mapping[str, Any], origin: str) ->
     return section
 
 
-def load_settings(
-    path: Path | None = None, environ: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Defaults, then the YAML file (if any), then the environment. Raises ConfigError."""
     env = os.environ if environ is None else environ
     if path is None and env.get("VOICEBOT_CONFIG"):
@@ -258,7 +258,7 @@ def load_settings(
     for name in layered:
         if name not in sections:
             raise ConfigError(f"{origin}: unknown section {name!r} (known: {', '.join(sections)})")
-    for (section, key) in SECRET_ENV.values():
+    for section, key in SECRET_ENV.values():
         if key in layered.get(section, {}):
             raise ConfigError(
                 f"{origin}: {section}.{key} is a secret: set it in the environment, not in a file"
@@ -275,7 +275,10 @@ def load_settings(
 
     built = {
         name: _build_section(
-            name, _section_class(f), layered.get(name, {}), origin if name in layered else "defaults"
+            name,
+            _section_class(f),
+            layered.get(name, {}),
+            origin if name in layered else "defaults",
         )
         for name, f in sections.items()
     }

@@ -107,7 +107,9 @@ class Tts(Protocol):
 class Handoff:
     """The structured signal that the call must go to a human, with what they need to know."""
 
-    reason: str  # "demande", "dtmf", "urgence", "incompréhension", "confiance_asr", "durée", "erreur"
+    reason: (
+        str  # "demande", "dtmf", "urgence", "incompréhension", "confiance_asr", "durée", "erreur"
+    )
     intent: str | None = None
     entities: dict[str, str] = field(default_factory=dict)
     summary: str = ""

@@ -35,7 +35,9 @@ class CallLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     def __init__(self, logger: logging.Logger, call_id: str) -> None:
         super().__init__(logger, {"call_id": call_id})
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
         extra = dict(kwargs.get("extra") or {})
         extra["call_id"] = self.extra["call_id"] if self.extra else "-"
         kwargs["extra"] = extra
@@ -66,7 +68,20 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("tensorflow", "absl", "rasa", "sanic", "asyncio", "matplotlib", "urllib3",
-                  "apscheduler", "faster_whisper", "websockets", "panoramisk", "h5py",
-                  "rasa_sdk", "root"):
+    for noisy in (
+        "tensorflow",
+        "absl",
+        "rasa",
+        "sanic",
+        "asyncio",
+        "matplotlib",
+        "urllib3",
+        "apscheduler",
+        "faster_whisper",
+        "websockets",
+        "panoramisk",
+        "h5py",
+        "rasa_sdk",
+        "root",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)

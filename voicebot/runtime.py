@@ -35,9 +35,7 @@ class Runtime:
             return 0
         started = time.perf_counter()
         count: int = await prerender(static_texts())
-        log.info(
-            "pre-rendered %d new answers in %.1f s", count, time.perf_counter() - started
-        )
+        log.info("pre-rendered %d new answers in %.1f s", count, time.perf_counter() - started)
         return count
 
     def close(self) -> None:
@@ -51,9 +49,7 @@ def make_executor(settings: Settings) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine")
 
 
-def load_runtime(
-    settings: Settings, hub: CallHub | None = None, with_asr: bool = True
-) -> Runtime:
+def load_runtime(settings: Settings, hub: CallHub | None = None, with_asr: bool = True) -> Runtime:
     """Load engines and the dialogue. Raises ModelError/KnowledgeBaseError with the fix."""
     from voicebot.dialogue import RasaDialogue
     from voicebot.engines import load_engines

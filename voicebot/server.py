@@ -131,7 +131,9 @@ async def start_phone_server(
         log.info("AMI not configured: handoffs reach the queue without context variables")
 
     host = settings.server.host
-    audiosocket = await start_audiosocket_server(host, settings.server.audiosocket_port, server.on_call)
+    audiosocket = await start_audiosocket_server(
+        host, settings.server.audiosocket_port, server.on_call
+    )
     websocket = await start_websocket_server(host, settings.server.websocket_port, server.on_call)
     server.listeners = [audiosocket, websocket]
     server.audiosocket_port = _bound_port(audiosocket)

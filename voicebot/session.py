@@ -330,7 +330,9 @@ class CallSession:
             if kind == "shutdown":
                 self._stop_speaking()
                 await self._handoff(
-                    Handoff(reason="arrêt", summary=str(value), last_utterances=self._caller_texts()),
+                    Handoff(
+                        reason="arrêt", summary=str(value), last_utterances=self._caller_texts()
+                    ),
                     prompt="transfer",
                 )
                 return
@@ -371,12 +373,25 @@ class CallSession:
             utterance: Utterance = value
             timing.asr_ms = utterance.decode_s * 1000.0
             timing.endpoint_wait_ms = self._endpoint_wait_ms
-            self._publish("caller", text=utterance.text, asr_confidence=round(utterance.confidence, 3))
+            self._publish(
+                "caller", text=utterance.text, asr_confidence=round(utterance.confidence, 3)
+            )
             self.report.turns.append(
-                {"speaker": "caller", "text": utterance.text, "asr_confidence": round(utterance.confidence, 3)}
+                {
+                    "speaker": "caller",
+                    "text": utterance.text,
+                    "asr_confidence": round(utterance.confidence, 3),
+                }
             )
             await self._record(
-                "add_turn", self.call_id, "caller", utterance.text, None, None, utterance.confidence, None
+                "add_turn",
+                self.call_id,
+                "caller",
+                utterance.text,
+                None,
+                None,
+                utterance.confidence,
+                None,
             )
             if utterance.confidence < self.settings.policy.min_asr_confidence:
                 self._low_confidence_turns += 1
@@ -413,7 +428,9 @@ class CallSession:
             started = time.perf_counter()
             reply = await self.services.dialogue.turn(self.call_id, text)
         timing.nlu_ms = (time.perf_counter() - started) * 1000.0
-        return await self._deliver(reply, started=arrived, timing=timing, tts_from=time.perf_counter())
+        return await self._deliver(
+            reply, started=arrived, timing=timing, tts_from=time.perf_counter()
+        )
 
     async def _deliver(
         self,
@@ -661,7 +678,9 @@ class CallSession:
     # ----- decisions ----------------------------------------------------------------------
 
     def _caller_texts(self) -> tuple[str, ...]:
-        texts = [t["text"] for t in self.report.turns if t.get("speaker") == "caller" and t.get("text")]
+        texts = [
+            t["text"] for t in self.report.turns if t.get("speaker") == "caller" and t.get("text")
+        ]
         return tuple(texts[-3:])
 
     async def _handoff(self, handoff: Handoff, prompt: str | None) -> None:

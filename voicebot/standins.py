@@ -64,7 +64,10 @@ def joe_voice_french(target_dir: Path) -> Path:
 
 
 def _parts() -> list[Path]:
-    return [_package_dir(name) / "data" / f"model.bin.part{i}" for i, name in enumerate(WHISPER_PARTS, 1)]
+    return [
+        _package_dir(name) / "data" / f"model.bin.part{i}"
+        for i, name in enumerate(WHISPER_PARTS, 1)
+    ]
 
 
 def whisper_base_dir(assemble: bool = True) -> Path:
