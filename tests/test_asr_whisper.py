@@ -14,7 +14,12 @@ import pytest_asyncio
 from faster_whisper.transcribe import Segment
 from faster_whisper.transcribe import Word as WhisperWord
 
-from voicebot.asr_whisper import WhisperAsr, utterance_confidence, utterance_from_segments
+from voicebot.asr_whisper import (
+    WhisperAsr,
+    token_budget,
+    utterance_confidence,
+    utterance_from_segments,
+)
 from voicebot.audio import AudioFormat, AudioFrame, read_wav, to_frames
 from voicebot.config import AsrSettings
 from voicebot.errors import AudioInputError, ModelError
@@ -104,6 +109,20 @@ async def test_utterance_is_capped_at_max_utterance_s(executor: ThreadPoolExecut
     utterance = await stream.finalize()
     assert utterance.audio_s == pytest.approx(1.0)
     assert all(word.end_s <= 1.0 for word in utterance.words)
+
+
+def test_token_budget_grows_with_the_audio_within_whisper_limits() -> None:
+    assert token_budget(0.5) == 20
+    assert token_budget(10.0) == 96
+    assert token_budget(60.0) == token_budget(30.0) == 256  # per 30 s window, under 448
+
+
+async def test_a_looping_decode_stays_within_the_token_budget(whisper: WhisperAsr) -> None:
+    # One second of "treize": without a budget Whisper base loops ("le fait que le fait
+    # que ...", 222 words) until its 448-token limit.
+    utterance = await _recognize(whisper, SOUNDS / "digits" / "13.wav", "call-loop")
+    assert len(utterance.words) <= token_budget(utterance.audio_s)
+    assert len(normalize(utterance.text)) <= token_budget(utterance.audio_s)
 
 
 async def test_other_audio_formats_are_refused(whisper: WhisperAsr) -> None:
