@@ -155,8 +155,13 @@ def test_evaluate_text_report_on_a_custom_corpus(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = _custom_folder(tmp_path)
+    # A damaged recording is reported and skipped; the others are still scored.
+    (folder / "casse.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEpas du tout")
+    with (folder / "transcripts.txt").open("a", encoding="utf-8") as transcripts:
+        transcripts.write("casse: Bonjour\n")
     assert evaluate(Settings(), engine="whisper", corpus=folder, limit=None, as_json=False) == 0
     out = capsys.readouterr().out
     assert "Corpus : corpus — 2 énoncés, 6 mots de référence" in out
+    assert "1 enregistrements illisibles" in out
     assert "WER : " in out and "RTF : " in out
     assert "référence : Au revoir" in out

@@ -112,9 +112,9 @@ async def test_utterance_is_capped_at_max_utterance_s(executor: ThreadPoolExecut
 
 
 def test_token_budget_grows_with_the_audio_within_whisper_limits() -> None:
-    assert token_budget(0.5) == 20
-    assert token_budget(10.0) == 96
-    assert token_budget(60.0) == token_budget(30.0) == 256  # per 30 s window, under 448
+    assert token_budget(0.5) == 21
+    assert token_budget(10.0) == 116
+    assert token_budget(60.0) == token_budget(30.0) == 316  # per 30 s window, under 448
 
 
 async def test_a_looping_decode_stays_within_the_token_budget(whisper: WhisperAsr) -> None:

@@ -206,6 +206,27 @@ def test_records_of_another_turn_are_not_matched() -> None:
     assert spoken.asr_ms is None and spoken.nlu_ms is None
 
 
+def test_each_record_serves_one_turn_and_only_after_its_decision() -> None:
+    first = _turn("speech", 100.0, 102.0, 102.66, 104.0)
+    second = _turn("speech", 106.0, 108.0, 108.66, 109.5)
+    late = _turn("speech", 112.0, 114.0, 114.66, 115.0)
+    rows = {
+        "c1": [
+            (103.5, "caller"),
+            (103.6, "bot"),
+            (109.0, "caller"),
+            (109.1, "bot"),
+            # the third utterance was heard as nothing: no record before its audio
+            (116.0, "caller"),
+            (116.1, "bot"),
+        ]
+    }
+    assert bench.match_records([late, second, first], rows) == 2
+    assert first.asr_ms == pytest.approx(840.0) and first.tts_ms == pytest.approx(400.0)
+    assert second.asr_ms == pytest.approx(340.0) and second.nlu_ms == pytest.approx(100.0)
+    assert late.asr_ms is None and late.nlu_ms is None
+
+
 # --- verdicts --------------------------------------------------------------------------------
 
 
@@ -369,24 +390,24 @@ def _check_calibrated(
     summary = bench.summarize(data, None)
     answered = [t for t in data.turns if t.answered]
     assert answered, f"no turn answered: {data.errors}"
+    delay_ms = REPLY_DELAY_S * 1000
     for turn in answered:
         assert turn.response_ms is not None
-        # the bot answers REPLY_DELAY_S after the decision, on its next 20 ms tick
-        low, high = REPLY_DELAY_S * 1000 - 5, REPLY_DELAY_S * 1000 + 60 + transport_ms
-        assert low <= turn.response_ms <= high, turn
+        # never before the bot's answer; late by its 20 ms tick, the transport, and the
+        # scheduling noise of one event loop serving both sides on a busy machine
+        assert delay_ms - 5 <= turn.response_ms <= delay_ms + 120 + transport_ms, turn
         if turn.kind != "dtmf":
             assert turn.endpoint_wait_ms == pytest.approx(END_SILENCE_FRAMES * 20, abs=2)
             assert turn.turn_gap_ms is not None and turn.endpoint_wait_ms is not None
             incoming = turn.turn_gap_ms - turn.endpoint_wait_ms - turn.response_ms
             assert -0.5 <= incoming <= input_ms + 0.5, turn
+    typical = float(np.median([t.response_ms for t in answered if t.response_ms is not None]))
+    assert delay_ms <= typical <= delay_ms + 40 + transport_ms
     stopped = [t for t in data.turns if t.barge_in == "stopped"]
     assert stopped and bot.barge_ins >= 1
     for turn in stopped:
         assert turn.barge_in_stop_ms is not None
         assert 0 <= turn.barge_in_stop_ms < 100 + transport_ms
-    # every call had the bot's one 100 ms stall: each is an underrun of its own
-    assert summary["audio"]["underruns"] + summary["audio"]["client_underruns"] >= len(data.results)
-    assert summary["audio"]["max_gap_ms"] >= STALL_S * 1000
     assert summary["latency_ms"]["greeting"]["n"] == len(data.results)
     return summary
 
@@ -404,6 +425,10 @@ async def test_the_bench_measures_a_scripted_bot_over_audiosocket(
         server.close()
         await server.wait_closed()
     summary = _check_calibrated(data, bot)
+    # every call had the bot's one 100 ms stall: a hole of its own (AudioSocket plays what
+    # arrives; chan_websocket's queue may absorb it)
+    assert summary["audio"]["underruns"] + summary["audio"]["client_underruns"] >= len(data.results)
+    assert summary["audio"]["max_gap_ms"] >= STALL_S * 1000
     assert not data.errors
     assert summary["turns"]["dtmf"] >= 1 and bot.keys
     assert summary["latency_ms"]["dtmf_response"] is not None

@@ -144,6 +144,19 @@ async def test_urgence_gives_the_numbers_and_hands_off(
     assert "urgence" in reply.handoff.summary
 
 
+@pytest.mark.parametrize(
+    "text", ["comment on fait une mayonnaise", "ma recette de sauce béarnaise a raté"]
+)
+async def test_a_guessed_emergency_without_emergency_words_asks_to_rephrase(
+    dialogue: RasaDialogue, call_id: str, text: str
+) -> None:
+    """Whatever intent the classifier guesses, an off-topic sentence never sends the caller
+    the emergency numbers and a handoff on its first turn."""
+    reply = await dialogue.turn(call_id, text)
+    assert reply.handoff is None
+    assert "15" not in said(reply)
+
+
 async def test_demander_agent_hands_off_with_the_context(
     dialogue: RasaDialogue, call_id: str
 ) -> None:

@@ -41,6 +41,12 @@ INTENTS = [
     "hors_sujet",
 ]
 HELDOUT_FLOOR = 0.90
+# nlu/tests/unseen.yml: a second evaluation set, written independently of the training data
+# the way callers speak and the ASR transcribes (fillers, one-word requests, misrecognitions,
+# many kinds of off-topic requests). Measured on 246 sentences: 96.7 %, off-topic 55/58.
+UNSEEN_PATH = NLU_DIR / "tests" / "unseen.yml"
+UNSEEN_FLOOR = 0.93
+UNSEEN_OFF_TOPIC_FLOOR = 0.90
 
 
 def training_examples() -> list[tuple[str, str]]:
@@ -60,6 +66,14 @@ def test_every_required_intent_has_at_least_30_examples() -> None:
     assert set(INTENTS) <= set(counts)
     assert {i: counts[i] for i in INTENTS if counts[i] < 30} == {}
     assert counts["hors_sujet"] >= 80
+
+
+def test_unseen_set_is_not_in_the_training_data() -> None:
+    trained = {text for text, _ in training_examples()}
+    unseen = labelled_examples(UNSEEN_PATH)
+    assert len(unseen) >= 200
+    assert {intent for _, intent in unseen} == set(INTENTS)
+    assert [text for text, _ in unseen if text.lower() in trained] == []
 
 
 def test_heldout_set_is_not_in_the_training_data() -> None:
@@ -83,6 +97,36 @@ async def test_heldout_intent_accuracy(rasa_dialogue: RasaDialogue) -> None:
     print(f"\nheld-out intent accuracy: {accuracy:.1%} on {len(examples)} sentences")
     print("\n".join(wrong))
     assert accuracy >= HELDOUT_FLOOR
+
+
+async def test_unseen_set_accuracy_and_off_topic(rasa_dialogue: RasaDialogue) -> None:
+    examples = labelled_examples(UNSEEN_PATH)
+    wrong = []
+    off_topic_kept_away = off_topic = 0
+    urgence_on_off_topic = []
+    for text, intent in examples:
+        result = await rasa_dialogue.parse(text)
+        accepted = {intent, "nlu_fallback"} if intent == "hors_sujet" else {intent}
+        right = result["intent"] in accepted
+        if intent == "hors_sujet":
+            off_topic += 1
+            off_topic_kept_away += right
+            if result["intent"] == "urgence":
+                urgence_on_off_topic.append(text)
+        if not right:
+            wrong.append(f"{intent} -> {result['intent']} ({result['confidence']:.2f}): {text}")
+    accuracy = 1 - len(wrong) / len(examples)
+    off_topic_rate = off_topic_kept_away / off_topic
+    print(f"\nunseen-set intent accuracy: {accuracy:.1%} on {len(examples)} sentences")
+    print(f"off-topic kept away (hors_sujet or fallback): {off_topic_rate:.1%} of {off_topic}")
+    print("\n".join(wrong))
+    assert accuracy >= UNSEEN_FLOOR
+    assert off_topic_rate >= UNSEEN_OFF_TOPIC_FLOOR
+    # urgence hands the call off with the emergency numbers. Char n-grams still confuse a few
+    # off-topic sentences with emergencies ("mayonnaise" ~ "malaise"); the floor keeps this
+    # from growing. Measured: 1 of 58 (printed above).
+    print(f"off-topic read as urgence: {urgence_on_off_topic}")
+    assert len(urgence_on_off_topic) <= 2, urgence_on_off_topic
 
 
 OFF_TOPIC = [

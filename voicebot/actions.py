@@ -16,6 +16,7 @@ Signals for the caller of the dialogue travel in the bot's output as a JSON mess
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -226,10 +227,32 @@ class ActionTransfert(BotAction):
         return self.handoff(tracker, "demande", self.kb.prompt("transfer"))
 
 
+# An emergency hands the call off at once with the emergency numbers, so a classifier's
+# guess is not enough on its own: the words must say it, or the model must be very sure.
+# (The intent classifier matches letter sequences: "mayonnaise" looks like "malaise".)
+URGENCE_MIN_CONFIDENCE = 0.9
+EMERGENCY_WORDS = re.compile(
+    r"\b(?:feu|incendie|br[uû]l|fum[ée]e|malaise|inconscient|respir|bless|sang|saign|"
+    r"accident|agress|attaqu|arme|couteau|gaz|explos|noy|secours|urgen|samu|pompier|"
+    r"police|gendarm|ambulance|mour|meurt|mort|suicid|tu[ée]|frapp|violen|c[oœ]ur|avc|"
+    r"tomb|chute|danger|inond|effondr|[ée]lectrocut|[ée]touff|overdose|disparu|viol)",
+    re.IGNORECASE,
+)
+
+
+def emergency_is_credible(tracker: Tracker) -> bool:
+    message = tracker.latest_message or {}
+    confidence = float((message.get("intent") or {}).get("confidence") or 0.0)
+    text = str(message.get("text") or "")
+    return confidence >= URGENCE_MIN_CONFIDENCE or EMERGENCY_WORDS.search(text) is not None
+
+
 class ActionUrgence(BotAction):
     action_name = "action_urgence"
 
     def respond(self, tracker: Tracker) -> Reply:
+        if not emergency_is_credible(tracker):
+            return not_understood(self, tracker)
         return self.handoff(tracker, "urgence", self.kb.prompt("urgence"))
 
 
@@ -256,12 +279,17 @@ class ActionIncomprehension(BotAction):
     action_name = "action_incomprehension"
 
     def respond(self, tracker: Tracker) -> Reply:
-        count = int(tracker.get_slot("incomprehensions") or 0) + 1
-        if count >= self.policy.max_consecutive_fallbacks:
-            return self.handoff(tracker, "incompréhension", self.kb.prompt("transfer")).set(
-                "incomprehensions", 0.0
-            )
-        return Reply().say(self.kb.prompt("rephrase")).set("incomprehensions", float(count))
+        return not_understood(self, tracker)
+
+
+def not_understood(action: BotAction, tracker: Tracker) -> Reply:
+    """Ask to rephrase; after too many misunderstandings in a row, hand off to a human."""
+    count = int(tracker.get_slot("incomprehensions") or 0) + 1
+    if count >= action.policy.max_consecutive_fallbacks:
+        return action.handoff(tracker, "incompréhension", action.kb.prompt("transfer")).set(
+            "incomprehensions", 0.0
+        )
+    return Reply().say(action.kb.prompt("rephrase")).set("incomprehensions", float(count))
 
 
 ACTION_CLASSES: tuple[type[BotAction], ...] = (

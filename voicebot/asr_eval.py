@@ -228,7 +228,11 @@ class UtteranceResult:
 
 async def transcribe(asr: Asr, entry: CorpusEntry) -> tuple[Utterance, float, float, float]:
     """(utterance, audio seconds, processing seconds, finalize seconds) of one recording."""
-    frames = to_frames(read_wav(entry.wav, SAMPLE_RATE))
+    try:
+        pcm = read_wav(entry.wav, SAMPLE_RATE)
+    except RuntimeError:  # the wave module's chunk reader on a truncated header
+        raise AudioInputError(f"{entry.wav}: not a readable PCM WAV file") from None
+    frames = to_frames(pcm)
     stream = asr.start_stream(f"eval-{entry.key}")
     try:
         processing_s = 0.0
@@ -247,10 +251,18 @@ async def transcribe(asr: Asr, entry: CorpusEntry) -> tuple[Utterance, float, fl
 
 async def evaluate_corpus(
     asr: Asr, entries: tuple[CorpusEntry, ...], progress: bool = False
-) -> list[UtteranceResult]:
+) -> tuple[list[UtteranceResult], list[str]]:
+    """Every entry's result, and the keys of recordings that could not be read (skipped)."""
     results: list[UtteranceResult] = []
+    unreadable: list[str] = []
     for index, entry in enumerate(entries, 1):
-        utterance, audio_s, processing_s, finalize_s = await transcribe(asr, entry)
+        try:
+            utterance, audio_s, processing_s, finalize_s = await transcribe(asr, entry)
+        except AudioInputError as exc:
+            # One bad file must not throw away an hour of results: report it and go on.
+            log.warning("skipping unreadable recording: %s", exc)
+            unreadable.append(entry.key)
+            continue
         results.append(
             UtteranceResult(
                 key=entry.key,
@@ -269,7 +281,7 @@ async def evaluate_corpus(
         )
         if progress and index % 50 == 0:
             print(f"  {index}/{len(entries)} énoncés…", file=sys.stderr, flush=True)
-    return results
+    return results, unreadable
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -289,6 +301,7 @@ def summarize(
     engine: str,
     description: str,
     confidence_threshold: float = 0.45,
+    unreadable: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The report, as plain data (what ``--json`` prints)."""
     total = sum((r.errors for r in results), WordErrors())
@@ -326,6 +339,7 @@ def summarize(
             "sound_effects": list(corpus.sound_effects),
             "without_transcript": list(corpus.without_transcript),
             "without_audio": list(corpus.without_audio),
+            "unreadable": list(unreadable),
         },
         "worst": [
             {
@@ -371,7 +385,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['reference_words']} mots de référence "
         f"(écartés : {len(skipped['sound_effects'])} effets sonores, "
         f"{len(skipped['without_transcript'])} sans transcription, "
-        f"{len(skipped['without_audio'])} transcriptions sans enregistrement)",
+        f"{len(skipped['without_audio'])} transcriptions sans enregistrement, "
+        f"{len(skipped['unreadable'])} enregistrements illisibles)",
         f"WER : {_percent(report['wer'])} (substitutions {report['substitutions']}, "
         f"suppressions {report['deletions']}, insertions {report['insertions']}) ; "
         f"en gardant les accents : {_percent(report['wer_keeping_accents'])}",
@@ -404,11 +419,12 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def _duration_s(wav: Path) -> float:
+    """Seconds of audio in a WAV file; 0 if unreadable (the decoding step reports it)."""
     try:
         with wave.open(str(wav), "rb") as reader:
             return reader.getnframes() / reader.getframerate()
-    except (OSError, wave.Error, EOFError) as exc:
-        raise VoicebotError(f"{wav} : fichier WAV illisible ({exc})") from None
+    except (OSError, wave.Error, EOFError, RuntimeError, ZeroDivisionError):
+        return 0.0
 
 
 def evaluate(
@@ -432,12 +448,16 @@ def evaluate(
         settings = settings.replace("asr", max_utterance_s=longest_s + 1.0)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="asr-eval") as executor:
         asr, description = load_asr(settings, executor)
-        try:
-            results = asyncio.run(evaluate_corpus(asr, entries, progress=True))
-        except AudioInputError as exc:
-            raise VoicebotError(f"corpus {chosen.name} : {exc}") from None
+        results, unreadable = asyncio.run(evaluate_corpus(asr, entries, progress=True))
+    if not results:
+        raise VoicebotError(f"aucun enregistrement lisible dans le corpus {chosen.name}")
     report = summarize(
-        results, chosen, settings.asr.engine, description, settings.policy.min_asr_confidence
+        results,
+        chosen,
+        settings.asr.engine,
+        description,
+        settings.policy.min_asr_confidence,
+        tuple(unreadable),
     )
     if as_json:
         print(json.dumps(report, ensure_ascii=False, indent=2))

@@ -7,9 +7,10 @@ whole decode happens after the caller stops speaking.
 
 Bounded cost. Whisper can loop on a short, hard utterance ("le fait que le fait que ..." for
 one second of "treize") until its 448-token limit, and its temperature fallback then retries
-up to five times: 15-20 s for one word. Each decode here may emit at most
-``16 + 8 tokens per second of audio`` (French speech needs about 4-5), which stops a loop
-early and keeps the fallback, which repairs many of them, within a few seconds.
+up to five times: 8-20 s for one word. Each decode here may emit at most
+``16 + 10 tokens per second of audio`` (the corpus prompts need 5 on average, at most 9),
+which stops a loop early and keeps the fallback, which repairs many of them, within a few
+seconds.
 
 Confidence. Whisper gives each word a probability (the mean probability of its tokens), each
 segment the average log-probability of all the tokens it emitted (punctuation and the end of
@@ -62,7 +63,7 @@ WHISPER_RATE = 16000
 MIN_WORD_S = 0.02
 # Token budget of one decode (see the module docstring).
 MAX_TOKENS_BASE = 16
-MAX_TOKENS_PER_S = 8
+MAX_TOKENS_PER_S = 10
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # Whisper's fallback when a decode looks poor
 WINDOW_S = 30.0  # Whisper decodes at most 30 s at a time; the budget is per window
 MIN_CONFIDENCE = 1e-4  # a word's confidence stays in (0, 1] even if its probability underflows
@@ -89,7 +90,7 @@ class SegmentLike(Protocol):
 
 
 def token_budget(audio_s: float) -> int:
-    """Most tokens one decoding window may emit (≤ 256: within Whisper's 448 with the prompt)."""
+    """Most tokens one decoding window may emit (≤ 316: within Whisper's 448 with the prompt)."""
     return MAX_TOKENS_BASE + math.ceil(MAX_TOKENS_PER_S * min(audio_s, WINDOW_S))
 
 

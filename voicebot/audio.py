@@ -147,8 +147,11 @@ def read_wav(path: Path, rate: int = SAMPLE_RATE) -> bytes:
             raw = wav.readframes(n_frames)
     except FileNotFoundError:
         raise AudioInputError(f"{path}: no such file") from None
-    except (wave.Error, EOFError) as exc:
+    except (wave.Error, EOFError, RuntimeError) as exc:
+        # RuntimeError: what Python's chunk reader raises on a header cut short
         raise AudioInputError(f"{path}: not a readable PCM WAV file ({exc})") from None
+    except IsADirectoryError:
+        raise AudioInputError(f"{path}: is a folder, not a WAV file") from None
     if width not in (1, 2, 3, 4):
         raise AudioInputError(f"{path}: unsupported sample width {width} bytes")
     usable = len(raw) // (width * channels) * width * channels

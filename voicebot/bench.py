@@ -425,7 +425,7 @@ class Spoken:
 
     kind: str  # "speech", "barge_in" or "dtmf"
     clip: str  # clip key, or "dtmf:<digit>"
-    first_frame: int  # index of its first frame in the caller's stream (key: frames sent so far)
+    first_frame: int  # its first frame's index in the caller's stream (-1: never sent)
     over_bot: bool  # it started while the bot was speaking
     active_calls: int
     key_sent: float | None = None  # call clock, for a key
@@ -471,9 +471,11 @@ class BenchCall:
         self.voiced: list[bool] = []
         self.durations: list[float] = []
         self.greeting_ms: float | None = None
+        self.last_voiced: float | None = None  # arrival of the latest voiced bot frame
         self._next_message = 0
         self._queue: deque[bytes] = deque()
         self._utterance_sent: list[float] = []
+        self._speaking: Spoken | None = None
         self._said: asyncio.Future[list[float]] | None = None
         self._changed = asyncio.Event()
         self._pacer: asyncio.Task[None] | None = None
@@ -512,8 +514,8 @@ class BenchCall:
             raise ValueError(
                 f"clip {clip.key} is for a {clip.rate} Hz line, not {self.line.rate} Hz"
             )
-        spoken.first_frame = len(self.sent) + len(self._queue)
-        self.spoken.append(spoken)
+        self.spoken.append(spoken)  # its first frame is numbered when it is sent
+        self._speaking = spoken
         self._queue.extend(clip.frames)
         self._utterance_sent = []
         self._said = asyncio.get_running_loop().create_future()
@@ -533,6 +535,8 @@ class BenchCall:
         next_at = loop.time()
         while not self.line.ended:
             speaking = bool(self._queue)
+            if speaking and not self._utterance_sent and self._speaking is not None:
+                self._speaking.first_frame = len(self.sent)
             await self.line.peer.play(self._queue.popleft() if speaking else silence, False)
             self.sent.append(self.now())
             if speaking and self._said is not None:
@@ -554,9 +558,12 @@ class BenchCall:
     def _sync(self) -> None:
         new, self._next_message = self.line.audio_since(self._next_message)
         for t, payload in new:
+            voiced = is_voiced(payload)
             self.times.append(t)
-            self.voiced.append(is_voiced(payload))
+            self.voiced.append(voiced)
             self.durations.append(len(payload) / (2 * self.line.rate))
+            if voiced:
+                self.last_voiced = t
         if new or self.line.ended:
             self._changed.set()
 
@@ -585,15 +592,14 @@ class BenchCall:
 
     def bot_speaking(self, within_s: float = 0.3) -> bool:
         self._sync()
-        last = self.last_voice_before(float("inf"))
-        return last is not None and self.now() - last <= within_s
+        return self.last_voiced is not None and self.now() - self.last_voiced <= within_s
 
     async def wait_quiet(self, quiet_s: float, max_s: float) -> None:
         """Until the bot has been silent for ``quiet_s`` (or ``max_s`` has passed)."""
         deadline = self.now() + max_s
         while not self.line.ended and self.now() < deadline:
             self._sync()
-            last = self.last_voice_before(float("inf"))
+            last = self.last_voiced
             silent_for = self.now() - last if last is not None else self.now()
             if silent_for >= quiet_s:
                 return
@@ -861,7 +867,7 @@ class CallRunner:
         if call.line.ended:
             return None
         kind = "dtmf" if step.kind == "dtmf" else "barge_in" if over_bot else "speech"
-        spoken = Spoken(kind, step.clip or f"dtmf:{step.digit}", 0, over_bot, self.active)
+        spoken = Spoken(kind, step.clip or f"dtmf:{step.digit}", -1, over_bot, self.active)
         if step.kind == "dtmf":
             sent = await call.send_dtmf(step.digit, spoken)
             return await call.wait_voice(after=sent, timeout=REPLY_TIMEOUT_S)
@@ -937,8 +943,8 @@ def replay_vad(result: CallResult, clips: dict[str, Clip], vad: VadSettings) -> 
     line = [bytes(frame_bytes)] * len(result.sent)
     owner = [-1] * len(line)
     for index, spoken in enumerate(result.spoken):
-        if spoken.kind == "dtmf":
-            continue
+        if spoken.kind == "dtmf" or spoken.first_frame < 0:
+            continue  # a key, or an utterance the call ended before
         frames = clips[spoken.clip].frames
         end = min(len(line), spoken.first_frame + len(frames))
         line[spoken.first_frame : end] = frames[: end - spoken.first_frame]
@@ -1132,40 +1138,41 @@ def distribution(values: Sequence[float | None]) -> dict[str, float] | None:
 
 
 def match_records(turns: Sequence[Turn], rows: dict[str, list[tuple[float, str]]]) -> int:
-    """Fill asr/nlu/tts of each turn from the call records; returns how many matched.
+    """Fill asr/nlu/tts of each answered turn from the call records; returns how many matched.
 
-    ``rows``: per call id, (epoch seconds, speaker) of every recorded turn. The caller turn is
-    stored once the ASR final is there (or the key arrived), the bot turn once the dialogue
-    answered, both before the speech starts."""
+    ``rows``: per call id, (epoch seconds, speaker) of every recorded turn. The session stores
+    the caller turn once the ASR final is there (or the key arrived) and the bot turn once
+    the dialogue has answered, both before the speech starts, one turn at a time: so a
+    turn's records are the first unused caller record after its decision, then the first
+    bot record after that, both before its first bot audio."""
     by_call: dict[str, list[Turn]] = {}
     for turn in turns:
-        by_call.setdefault(turn.call_id, []).append(turn)
+        if turn.barge_in != "failed":  # speech over the bot that stayed no turn
+            by_call.setdefault(turn.call_id, []).append(turn)
     matched = 0
     for call_id, call_turns in by_call.items():
         recorded = sorted(rows.get(call_id, []))
-        call_turns.sort(key=lambda t: t.wall_start)
-        for index, turn in enumerate(call_turns):
-            if turn.wall_first_voice is None:
+        callers = [at for at, who in recorded if who == "caller"]
+        bots = [at for at, who in recorded if who == "bot"]
+        next_caller = next_bot = 0
+        for turn in sorted(call_turns, key=lambda t: t.wall_decision):
+            while next_caller < len(callers) and callers[next_caller] < turn.wall_decision - 0.005:
+                next_caller += 1
+            voice = turn.wall_first_voice
+            if voice is None or next_caller == len(callers) or callers[next_caller] > voice:
                 continue
-            window_end = (
-                call_turns[index + 1].wall_start if index + 1 < len(call_turns) else float("inf")
-            )
-            window_end = min(window_end, turn.wall_first_voice + 0.5)
-            floor = turn.wall_voice_end if turn.kind != "dtmf" else turn.wall_decision - 0.05
-            caller = next(
-                (at for at, who in recorded if who == "caller" and floor <= at < window_end), None
-            )
-            if caller is None:
+            caller = callers[next_caller]
+            next_caller += 1
+            while next_bot < len(bots) and bots[next_bot] < caller:
+                next_bot += 1
+            if next_bot == len(bots) or bots[next_bot] > voice:
                 continue
-            bot = next(
-                (at for at, who in recorded if who == "bot" and caller <= at < window_end), None
-            )
-            if bot is None:
-                continue
+            bot = bots[next_bot]
+            next_bot += 1
             if turn.kind != "dtmf":
                 turn.asr_ms = (caller - turn.wall_decision) * 1000
             turn.nlu_ms = (bot - caller) * 1000
-            turn.tts_ms = (turn.wall_first_voice - bot) * 1000
+            turn.tts_ms = (voice - bot) * 1000
             matched += 1
     return matched
 
