@@ -92,6 +92,19 @@ def test_a_late_frame_explained_by_a_stall_of_the_bench_is_the_clients() -> None
     assert (elsewhere.underruns, elsewhere.client_underruns) == (1, 0)
 
 
+def test_late_frames_are_put_down_to_the_stage_the_server_was_in() -> None:
+    # a turn decided at 100.0: ASR final until 100.3, NLU until 100.5, TTS until 100.6
+    turn = bench.Turn(
+        call_id="c1", kind="speech", clip="x", active_calls=1, at_s=0.0, wall_start=98.0,
+        wall_voice_end=99.34, wall_decision=100.0, wall_first_voice=100.6,
+        asr_ms=300.0, nlu_ms=200.0, tts_ms=100.0,
+    )  # fmt: skip
+    late = [(99.0, 99.05), (100.1, 100.15), (100.35, 100.4), (100.45, 100.55), (103.0, 103.05)]
+    counts = bench.underrun_stages([turn], late, setups=[(90.0, 90.5)])
+    assert counts == {"setup": 0, "listening": 1, "asr": 1, "nlu": 2, "tts": 1, "none": 1}
+    assert bench.underrun_stages([], [(90.2, 90.3)], setups=[(90.0, 90.5)])["setup"] == 1
+
+
 def test_distribution_of_values_ignores_missing_ones() -> None:
     stats = bench.distribution([10.0, None, 20.0, 30.0, 40.0])
     assert stats == {"n": 4, "p50": 25.0, "p95": 38.5, "max": 40.0, "mean": 25.0}

@@ -1086,6 +1086,7 @@ class Pacing:
     client_underruns: int  # late frames explained by a stall of the bench's event loop
     lateness_ms: list[float]  # per frame: arrival − (previous arrival + its duration)
     max_gap_ms: float
+    late: list[tuple[float, float]] = field(default_factory=list)  # server-side: (due, arrival)
 
 
 def pacing(
@@ -1101,7 +1102,8 @@ def pacing(
     underrun, attributed to the client when a stall covers the excess lateness."""
     starts = [s for s, _ in stalls]
     lateness: list[float] = []
-    underruns = client = 0
+    late_frames: list[tuple[float, float]] = []
+    client = 0
     max_gap = 0.0
     for (t_prev, d_prev), (t, _) in itertools.pairwise(arrivals):
         due = t_prev + d_prev
@@ -1119,8 +1121,39 @@ def pacing(
         if covered >= late - tolerance_s:
             client += 1
         else:
-            underruns += 1
-    return Pacing(len(arrivals), underruns, client, lateness, max_gap * 1000)
+            late_frames.append((due, t))
+    return Pacing(len(arrivals), len(late_frames), client, lateness, max_gap * 1000, late_frames)
+
+
+def underrun_stages(
+    turns: Sequence[Turn],
+    late: Sequence[tuple[float, float]],
+    setups: Sequence[tuple[float, float]] = (),
+) -> dict[str, int]:
+    """What the server was doing when its audio was late: how many server-side underruns
+    (``late``: (due, arrival), epoch seconds) overlap, in any call (they share one event
+    loop), a call set-up (``setups``: connection → greeting), a caller speaking (listening),
+    an ASR final, an NLU or a TTS stage; or none of these."""
+    spans: list[tuple[str, float, float]] = [("setup", start, end) for start, end in setups]
+    for turn in turns:
+        if turn.kind != "dtmf":
+            spans.append(("listening", turn.wall_start, turn.wall_decision))
+        if turn.nlu_ms is None or turn.tts_ms is None or turn.wall_first_voice is None:
+            continue
+        bot = turn.wall_first_voice - turn.tts_ms / 1000
+        caller = bot - turn.nlu_ms / 1000
+        if turn.asr_ms is not None:
+            spans.append(("asr", turn.wall_decision, caller))
+        spans.append(("nlu", caller, bot))
+        spans.append(("tts", bot, turn.wall_first_voice))
+    counts = dict.fromkeys(("setup", "listening", "asr", "nlu", "tts", "none"), 0)
+    for due, arrived in late:
+        stages = {stage for stage, start, end in spans if start < arrived and end > due}
+        for stage in stages:
+            counts[stage] += 1
+        if not stages:
+            counts["none"] += 1
+    return counts
 
 
 def distribution(values: Sequence[float | None]) -> dict[str, float] | None:
@@ -1235,6 +1268,11 @@ def summarize(data: RunData, idle_rss_mb: float | None) -> dict[str, Any]:
         pacing(r.arrivals, [(s - r.t0, e - r.t0) for s, e in data.stalls]) for r in data.results
     ]
     lateness = [v for p in pacings for v in p.lateness_ms]
+    late_wall = [
+        (r.wall0 + due, r.wall0 + arrived)
+        for r, p in zip(data.results, pacings, strict=True)
+        for due, arrived in p.late
+    ]
     abs_late = np.abs(np.array(lateness)) if lateness else np.zeros(1)
     loaded_samples = [s for s in data.samples if s.t >= data.full_load_s] or data.samples
     cpu = [s.cpu_percent for s in loaded_samples if s.cpu_percent is not None]
@@ -1278,10 +1316,16 @@ def summarize(data: RunData, idle_rss_mb: float | None) -> dict[str, Any]:
                 "max": round(float(abs_late.max()), 1),
             },
             "max_gap_ms": round(max((p.max_gap_ms for p in pacings), default=0.0), 1),
+            "underruns_during": underrun_stages(
+                data.turns,
+                late_wall,
+                [(r.wall0, r.wall0 + (r.greeting_ms or 0.0) / 1000) for r in data.results],
+            ),
         },
         "server": {
             "cpu_percent_mean": round(float(np.mean(cpu)), 1) if cpu else None,
             "cpu_percent_max": round(float(np.max(cpu)), 1) if cpu else None,
+            "cpu_percent_per_call": round(float(np.mean(cpu)) / data.calls, 1) if cpu else None,
             "rss_idle_mb": round(idle_rss_mb, 1) if idle_rss_mb is not None else None,
             "rss_peak_mb": round(rss_peak, 1) if rss_peak is not None else None,
             "rss_per_call_mb": per_call,
@@ -1825,8 +1869,11 @@ def _run_section(summary: dict[str, Any]) -> list[str]:
         f"{audio['tolerance_ms']:.0f} ms late): **{audio['underruns']}** server-side, "
         f"{audio['client_underruns']} explained by stalls of the bench itself; lateness p95 "
         f"{audio['jitter_ms']['p95']} ms, p99 {audio['jitter_ms']['p99']} ms; longest gap "
-        f"{audio['max_gap_ms']:.0f} ms.",
-        f"- Server process: CPU mean {_pct(server['cpu_percent_mean'])}, max "
+        f"{audio['max_gap_ms']:.0f} ms. Server-side underruns while some call was in "
+        + ", ".join(f"{k} {v}" for k, v in audio["underruns_during"].items())
+        + " (one underrun may overlap several).",
+        f"- Server process: CPU mean {_pct(server['cpu_percent_mean'])} "
+        f"({_pct(server['cpu_percent_per_call'])} per call), max "
         f"{_pct(server['cpu_percent_max'])} (of one core, children included); RSS idle "
         f"{_mb(server['rss_idle_mb'])}, peak {_mb(server['rss_peak_mb'])} "
         f"({_mb(server['rss_per_call_mb'])} per call).",
