@@ -29,7 +29,7 @@ from telephony.audiosocket import (
     encode_audio,
     encode_hangup,
 )
-from voicebot.audio import FRAME_BYTES, SAMPLE_RATE, TELEPHONE, AudioFrame, FrameSplitter, Resampler
+from voicebot.audio import SAMPLE_RATE, TELEPHONE, AudioFrame, RateEdge
 from voicebot.errors import ProtocolError
 from voicebot.interfaces import (
     AudioIn,
@@ -86,12 +86,9 @@ class AudioSocketTransport:
         self._early = early_messages
         self._max_write_buffer = max_write_buffer
         self._idle_timeout_s = idle_timeout_s
-        self._caller_rate = SAMPLE_RATE
         self._rate_known = False
-        self._in_resampler: Resampler | None = None
-        self._in_frames = FrameSplitter(FRAME_BYTES)
-        self._out_resampler: Resampler | None = None
-        self._out_frames: FrameSplitter | None = None
+        # 8 kHz (no conversion) until the caller's first audio tells its rate.
+        self._edge = RateEdge(SAMPLE_RATE, quality=EDGE_QUALITY)
         self._closed = False
         self._close_reason: str | None = None
         self.frames_sent = 0
@@ -101,7 +98,7 @@ class AudioSocketTransport:
     @property
     def caller_rate(self) -> int:
         """The sample rate Asterisk uses on this call (8000 until its first audio)."""
-        return self._caller_rate
+        return self._edge.peer_rate
 
     @property
     def closed(self) -> bool:
@@ -158,8 +155,8 @@ class AudioSocketTransport:
             )
             self._abort("peer_not_reading")
             return
-        for pcm in self._to_caller_rate(frame.pcm):
-            self._writer.write(encode_audio(pcm, self._caller_rate))
+        for pcm in self._edge.to_peer(frame):
+            self._writer.write(encode_audio(pcm, self._edge.peer_rate))
             self.frames_sent += 1
 
     async def flush(self) -> None:
@@ -183,7 +180,7 @@ class AudioSocketTransport:
 
     def _on_message(self, message: AudioSocketMessage) -> list[TransportEvent]:
         if isinstance(message, Audio):
-            return [AudioIn(AudioFrame(pcm)) for pcm in self._to_bot_rate(message)]
+            return [AudioIn(frame) for frame in self._to_bot_rate(message)]
         if isinstance(message, Dtmf):
             return [DtmfIn(message.digit)]
         if isinstance(message, Hangup):
@@ -199,31 +196,16 @@ class AudioSocketTransport:
             return []
         raise AssertionError(f"unexpected message {message!r}")
 
-    def _to_bot_rate(self, audio: Audio) -> list[bytes]:
-        if not self._rate_known or audio.rate != self._caller_rate:
+    def _to_bot_rate(self, audio: Audio) -> list[AudioFrame]:
+        if audio.rate != self._edge.peer_rate:
             if self._rate_known:
                 self.log.info(
-                    "caller audio rate changed from %d to %d Hz", self._caller_rate, audio.rate
+                    "caller audio rate changed from %d to %d Hz", self._edge.peer_rate, audio.rate
                 )
-            self._set_caller_rate(audio.rate)
-        pcm = audio.pcm if self._in_resampler is None else self._in_resampler.process(audio.pcm)
-        return list(self._in_frames.push(pcm))
-
-    def _to_caller_rate(self, pcm: bytes) -> list[bytes]:
-        if self._out_resampler is None or self._out_frames is None:
-            return [pcm]
-        return list(self._out_frames.push(self._out_resampler.process(pcm)))
-
-    def _set_caller_rate(self, rate: int) -> None:
-        self._caller_rate = rate
+            # The caller's frames are 20 ms at its own rate (0x11-0x18), and so are ours.
+            self._edge = RateEdge(audio.rate, quality=EDGE_QUALITY)
         self._rate_known = True
-        if rate == SAMPLE_RATE:
-            self._in_resampler = self._out_resampler = None
-            self._out_frames = None
-        else:
-            self._in_resampler = Resampler(rate, SAMPLE_RATE, EDGE_QUALITY)
-            self._out_resampler = Resampler(SAMPLE_RATE, rate, EDGE_QUALITY)
-            self._out_frames = FrameSplitter(rate * 20 // 1000 * 2)
+        return self._edge.to_internal(audio.pcm)
 
     def _on_eof(self) -> None:
         try:

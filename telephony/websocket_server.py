@@ -49,7 +49,7 @@ from telephony.chan_websocket import (
     message_format,
     parse_event,
 )
-from voicebot.audio import FRAME_BYTES, SAMPLE_RATE, TELEPHONE, AudioFrame, FrameSplitter, Resampler
+from voicebot.audio import TELEPHONE, AudioFrame, RateEdge
 from voicebot.errors import ProtocolError
 from voicebot.interfaces import (
     AudioIn,
@@ -97,12 +97,9 @@ class WebSocketTransport:
         frame_bytes = start.optimal_frame_size or rate * start.ptime // 1000 * 2
         self.frame_bytes = frame_bytes
         self._ws = websocket
-        self._in_resampler = Resampler(rate, SAMPLE_RATE, EDGE_QUALITY)
-        self._in_frames = FrameSplitter(FRAME_BYTES)
-        self._out_resampler = Resampler(SAMPLE_RATE, rate, EDGE_QUALITY)
         # Asterisk queues whole frames of optimal_frame_size and drops a trailing partial one,
         # so the bot's audio leaves in exactly that size.
-        self._out_frames = FrameSplitter(frame_bytes)
+        self._edge = RateEdge(rate, frame_bytes, quality=EDGE_QUALITY)
         self._pending: deque[bytes] = deque(maxlen=max_pending_frames)
         self._max_write_buffer = max_write_buffer
         self._xoff = False
@@ -130,8 +127,8 @@ class WebSocketTransport:
         try:
             async for message in self._ws:
                 if isinstance(message, bytes):
-                    for pcm in self._in_frames.push(self._in_resampler.process(message)):
-                        yield AudioIn(AudioFrame(pcm))
+                    for frame in self._edge.to_internal(message):
+                        yield AudioIn(frame)
                     continue
                 try:
                     event = parse_event(message)
@@ -155,7 +152,7 @@ class WebSocketTransport:
             return
         if frame.format != TELEPHONE:
             raise ValueError(f"send() takes 8 kHz mono frames, not {frame.format}")
-        for chunk in self._out_frames.push(self._out_resampler.process(frame.pcm)):
+        for chunk in self._edge.to_peer(frame):
             if self._xoff:
                 if len(self._pending) == self._pending.maxlen:
                     self.frames_dropped += 1
@@ -166,7 +163,7 @@ class WebSocketTransport:
     async def flush(self) -> None:
         """Barge-in: drop the audio queued here and in Asterisk's playout queue."""
         self._pending.clear()
-        self._out_frames.flush()
+        self._edge.reset_output()
         await self._command("FLUSH_MEDIA")
 
     async def end(self) -> None:
@@ -209,7 +206,7 @@ class WebSocketTransport:
         """Send a whole prompt at once between ``START``/``STOP_MEDIA_BUFFERING``: Asterisk
         re-frames and plays it in real time (``MEDIA_BUFFERING_COMPLETED`` follows)."""
         await self._command("START_MEDIA_BUFFERING")
-        await self._send_binary(self._out_resampler.process(pcm))
+        await self._send_binary(self._edge.resample_to_peer(pcm))
         await self._command("STOP_MEDIA_BUFFERING", correlation_id)
 
     # --- internals -------------------------------------------------------------------------

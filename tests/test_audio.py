@@ -15,6 +15,7 @@ from voicebot.audio import (
     AudioFormat,
     AudioFrame,
     FrameSplitter,
+    RateEdge,
     Resampler,
     read_wav,
     resample,
@@ -90,6 +91,100 @@ def test_a_frame_carries_its_format() -> None:
     wide = AudioFormat(rate=16000)
     frame = AudioFrame.silence(wide)
     assert len(frame.pcm) == 640 and frame.duration_s == pytest.approx(0.02)
+
+
+# --- RateEdge: a peer's rate and frame size on one side, the bot's 20 ms 8 kHz on the other -
+
+
+def _noise(n_bytes: int, seed: int = 3) -> bytes:
+    return np.random.default_rng(seed).integers(0, 256, n_bytes, dtype=np.uint8).tobytes()
+
+
+def test_an_8khz_peer_passes_through_byte_exact() -> None:
+    edge = RateEdge(8000, quality="MQ")
+    assert edge.passes_through
+    pcm = _noise(FRAME_BYTES * 10)
+    frames = [edge.to_internal(pcm[i : i + FRAME_BYTES]) for i in range(0, len(pcm), FRAME_BYTES)]
+    assert all(len(pushed) == 1 for pushed in frames)
+    assert b"".join(f.pcm for pushed in frames for f in pushed) == pcm
+    back = [edge.to_peer(f) for pushed in frames for f in pushed]
+    assert b"".join(chunk for chunks in back for chunk in chunks) == pcm
+    assert all(len(chunks) == 1 and len(chunks[0]) == FRAME_BYTES for chunks in back)
+
+
+def test_odd_chunks_at_8khz_keep_their_order_and_remainder() -> None:
+    # A whole frame arriving after a partial one must not jump the queue (no fast path then).
+    edge = RateEdge(8000, quality="MQ")
+    pcm = _noise(100 + FRAME_BYTES + 220 + FRAME_BYTES + 5, seed=4)
+    cuts = [100, 100 + FRAME_BYTES, 100 + FRAME_BYTES + 220, len(pcm) - 5, len(pcm)]
+    out: list[bytes] = []
+    start = 0
+    for end in cuts:
+        out += [f.pcm for f in edge.to_internal(pcm[start:end])]
+        start = end
+    assert [len(chunk) for chunk in out] == [FRAME_BYTES] * 3
+    assert b"".join(out) == pcm[: 3 * FRAME_BYTES]  # the last 5 bytes wait for more
+    assert [f.pcm for f in edge.to_internal(_noise(FRAME_BYTES - 5, seed=5))] == [
+        pcm[3 * FRAME_BYTES :] + _noise(FRAME_BYTES - 5, seed=5)
+    ]
+
+
+def test_peer_frames_of_another_size_keep_the_remainder() -> None:
+    # chan_websocket at slin 8 kHz with a 30 ms ptime: 480-byte frames, re-cut byte-exact.
+    edge = RateEdge(8000, 480, quality="MQ")
+    assert not edge.passes_through
+    frames = [AudioFrame(_noise(FRAME_BYTES, seed=i)) for i in range(3)]
+    sent = [edge.to_peer(frame) for frame in frames]
+    assert [len(chunks) for chunks in sent] == [0, 1, 1]
+    assert b"".join(chunk for chunks in sent for chunk in chunks) == b"".join(f.pcm for f in frames)
+
+
+def test_reset_output_drops_what_was_not_sent() -> None:
+    edge = RateEdge(8000, 480, quality="MQ")
+    assert edge.to_peer(AudioFrame(_noise(FRAME_BYTES, seed=1))) == []  # 320 of 480 waiting
+    edge.reset_output()
+    fresh = [AudioFrame(_noise(FRAME_BYTES, seed=i)) for i in (7, 8, 9)]
+    sent = [chunk for frame in fresh for chunk in edge.to_peer(frame)]
+    assert sent == [fresh[0].pcm + fresh[1].pcm[:160], fresh[1].pcm[160:] + fresh[2].pcm]
+
+
+@pytest.mark.parametrize("rate", [16000, 48000])
+def test_frame_sizes_and_remainders_at_higher_rates(rate: int) -> None:
+    edge = RateEdge(rate, quality="MQ")
+    assert edge.peer_frame_bytes == rate // 50 * 2
+    source = tone(700.0, 1.0, rate=rate)
+    frames: list[AudioFrame] = []
+    for i in range(0, len(source), 250):  # 250 bytes: never a whole frame on either side
+        frames += edge.to_internal(source[i : i + 250])
+    assert all(len(f.pcm) == FRAME_BYTES and f.format.rate == 8000 for f in frames)
+    # One second is 50 frames; the filter's delay and the last partial frame hold back a few.
+    assert 45 <= len(frames) <= 50
+    sent = [chunk for frame in frames for chunk in edge.to_peer(frame)]
+    assert all(len(chunk) == edge.peer_frame_bytes for chunk in sent)
+    assert len(frames) - 5 <= len(sent) <= len(frames)
+
+
+@pytest.mark.parametrize("rate", [16000, 48000])
+def test_a_tone_keeps_its_frequency_across_the_edge(rate: int) -> None:
+    edge = RateEdge(rate, quality="MQ")
+    source = tone(1000.0, 1.0, rate=rate)
+    step = edge.peer_frame_bytes
+    frames = [
+        f for i in range(0, len(source), step) for f in edge.to_internal(source[i : i + step])
+    ]
+    inside = b"".join(f.pcm for f in frames)
+    assert abs(spectrum_peak(inside, 8000) - 1000.0) < 3.0
+    back = b"".join(chunk for frame in frames for chunk in edge.to_peer(frame))
+    assert abs(spectrum_peak(back, rate) - 1000.0) < 3.0
+
+
+def test_an_edge_refuses_bad_sizes_and_foreign_frames() -> None:
+    with pytest.raises(ValueError, match="whole samples"):
+        RateEdge(16000, 641, quality="MQ")
+    with pytest.raises(ValueError, match="positive"):
+        RateEdge(0, quality="MQ")
+    with pytest.raises(ValueError, match="8 kHz mono"):
+        RateEdge(16000, quality="MQ").to_peer(AudioFrame.silence(AudioFormat(rate=16000)))
 
 
 # --- read_wav: any caller WAV is converted or refused with a plain reason -----------------

@@ -123,6 +123,74 @@ class FrameSplitter:
         return rest
 
 
+class RateEdge:
+    """Where a peer's audio (any rate, its own frame size) meets the bot's 20 ms 8 kHz frames.
+
+    ``to_internal`` resamples what the peer sends to 8 kHz and cuts it in 320-byte frames;
+    ``to_peer`` resamples one bot frame to the peer's rate and cuts it in the peer's frame
+    size. Both keep their remainders (and soxr's filter state) for the next push, so the
+    bytes the peer sends in odd-sized chunks come out as whole frames, nothing lost. A peer
+    at 8 kHz with 320-byte frames gets its bytes back untouched.
+    """
+
+    def __init__(
+        self, peer_rate: int, peer_frame_bytes: int | None = None, *, quality: str
+    ) -> None:
+        if peer_rate <= 0:
+            raise ValueError(f"the peer's sample rate must be positive, not {peer_rate}")
+        frame_bytes = (
+            peer_rate * FRAME_MS // 1000 * SAMPLE_WIDTH
+            if peer_frame_bytes is None
+            else peer_frame_bytes
+        )
+        if frame_bytes <= 0 or frame_bytes % SAMPLE_WIDTH:
+            raise ValueError(f"the peer's frame size must be whole samples, not {frame_bytes}")
+        self.peer_rate = peer_rate
+        self.peer_frame_bytes = frame_bytes
+        self.quality = quality
+        self._in_resampler = Resampler(peer_rate, SAMPLE_RATE, quality)
+        self._in_frames = FrameSplitter(FRAME_BYTES)
+        self._out_resampler = Resampler(SAMPLE_RATE, peer_rate, quality)
+        self._out_frames = FrameSplitter(frame_bytes)
+        self._same_format = peer_rate == SAMPLE_RATE and frame_bytes == FRAME_BYTES
+        # Bytes each splitter holds back: the fast path is only safe when nothing is waiting.
+        self._in_held = 0
+        self._out_held = 0
+
+    @property
+    def passes_through(self) -> bool:
+        """True when the peer already speaks the bot's format (nothing to convert)."""
+        return self._same_format
+
+    def to_internal(self, pcm: bytes) -> list[AudioFrame]:
+        """The peer's PCM as whole 8 kHz frames (a partial one waits for the next push)."""
+        if self._same_format and len(pcm) == FRAME_BYTES and not self._in_held:
+            return [AudioFrame(pcm)]
+        resampled = self._in_resampler.process(pcm)
+        self._in_held = (self._in_held + len(resampled)) % FRAME_BYTES
+        return [AudioFrame(chunk) for chunk in self._in_frames.push(resampled)]
+
+    def to_peer(self, frame: AudioFrame) -> list[bytes]:
+        """One bot frame as whole peer frames (a partial one waits for the next frame)."""
+        if frame.format != TELEPHONE:
+            raise ValueError(f"the bot's frames are 8 kHz mono, not {frame.format}")
+        if self._same_format and len(frame.pcm) == FRAME_BYTES and not self._out_held:
+            return [frame.pcm]
+        resampled = self._out_resampler.process(frame.pcm)
+        self._out_held = (self._out_held + len(resampled)) % self.peer_frame_bytes
+        return list(self._out_frames.push(resampled))
+
+    def resample_to_peer(self, pcm: bytes) -> bytes:
+        """8 kHz PCM at the peer's rate, not cut in frames (for a peer that re-frames it)."""
+        return self._out_resampler.process(pcm)
+
+    def reset_output(self) -> None:
+        """Drop the bot audio not sent yet (barge-in): the partial frame and soxr's backlog."""
+        self._out_frames = FrameSplitter(self.peer_frame_bytes)
+        self._out_resampler = Resampler(SAMPLE_RATE, self.peer_rate, self.quality)
+        self._out_held = 0
+
+
 def to_frames(pcm: bytes, frame_bytes: int = FRAME_BYTES) -> list[AudioFrame]:
     """Telephone-format PCM as 20 ms frames, the last one padded with silence."""
     splitter = FrameSplitter(frame_bytes)

@@ -34,7 +34,7 @@ from typing import Any, cast
 
 from aiohttp import WSMsgType, web
 
-from voicebot.audio import FRAME_BYTES, SAMPLE_RATE, AudioFrame, FrameSplitter, Resampler
+from voicebot.audio import SAMPLE_RATE, AudioFrame, RateEdge
 from voicebot.config import Settings
 from voicebot.errors import ConfigError, VoicebotError
 from voicebot.events import CallEvent, CallHub
@@ -490,8 +490,8 @@ class BrowserTransport:
         self.log = call_logger(__name__, call_id)
         # Medium quality: plenty for 8 kHz speech, and soxr's HQ stream holds back ~130 ms
         # of a 48 kHz input, which the caller would hear as a slower bot.
-        self._resampler = Resampler(browser_rate, SAMPLE_RATE, quality="MQ")
-        self._splitter = FrameSplitter(FRAME_BYTES)
+        # Only the way in is converted: the page plays the bot's 8 kHz frames itself.
+        self._edge = RateEdge(browser_rate, quality="MQ")
         self._inbox: asyncio.Queue[TransportEvent] = asyncio.Queue()
         self._max_inbox_frames = int(limits.max_audio_ahead_s / 0.02)
         self._audio_in_s = 0.0
@@ -542,12 +542,12 @@ class BrowserTransport:
         ahead = self._audio_in_s - (time.monotonic() - self._started)
         if ahead > self.limits.max_audio_ahead_s:
             raise BadMessage("Audio envoyé plus vite que le temps réel.")
-        for chunk in self._splitter.push(self._resampler.process(pcm)):
+        for frame in self._edge.to_internal(pcm):
             if self._inbox.qsize() >= self._max_inbox_frames:
                 self.frames_dropped += 1  # the session is behind: old audio is worthless
                 continue
             self.frames_in += 1
-            self._inbox.put_nowait(AudioIn(AudioFrame(chunk)))
+            self._inbox.put_nowait(AudioIn(frame))
 
     def receive_text(self, message: str) -> None:
         try:
@@ -602,7 +602,6 @@ class BrowserTransport:
         with contextlib.suppress(asyncio.CancelledError):
             await self._relay
         self._hub.unsubscribe(self._subscription)
-        self._resampler.flush()
 
 
 # ---- the application ------------------------------------------------------------------------
