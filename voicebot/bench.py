@@ -905,7 +905,7 @@ class Turn:
     endpoint_wait_ms: float | None = None
     response_ms: float | None = None
     turn_gap_ms: float | None = None
-    barge_in: str | None = None  # "stopped", "not_needed" (bot already quiet), "failed"
+    barge_in: str | None = None  # "stopped", "not_needed" (bot already quiet), "ignored"
     barge_in_stop_ms: float | None = None
     asr_ms: float | None = None
     nlu_ms: float | None = None
@@ -1064,7 +1064,7 @@ def _measure_turn(
 def _judge_barge_in(result: CallResult, heard: Heard | None, turn: Turn) -> None:
     """Did the bot stop when the caller talked over it, and how fast."""
     if heard is None or heard.barge_in is None:
-        turn.barge_in = "failed"
+        turn.barge_in = "ignored"  # the VAD did not take it as a barge-in: no turn
         return
     barge_at = result.sent[heard.barge_in]
     until = result.sent[heard.decision_line] if heard.decision_line >= 0 else result.sent[-1]
@@ -1180,7 +1180,7 @@ def match_records(turns: Sequence[Turn], rows: dict[str, list[tuple[float, str]]
     bot record after that, both before its first bot audio."""
     by_call: dict[str, list[Turn]] = {}
     for turn in turns:
-        if turn.barge_in != "failed":  # speech over the bot that stayed no turn
+        if turn.barge_in != "ignored":  # speech over the bot that stayed no turn
             by_call.setdefault(turn.call_id, []).append(turn)
     matched = 0
     for call_id, call_turns in by_call.items():
@@ -1298,9 +1298,9 @@ def summarize(data: RunData, idle_rss_mb: float | None) -> dict[str, Any]:
             "speech": sum(1 for t in turns if t.kind == "speech"),
             "barge_in": len(barge),
             "barge_in_stopped": sum(1 for t in barge if t.barge_in == "stopped"),
-            "barge_in_failed": sum(1 for t in barge if t.barge_in == "failed"),
+            "barge_in_ignored": sum(1 for t in barge if t.barge_in == "ignored"),
             "dtmf": len(dtmf),
-            "unanswered": sum(1 for t in turns if not t.answered and t.barge_in != "failed"),
+            "unanswered": sum(1 for t in turns if not t.answered and t.barge_in != "ignored"),
             "with_stages": sum(1 for t in turns if t.nlu_ms is not None),
         },
         "latency_ms": {key: distribution(values) for key, values in stage_values.items()},
@@ -1858,7 +1858,8 @@ def _run_section(summary: dict[str, Any]) -> list[str]:
         f"{summary['calls']} concurrent call(s) over {summary['transport']}, a new call every "
         f"{summary['ramp_s']:g} s, then {summary['duration_s']:g} s with all of them up. "
         f"Measured at full load: {turns['measured']} turns ({turns['speech']} spoken, "
-        f"{turns['barge_in']} barge-ins of which {turns['barge_in_stopped']} stopped the bot, "
+        f"{turns['barge_in']} over the bot: {turns['barge_in_stopped']} stopped it, "
+        f"{turns['barge_in_ignored']} too short to interrupt it and left without a turn; "
         f"{turns['dtmf']} DTMF), {turns['unanswered']} unanswered; "
         f"{turns['during_ramp']} more during the ramp-up are left out. "
         f"{summary['calls_placed']} calls placed.",
