@@ -82,6 +82,5 @@ def setup_logging(level: str = "INFO") -> None:
         "panoramisk",
         "h5py",
         "rasa_sdk",
-        "root",
     ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
