@@ -291,6 +291,8 @@ async def test_low_asr_confidence_twice_hands_off(call_runtime: Runtime) -> None
     )
     assert report.handoff is not None and report.handoff.reason == "confiance_asr"
     assert any(t.get("prompt") == "not_heard" for t in report.turns)
+    # the "pardon ?" answer to the first unheard turn is timed like any other answer
+    assert report.timings and report.timings[0]["response_ms"] > 0, report.timings
 
 
 async def test_maximum_time_with_the_bot_hands_off(call_runtime: Runtime) -> None:

@@ -67,6 +67,7 @@ def test_call_on_a_french_prompt_with_the_stand_in_models(
     heard = [t for t in report["turns"] if t["speaker"] == "caller"]
     assert heard and heard[0]["text"].strip()
     assert 0.0 < heard[0]["asr_confidence"] <= 1.0
+    assert report["timings"], f"no timed turn: {report['turns']} {report['decisions']}"
     timing = report["timings"][0]
     assert timing["asr_ms"] >= 0 and timing["response_ms"] > 0 and timing["endpoint_wait_ms"] > 0
     with wave.open(str(out), "rb") as bot_side:

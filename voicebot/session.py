@@ -408,7 +408,9 @@ class CallSession:
                         prompt="transfer",
                     )
                     return True
-                await self._say_prompt("not_heard")
+                tts_from = time.perf_counter()
+                first_frame = await self._say_prompt("not_heard")
+                self._close_timing(timing, arrived, tts_from, first_frame)
                 return False
             self._low_confidence_turns = 0
             started = time.perf_counter()
@@ -471,11 +473,7 @@ class CallSession:
         )
         first_frame = await self._speak(reply.texts)
         if timing is not None:
-            if first_frame is not None:
-                timing.response_ms = (first_frame - started) * 1000.0
-                timing.tts_first_ms = (first_frame - (tts_from or started)) * 1000.0
-            self.report.timings.append(timing.as_dict())
-            self._publish("timing", **timing.as_dict())
+            self._close_timing(timing, started, tts_from or started, first_frame)
         if reply.handoff is not None:
             await self._handoff(reply.handoff, prompt=None)
             return True
@@ -490,16 +488,28 @@ class CallSession:
         self._set_state(State.LISTENING)
         return False
 
+    def _close_timing(
+        self, timing: TurnTiming, started: float, tts_from: float, first_frame: float | None
+    ) -> None:
+        """Every caller turn that gets an answer is timed, a "pardon ?" included."""
+        if first_frame is not None:
+            timing.response_ms = (first_frame - started) * 1000.0
+            timing.tts_first_ms = (first_frame - tts_from) * 1000.0
+        self.report.timings.append(timing.as_dict())
+        self._publish("timing", **timing.as_dict())
+
     # ----- speech out -------------------------------------------------------------------
 
-    async def _say_prompt(self, name: str) -> None:
+    async def _say_prompt(self, name: str) -> float | None:
+        """Speak a named prompt; returns when its first frame was sent (None if silent)."""
         prompt = self.services.prompt
         text = prompt(name) if prompt is not None else ""
-        if text:
-            self.report.turns.append({"speaker": "bot", "text": text, "prompt": name})
-            self._publish("bot", text=text, intent=None, confidence=None, entities={})
-            await self._record("add_turn", self.call_id, "bot", text)
-            await self._speak((text,))
+        if not text:
+            return None
+        self.report.turns.append({"speaker": "bot", "text": text, "prompt": name})
+        self._publish("bot", text=text, intent=None, confidence=None, entities={})
+        await self._record("add_turn", self.call_id, "bot", text)
+        return await self._speak((text,))
 
     async def _speak(self, texts: tuple[str, ...]) -> float | None:
         """Queue the speech of ``texts``; returns when the first frame has been sent."""
