@@ -270,14 +270,30 @@ async def test_softphone_call_hears_the_greeting_and_shows_the_transcript(
     await console.close()
 
 
-async def test_typed_text_gets_an_answer(operator: BrowserContext, running: Running) -> None:
+async def test_typed_text_gets_an_answer(
+    operator: BrowserContext, running: Running, rasa_dialogue: RasaDialogue
+) -> None:
     page = await _start_softphone_call(operator, running)
     call_id = await page.evaluate("window.softphone.stats.callId")
     await _wait_event(running, call_id, "bot", timeout=20)
     await page.get_by_role("button", name="Couper le micro").click()  # the text path only
+    await _wait_bot_quiet(page)
+    # Typed slowly, for longer than the bot waits before « Êtes-vous toujours là ? »: someone
+    # writing is not silent, and must not be interrupted.
     question = "quels sont les horaires de la mairie"
+    silence_s = running.server.settings.policy.silence_prompt_s
+    typing_started = time.monotonic()
     await page.get_by_label("Écrire au robot").focus()
-    await page.keyboard.type(question)
+    await page.keyboard.type(question, delay=(silence_s + 2.0) * 1000 / len(question))
+    assert time.monotonic() - typing_started > silence_s + 1.0
+    assert await page.evaluate("window.softphone.stats.typingSent") >= silence_s  # 1 a second
+    still_there = rasa_dialogue.prompt("silence_check")
+    asked = [
+        e
+        for e in running.events
+        if e.call_id == call_id and e.kind == "bot" and e.data.get("text") == still_there
+    ]
+    assert not asked, "the bot asked whether the caller was still there while they typed"
     await page.keyboard.press("Enter")
 
     typed = page.locator("#transcript li.caller", has_text=question)
@@ -292,6 +308,21 @@ async def test_typed_text_gets_an_answer(operator: BrowserContext, running: Runn
     await page.get_by_role("button", name="Raccrocher").click()
     await _wait_event(running, call_id, "ended", timeout=15)
     await page.close()
+
+
+async def _wait_bot_quiet(page: Page, quiet_s: float = 1.0, timeout: float = 30.0) -> None:
+    """Until the page has heard the bot speak, then nothing voiced for ``quiet_s``."""
+    await _wait_js(page, "window.softphone.stats.botVoicedFrames > 0", timeout=timeout)
+    deadline = time.monotonic() + timeout
+    voiced = await page.evaluate("window.softphone.stats.botVoicedFrames")
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < quiet_s:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the bot was still speaking after {timeout} s")
+        await asyncio.sleep(0.1)
+        now_voiced = await page.evaluate("window.softphone.stats.botVoicedFrames")
+        if now_voiced != voiced:
+            voiced, quiet_since = now_voiced, time.monotonic()
 
 
 async def _wait_for_answer(running: Running, call_id: str, question: str) -> CallEvent:

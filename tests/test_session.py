@@ -21,6 +21,7 @@ from voicebot.audio import FRAME_BYTES, SILENCE_FRAME, AudioFrame, to_frames
 from voicebot.interfaces import (
     AudioIn,
     BotReply,
+    CallerActive,
     CallerHungUp,
     CallStarted,
     DtmfIn,
@@ -35,7 +36,9 @@ Step = tuple[str, Any]
 
 class ScriptedCaller:
     """A caller following a script: ("wait_bot", None) waits for the bot to be quiet,
-    ("audio", pcm), ("silence", seconds), ("dtmf", "0"), ("text", "…"), ("hangup", None)."""
+    ("audio", pcm), ("silence", seconds), ("dtmf", "0"), ("text", "…"), ("hangup", None),
+    ("typing", seconds): silence on the line while the caller types (a CallerActive every
+    0.5 s, as the softphone sends)."""
 
     name = "script"
 
@@ -84,6 +87,14 @@ class ScriptedCaller:
                 for _ in range(int(value / FRAME_S)):
                     if self.ended:
                         return
+                    await self._tick()
+                    yield AudioIn(SILENCE_FRAME)
+            elif kind == "typing":
+                for n in range(int(value / FRAME_S)):
+                    if self.ended:
+                        return
+                    if n % 25 == 0:
+                        yield CallerActive()
                     await self._tick()
                     yield AudioIn(SILENCE_FRAME)
             elif kind == "dtmf":
@@ -281,6 +292,24 @@ async def test_silence_prompts_then_polite_end(call_runtime: Runtime) -> None:
     assert prompts.count("silence_check") == 2
     assert "silence_goodbye" in prompts
     assert caller.ended and report.outcome == "abandoned"
+
+
+@pytest.mark.parametrize("typing", [True, False], ids=["typing", "silent"])
+async def test_a_caller_who_types_is_not_asked_if_still_there(
+    call_runtime: Runtime, typing: bool
+) -> None:
+    # The real policy (8 s): a trainer types a question for 10 s in the softphone's text box.
+    services = call_runtime.services
+    quiet_s = services.settings.policy.silence_prompt_s + 2.0
+    report, _ = await run_call(
+        services,
+        [("wait_bot", None), ("typing" if typing else "silence", quiet_s), ("hangup", None)],
+    )
+    prompts = [t.get("prompt") for t in report.turns if t.get("speaker") == "bot"]
+    if typing:
+        assert "silence_check" not in prompts, report.decisions
+    else:  # the same time without a sign of life: the bot asks « Êtes-vous toujours là ? »
+        assert prompts.count("silence_check") == 1, report.decisions
 
 
 async def test_low_asr_confidence_twice_hands_off(call_runtime: Runtime) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from voicebot.errors import ConfigError
 from voicebot.events import CallEvent, CallHub
 from voicebot.interfaces import (
     AudioIn,
+    CallerActive,
     CallerHungUp,
     CallStarted,
     DtmfIn,
@@ -43,7 +46,9 @@ from voicebot.web import (
     COOKIE_NAME,
     BadMessage,
     BrowserTransport,
+    LoginThrottle,
     WebLimits,
+    client_address,
     make_app,
     parse_start,
     start_web,
@@ -97,13 +102,18 @@ class Env:
     settings: Settings
 
 
-async def _env(tmp_path: Path, token: str = "", limits: WebLimits | None = None) -> Env:
+async def _env(
+    tmp_path: Path,
+    token: str = "",
+    limits: WebLimits | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Env:
     settings = Settings().replace("paths", data_dir=tmp_path)
     settings = settings.replace("console", token=token)
     records = CallRecords.open(settings)
     hub = CallHub()
     desk = CallDesk()
-    app = make_app(settings, hub, records, desk.on_call, limits)
+    app = make_app(settings, hub, records, desk.on_call, limits, clock=clock)
     client = TestClient(TestServer(app))
     await client.start_server()
     return Env(client, hub, records, desk, settings)
@@ -267,6 +277,151 @@ async def test_login_sets_a_cookie_that_is_not_the_token(guarded: Env) -> None:
     await ws.close()
     await client.post("/logout", allow_redirects=False)
     assert (await client.get("/api/live")).status == 401
+
+
+class FakeClock:
+    """The failed-login clock, moved by the test instead of waiting a minute."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+FAST_LOGIN = WebLimits(login_failure_delay_s=0.0)
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def throttled(tmp_path: Path) -> AsyncIterator[tuple[Env, FakeClock]]:
+    clock = FakeClock()
+    environment = await _env(tmp_path, token=TOKEN, limits=FAST_LOGIN, clock=clock)
+    yield environment, clock
+    await environment.client.close()
+    await environment.records.close()
+
+
+async def _try_login(client: TestClient, token: str, **headers: str) -> aiohttp.ClientResponse:
+    return await client.post(
+        "/login", data={"token": token, "next": "/"}, headers=headers, allow_redirects=False
+    )
+
+
+async def test_five_wrong_tokens_close_the_door_for_a_minute(
+    throttled: tuple[Env, FakeClock], caplog: pytest.LogCaptureFixture
+) -> None:
+    env, clock = throttled
+    client = env.client
+    with caplog.at_level(logging.INFO, logger="voicebot.web"):
+        for n in range(5):
+            refused = await _try_login(client, f"essai-{n}")
+            assert refused.status == 403
+            assert "Jeton incorrect." in await refused.text()
+            clock.now += 1.0
+        blocked = await _try_login(client, TOKEN)  # the right token, too late
+    assert blocked.status == 429
+    assert blocked.headers["Retry-After"] == "55"  # the first failure leaves the window at 1060
+    page = await blocked.text()
+    assert "Trop de tentatives de connexion. Réessayez dans 55 secondes." in page
+    assert 'name="token"' in page  # still the login form, to try again later
+    assert COOKIE_NAME not in blocked.cookies
+    # The other ways in are closed as well, even with the right token…
+    api = await client.get("/api/live", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert api.status == 429 and api.headers["Retry-After"] == "55"
+    assert "Trop de tentatives" in (await api.json())["error"]
+    with pytest.raises(aiohttp.WSServerHandshakeError) as socket_refused:
+        await client.ws_connect("/ws/console", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert socket_refused.value.status == 429
+    # …while asking without any token is answered as usual (nothing is guessed there).
+    assert (await client.get("/api/live")).status == 401
+    # One warning for the blocked address; no token tried (nor the real one) in any log line.
+    blocks = [r.getMessage() for r in caplog.records if "logins are refused" in r.getMessage()]
+    assert len(blocks) == 1 and "127.0.0.1" in blocks[0], blocks
+    for record in caplog.records:
+        assert "essai-" not in record.getMessage() and TOKEN not in record.getMessage()
+
+    clock.now = 1000.0 + 30.0
+    assert (await _try_login(client, TOKEN)).headers["Retry-After"] == "30"
+    clock.now = 1000.0 + 60.0  # the first failure is a minute old: one more try is allowed
+    accepted = await _try_login(client, TOKEN)
+    assert accepted.status == 303 and COOKIE_NAME in accepted.cookies
+    assert (await client.get("/api/live")).status == 200  # with the cookie
+    # A successful login does not count, and the failures left in the window still do.
+    assert (await _try_login(client, TOKEN)).status == 303
+    assert (await _try_login(client, "encore faux")).status == 403
+    assert (await _try_login(client, TOKEN)).status == 429
+
+
+async def test_the_limit_is_per_address_and_ignores_forwarded_headers(
+    throttled: tuple[Env, FakeClock],
+) -> None:
+    env, _ = throttled
+    for n in range(5):
+        # Anyone can write X-Forwarded-For: it must not give a new "address" per guess.
+        forged = {"X-Forwarded-For": f"203.0.113.{n}", "Forwarded": f"for=198.51.100.{n}"}
+        assert (await _try_login(env.client, "devine", **forged)).status == 403
+    forged = {"X-Forwarded-For": "192.0.2.77"}
+    assert (await _try_login(env.client, TOKEN, **forged)).status == 429
+    # Another machine (here another loopback address: 127.0.0.2) is not affected.
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(connector=connector) as other:
+        response = await other.post(
+            env.client.make_url("/login"),
+            data={"token": TOKEN, "next": "/appeler"},
+            allow_redirects=False,
+        )
+        assert response.status == 303 and response.headers["Location"] == "/appeler"
+
+
+async def test_wrong_bearer_tokens_and_cookies_count_too(
+    throttled: tuple[Env, FakeClock],
+) -> None:
+    env, _ = throttled
+    client = env.client
+    for _ in range(3):
+        wrong = await client.get("/api/calls", headers={"Authorization": "Bearer devine"})
+        assert wrong.status == 403
+    # The cookie is derived from the token, so a forged one is a guess as well. A stale one
+    # (the token changed) is removed, so that the browser does not count against itself.
+    client.session.cookie_jar.update_cookies({COOKIE_NAME: "ancien"})
+    stale = await client.get("/api/live")
+    assert stale.status == 403 and stale.cookies[COOKIE_NAME].value == ""
+    client.session.cookie_jar.update_cookies({COOKIE_NAME: "ancien"})
+    page = await client.get("/appeler", allow_redirects=False)
+    assert page.status == 303 and page.headers["Location"] == "/login?next=/appeler"
+    assert page.cookies[COOKIE_NAME].value == ""
+    # That made five.
+    right = await client.get("/api/live", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert right.status == 429
+
+
+def test_login_throttle_memory_is_bounded_and_expires() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(max_failures=2, window_s=10.0, max_addresses=3, clock=clock)
+    assert throttle.failed("a") is False
+    clock.now += 1.0
+    assert throttle.failed("a") is True  # the failure that blocks
+    assert throttle.retry_after("a") == pytest.approx(9.0)
+    assert throttle.retry_after("b") == 0.0
+    for address in ("b", "c", "d"):
+        throttle.failed(address)
+    assert len(throttle) == 3  # full: "a", which failed longest ago, was forgotten
+    assert throttle.retry_after("a") == 0.0
+    clock.now += 10.0
+    throttle.failed("e")
+    assert len(throttle) == 1  # b, c and d failed more than a window ago
+    clock.now += 9.0
+    assert throttle.failed("e") is True  # still within e's window
+    clock.now += 1.5
+    assert throttle.retry_after("e") == 0.0 and throttle.failed("e") is True
+
+
+def test_client_address_counts_an_ipv6_client_as_its_slash_64() -> None:
+    assert client_address("192.0.2.10") == "192.0.2.10"
+    assert client_address("::ffff:192.0.2.10") == "192.0.2.10"
+    assert client_address("2001:db8:1:2:aaaa::1") == client_address("2001:db8:1:2:bbbb::9")
+    assert client_address("2001:db8:1:2::1") != client_address("2001:db8:1:3::1")
+    assert client_address(None) == "inconnue"
 
 
 async def test_websockets_check_the_token_and_the_origin(guarded: Env, env: Env) -> None:
@@ -626,6 +781,37 @@ async def test_softphone_too_many_bad_messages_end_the_call(env: Env) -> None:
         await ws.send_str("{")
     assert await _drain_until_closed(ws)
     await call.next_of(CallerHungUp)
+
+
+async def test_softphone_typing_notices_reach_the_call(tmp_path: Path) -> None:
+    environment = await _env(tmp_path, limits=WebLimits(typing_interval_s=0.2))
+    try:
+        ws = await environment.client.ws_connect("/ws/softphone")
+        await ws.send_json({"type": "start", "sample_rate": 16000})
+        await _receive_until(ws, "ready")
+        call = await environment.desk.next_call()
+        assert isinstance(await call.next_event(), CallStarted)
+        for _ in range(20):  # a page that sends far too many
+            await ws.send_json({"type": "typing"})
+        await ws.send_json({"type": "text", "text": "bonjour"})
+        delivered = [await call.next_event(), await call.next_event()]
+        assert [type(e) for e in delivered] == [CallerActive, TextIn]  # the burst: one notice
+        # Malformed ones get an error; the call goes on.
+        await ws.send_str('{"type": "typing"')
+        assert "illisible" in (await _receive_until(ws, "error"))["message"]
+        await ws.send_json({"type": ["typing"]})
+        assert "inconnu" in (await _receive_until(ws, "error"))["message"]
+        await asyncio.sleep(0.25)
+        await ws.send_json({"type": "typing"})
+        assert isinstance(await call.next_event(), CallerActive)
+        assert not call.finished.is_set() and not ws.closed
+        await ws.send_json({"type": "hangup"})
+        await call.next_of(CallerHungUp)
+        await asyncio.wait_for(call.finished.wait(), 5)
+        await ws.close()
+    finally:
+        await environment.client.close()
+        await environment.records.close()
 
 
 async def test_softphone_refuses_a_bad_or_missing_start(env: Env) -> None:

@@ -173,11 +173,17 @@ class TextIn:
 
 
 @dataclass(frozen=True)
+class CallerActive:
+    """The caller is busy in a way the bot cannot hear (typing in the browser softphone's text
+    box): not a silence. Phone transports never send it."""
+
+
+@dataclass(frozen=True)
 class CallerHungUp:
     reason: str = "hangup"
 
 
-TransportEvent = CallStarted | AudioIn | DtmfIn | TextIn | CallerHungUp
+TransportEvent = CallStarted | AudioIn | DtmfIn | TextIn | CallerActive | CallerHungUp
 
 
 class MediaTransport(Protocol):

@@ -35,6 +35,7 @@ from voicebot.interfaces import (
     BargeIn,
     BotReply,
     CallControl,
+    CallerActive,
     CallerHungUp,
     CallStarted,
     Dialogue,
@@ -609,6 +610,8 @@ class CallSession:
                 elif isinstance(event, TextIn):
                     self._begin_thinking()
                     self._turns.put_nowait(("text", event.text, time.perf_counter()))
+                elif isinstance(event, CallerActive):
+                    self._quiet_since = self.clock()  # typing: not a silence, as speech
                 elif isinstance(event, CallerHungUp):
                     self.log.info("caller hung up (%s)", event.reason)
                     break

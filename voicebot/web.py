@@ -10,7 +10,8 @@
 Every browser gets a bounded outgoing queue: one that never reads is dropped, and nothing
 it does slows a call or another browser. With ``VOICEBOT_CONSOLE_TOKEN`` set every page,
 API and WebSocket needs the token (login form, then a cookie; or ``Authorization: Bearer``);
-without a token the server refuses to listen anywhere but on the loopback address.
+without a token the server refuses to listen anywhere but on the loopback address. An address
+that gives a wrong token 5 times within a minute is refused (HTTP 429) until the minute is up.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import html
 import ipaddress
 import json
 import logging
+import math
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,7 @@ from voicebot.errors import ConfigError, VoicebotError
 from voicebot.events import CallEvent, CallHub
 from voicebot.interfaces import (
     AudioIn,
+    CallerActive,
     CallerHungUp,
     CallStarted,
     DtmfIn,
@@ -77,11 +80,16 @@ class WebLimits:
     max_bad_messages: int = 5
     max_audio_ahead_s: float = 5.0  # a browser may not send audio faster than real time
     max_text_chars: int = 500
+    typing_interval_s: float = 0.5  # "the caller is typing" reaches the call at most this often
     max_consoles: int = 50
     max_browser_calls: int = 8
     queue_entries: int = 100  # transferred calls kept in the console's queue
     live_calls: int = 1000  # live calls shown (a call whose end was never seen ages out)
     transcript_turns: int = 200  # turns kept per live call
+    login_max_failures: int = 5  # wrong tokens from one address within the window: then 429
+    login_window_s: float = 60.0
+    login_addresses: int = 10_000  # addresses whose failures are remembered (bounded memory)
+    login_failure_delay_s: float = 0.5  # a wrong token in the login form is answered this late
 
 
 # ---- access ---------------------------------------------------------------------------------
@@ -106,6 +114,14 @@ def check_access(settings: Settings) -> None:
         )
 
 
+def token_matches(given: str, token: str) -> bool:
+    """Constant time, whatever the lengths: the digests compared always have the same size."""
+    return hmac.compare_digest(
+        hashlib.sha256(given.encode("utf-8")).digest(),
+        hashlib.sha256(token.encode("utf-8")).digest(),
+    )
+
+
 def _session_value(token: str) -> str:
     """What the cookie holds: derived from the token, never the token itself."""
     return hmac.new(
@@ -118,17 +134,92 @@ def _auth_state(request: web.Request, token: str) -> str:
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, given = header.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode("utf-8"), token.encode("utf-8")
-        ):
+        if scheme.lower() == "bearer" and token_matches(given.strip(), token):
             return "ok"
         return "wrong"
     cookie = request.cookies.get(COOKIE_NAME)
     if cookie is None:
         return "missing"
-    if hmac.compare_digest(cookie.encode("utf-8"), _session_value(token).encode("utf-8")):
+    # The cookie is computable from a guessed token: a wrong one is a wrong token too.
+    if token_matches(cookie, _session_value(token)):
         return "ok"
     return "wrong"
+
+
+def client_address(remote: str | None) -> str:
+    """The address failed logins are counted against: the TCP peer, never a header.
+
+    X-Forwarded-For and the like are NOT trusted: anyone can write them, so an attacker would
+    pick a new "address" for every guess. (Behind a reverse proxy every browser shares the
+    proxy's address, and so shares its limit.) An IPv6 client owns a whole /64: counted as one.
+    """
+    if not remote:
+        return "inconnue"
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return remote
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class LoginThrottle:
+    """Wrong tokens per client address: after ``max_failures`` within ``window_s`` the address
+    may not try again (not even the right token) until the oldest of them is ``window_s`` old.
+
+    Memory stays bounded: an address whose failures are all older than the window is
+    forgotten, and at most ``max_addresses`` are kept (the one that failed longest ago goes).
+    """
+
+    def __init__(
+        self,
+        max_failures: int,
+        window_s: float,
+        max_addresses: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.max_addresses = max_addresses
+        self.clock = clock
+        # address → times of its recent failures; the address that failed last comes last
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+    def retry_after(self, address: str) -> float:
+        """Seconds before ``address`` may try a token again; 0 when it may now."""
+        failures = self._failures.get(address)
+        if failures is None or len(failures) < self.max_failures:
+            return 0.0
+        wait = failures[0] + self.window_s - self.clock()
+        return max(0.0, wait)
+
+    def failed(self, address: str) -> bool:
+        """Count a wrong token; True when this failure is the one that blocks the address."""
+        now = self.clock()
+        self._forget_before(now - self.window_s)
+        failures = self._failures.pop(address, None)
+        if failures is None:
+            failures = deque(maxlen=self.max_failures)
+        while failures and failures[0] <= now - self.window_s:
+            failures.popleft()
+        failures.append(now)
+        self._failures[address] = failures
+        while len(self._failures) > self.max_addresses:
+            self._failures.popitem(last=False)
+        return len(failures) >= self.max_failures
+
+    def _forget_before(self, limit: float) -> None:
+        while self._failures:
+            oldest = next(iter(self._failures))
+            if self._failures[oldest][-1] > limit:
+                return
+            del self._failures[oldest]
 
 
 def _same_origin(request: web.Request) -> bool:
@@ -469,8 +560,9 @@ class BrowserTransport:
     """One softphone call, seen by the call session as any other media transport.
 
     In: 16-bit PCM at the browser's rate (resampled here to 8 kHz, cut in 20 ms frames),
-    typed text, keypad digits, hang-up. Out: 8 kHz PCM frames, ``flush`` and ``ended``
-    control messages, and the hub events of this call (transcript, intents, handoff).
+    typed text, "typing" notices (the user is writing: not a silence), keypad digits,
+    hang-up. Out: 8 kHz PCM frames, ``flush`` and ``ended`` control messages, and the hub
+    events of this call (transcript, intents, handoff).
     """
 
     name = "navigateur"
@@ -496,6 +588,7 @@ class BrowserTransport:
         self._max_inbox_frames = int(limits.max_audio_ahead_s / 0.02)
         self._audio_in_s = 0.0
         self._started = time.monotonic()
+        self._typing_passed_at = -math.inf
         self._hung_up = False
         self.ended = False
         self.frames_in = 0
@@ -571,12 +664,25 @@ class BrowserTransport:
             if not isinstance(digit, str) or digit not in DTMF_DIGITS:
                 raise BadMessage("Touche inconnue : 0 à 9, * ou #.")
             self._inbox.put_nowait(DtmfIn(digit))
+        elif kind == "typing":
+            self._typing()
         elif kind == "hangup":
             self.hang_up("hung up in the browser")
         elif kind == "ping":
             self.outbox.offer({"type": "pong"})
         else:
             raise BadMessage("Type de message inconnu.")
+
+    def _typing(self) -> None:
+        """The user is typing in the text box: the call must not take it for a silence.
+
+        The page sends this at most once a second; the extra ones a page might send are
+        absorbed here, so that they never pile up in the call's inbox.
+        """
+        now = time.monotonic()
+        if now - self._typing_passed_at >= self.limits.typing_interval_s:
+            self._typing_passed_at = now
+            self._inbox.put_nowait(CallerActive())
 
     def hang_up(self, reason: str) -> None:
         if not self._hung_up:
@@ -617,6 +723,7 @@ class WebContext:
     on_call: OnCall
     limits: WebLimits
     board: LiveBoard
+    logins: LoginThrottle
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
     calls: set[asyncio.Task[None]] = field(default_factory=set)
     browser_calls: int = 0
@@ -632,10 +739,18 @@ def make_app(
     records: CallRecords,
     on_call: OnCall,
     limits: WebLimits | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
 ) -> web.Application:
+    """``clock`` times the failed logins (tests pass their own rather than wait a minute)."""
     limits = limits or WebLimits()
     app = web.Application(middlewares=[_guard], client_max_size=64 * 1024)
-    app[CONTEXT] = WebContext(settings, hub, records, on_call, limits, LiveBoard(hub, limits))
+    logins = LoginThrottle(
+        limits.login_max_failures, limits.login_window_s, limits.login_addresses, clock
+    )
+    app[CONTEXT] = WebContext(
+        settings, hub, records, on_call, limits, LiveBoard(hub, limits), logins
+    )
     app.router.add_get("/", _page("console.html"))
     app.router.add_get("/appeler", _page("softphone.html"))
     app.router.add_get("/login", _login_page)
@@ -727,18 +842,54 @@ async def _guard(
     is_api = path.startswith(("/api/", "/ws/"))
     if (request.method == "POST" or path.startswith("/ws/")) and not _same_origin(request):
         return _json_error(403, "Origine refusée.")
-    token = request.app[CONTEXT].settings.console.token
+    context = request.app[CONTEXT]
+    token = context.settings.console.token
     public = path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
     if token and not public:
         state = _auth_state(request, token)
-        if state != "ok":
+        target = _safe_next(path)
+        if state == "missing":
             if is_api:
-                if state == "missing":
-                    return _json_error(401, "Authentification requise.")
-                return _json_error(403, "Jeton refusé.")
-            target = path if path in ("/", "/appeler") else "/"
+                return _json_error(401, "Authentification requise.")
             raise web.HTTPSeeOther(f"/login?next={target}")
+        address = client_address(request.remote)
+        wait = context.logins.retry_after(address)
+        if wait > 0:
+            # Even the right token is refused now: otherwise guessing would go on here.
+            return _too_many_tries(wait, target, is_api)
+        if state == "wrong":
+            _count_failure(context, address)
+            if is_api:
+                refused: web.Response = _json_error(403, "Jeton refusé.")
+            else:
+                refused = web.HTTPSeeOther(f"/login?next={target}")
+            if COOKIE_NAME in request.cookies:
+                # Stale after a token change: not sent again, so not counted again.
+                refused.del_cookie(COOKIE_NAME, path="/")
+            if isinstance(refused, web.HTTPException):
+                raise refused
+            return refused
     return await handler(request)
+
+
+def _count_failure(context: WebContext, address: str) -> None:
+    logins = context.logins
+    if logins.failed(address):  # once per block, not once per refused try
+        log.warning(
+            "console: %d wrong tokens from %s within %.0f s: its logins are refused for %.0f s",
+            logins.max_failures,
+            address,
+            logins.window_s,
+            logins.retry_after(address),
+        )
+
+
+def _too_many_tries(wait_s: float, target: str, is_api: bool) -> web.Response:
+    seconds = max(1, math.ceil(wait_s))
+    message = f"Trop de tentatives de connexion. Réessayez dans {seconds} secondes."
+    response = _json_error(429, message) if is_api else _render_login(message, target, status=429)
+    response.headers["Retry-After"] = str(seconds)
+    return response
 
 
 def _page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -769,15 +920,21 @@ async def _login_page(request: web.Request) -> web.StreamResponse:
 
 
 async def _login(request: web.Request) -> web.StreamResponse:
-    token = request.app[CONTEXT].settings.console.token
+    context = request.app[CONTEXT]
+    token = context.settings.console.token
     form = await request.post()
     target = _safe_next(str(form.get("next") or "/"))
     if not token:
         raise web.HTTPSeeOther(target)
+    address = client_address(request.remote)
+    wait = context.logins.retry_after(address)
+    if wait > 0:
+        return _too_many_tries(wait, target, is_api=False)
     given = str(form.get("token") or "")
-    if not hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8")):
-        log.warning("console: wrong token from %s", request.remote)
-        await asyncio.sleep(0.5)  # slows guessing down
+    if not token_matches(given, token):
+        log.warning("console: wrong token from %s", address)  # never the token tried
+        _count_failure(context, address)
+        await asyncio.sleep(context.limits.login_failure_delay_s)  # slows guessing down
         return _render_login("Jeton incorrect.", target, status=403)
     response = web.HTTPSeeOther(target)
     response.set_cookie(

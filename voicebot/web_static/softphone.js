@@ -7,7 +7,15 @@
   const A = window.AlloNantes;
   const $ = (id) => document.getElementById(id);
   // Read by the end-to-end tests, and handy when debugging a call.
-  const stats = { botFrames: 0, botVoicedFrames: 0, chunksSent: 0, flushes: 0, callId: null, ended: false };
+  const stats = {
+    botFrames: 0,
+    botVoicedFrames: 0,
+    chunksSent: 0,
+    flushes: 0,
+    typingSent: 0,
+    callId: null,
+    ended: false,
+  };
   window.softphone = { stats };
 
   let socket = null;
@@ -18,6 +26,8 @@
   let muted = false;
   let nextPlayTime = 0;
   const scheduled = new Set();
+  const TYPING_INTERVAL_MS = 1000;
+  let typingSentAt = -Infinity;
 
   function setState(text) {
     $("call-state").textContent = text;
@@ -34,6 +44,17 @@
 
   function send(message) {
     if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+  }
+
+  // Someone writing a question is not silent: tell the bot (at most once a second), so that
+  // it does not ask « Êtes-vous toujours là ? » in the middle of the sentence.
+  function typing() {
+    if (!socket || socket.readyState !== WebSocket.OPEN) return;
+    const now = performance.now();
+    if (now - typingSentAt < TYPING_INTERVAL_MS) return;
+    typingSentAt = now;
+    send({ type: "typing" });
+    stats.typingSent += 1;
   }
 
   // ---- microphone ---------------------------------------------------------------------
@@ -274,6 +295,7 @@
       $("mute").setAttribute("aria-pressed", String(muted));
       $("mute").textContent = muted ? "Rétablir le micro" : "Couper le micro";
     });
+    $("say-text").addEventListener("input", typing);
     $("say").addEventListener("submit", (event) => {
       event.preventDefault();
       const text = $("say-text").value.trim();
