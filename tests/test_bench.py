@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -156,6 +157,37 @@ def test_the_replay_finds_the_frame_a_vad_that_heard_the_whole_call_decides_on(
     assert heard[0] is not None
     assert (heard[0].decision_line, heard[0].voice_end) == expected
     assert heard[0].decision == heard[0].decision_line  # an 8 kHz line: the same frames
+
+
+def test_line_noise_is_at_its_level_and_the_same_for_the_same_frame() -> None:
+    noise = bench.LineNoise(-65.0, 320, seed=4)
+    quiet = np.frombuffer(noise.over(bytes(320), 7), dtype="<i2").astype(np.float64) / 32768
+    assert -67.0 < 10 * np.log10(np.mean(quiet**2)) < -63.0
+    assert noise.over(bytes(320), 7) == noise.over(bytes(320), 7 + bench.NOISE_LOOP_FRAMES)
+    assert noise.over(bytes(320), 7) != noise.over(bytes(320), 8)
+    loud = np.full(160, 32767, dtype="<i2").tobytes()
+    assert np.frombuffer(noise.over(loud, 0), dtype="<i2").max() == 32767  # clipped, no wrap
+    assert bench.LineNoise(float("-inf"), 320, seed=4).over(loud, 3) == loud
+
+
+def test_the_replay_hears_the_line_noise_the_call_sent(clips: dict[str, bench.Clip]) -> None:
+    clip = clips["espeak:naissance"]
+    before = 60
+    total = before + len(clip.frames) + 20
+    noise = bench.LineNoise(-50.0, 320, seed=1)  # loud enough for Silero to hear it
+    line = [bytes(320)] * before + list(clip.frames) + [bytes(320)] * 20
+    detector = SileroVad(VadSettings())
+    expected = None
+    for index, frame in enumerate(line):
+        event = detector.feed(AudioFrame(noise.over(frame, index)))
+        if isinstance(event, SpeechEnded):
+            expected = (index, round(event.at_s / 0.02) - 1)
+            break
+    spoken = [bench.Spoken("speech", "espeak:naissance", before, False, 1)]
+    result = dataclasses.replace(_call_result(spoken, total), noise=noise)
+    heard = bench.replay_vad(result, clips, VadSettings())
+    assert heard[0] is not None and expected is not None
+    assert (heard[0].decision_line, heard[0].voice_end) == expected
 
 
 def test_a_clip_with_two_utterances_is_refused() -> None:
@@ -325,6 +357,7 @@ def test_bad_arguments_are_refused_before_anything_starts(tmp_path: Path) -> Non
         ({"duration_s": 0.0}, "--duration"),
         ({"ramp_s": -1.0}, "--ramp"),
         ({"target": "nowhere"}, "host:port"),
+        ({"noise_dbfs": 3.0}, "--line-noise"),
     ):
         with pytest.raises(VoicebotError, match=message):
             bench.run_bench(settings, **{**base, **change})

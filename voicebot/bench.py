@@ -77,6 +77,11 @@ CLIENT_STALL_S = 0.010  # the bench's own loop stalling longer than this is reco
 LAG_PROBE_S = 0.005
 
 QUIET_S = 0.8  # the bot has finished speaking after this much silence
+# Callers' lines are never digital zero: white noise at this level (an idle PSTN line is
+# specified under -65 dBm0) is mixed into every caller frame, speech and silence alike, so
+# the server's VAD and ASR cost what they would on a real line. `--line-noise` changes it.
+LINE_NOISE_DBFS = -65.0
+NOISE_LOOP_FRAMES = 250  # 5 s of noise, repeated
 PAUSE_S = 0.4  # then the caller waits this long before speaking
 BARGE_IN_AFTER_S = 1.5  # a barge-in starts once the bot has spoken this long
 GREETING_TIMEOUT_S = 15.0
@@ -450,19 +455,43 @@ class CallResult:
     times: list[float]  # arrival of every bot audio message
     durations: list[float]
     voiced: list[bool]
+    noise: LineNoise | None = None  # what was mixed under the caller's frames
 
     @property
     def arrivals(self) -> list[tuple[float, float]]:
         return list(zip(self.times, self.durations, strict=True))
 
 
+class LineNoise:
+    """White noise at ``dbfs`` under a caller's frames: frame ``n`` of a call always gets the
+    same noise, so the replay of the call (replay_vad) hears exactly what was sent."""
+
+    def __init__(self, dbfs: float, frame_bytes: int, seed: int) -> None:
+        self.dbfs = dbfs
+        samples = frame_bytes // 2
+        if dbfs == float("-inf"):
+            self._loop = np.zeros((1, samples), dtype=np.int32)
+        else:
+            rng = np.random.default_rng(seed)
+            amplitude = 32767 * 10 ** (dbfs / 20)
+            noise = rng.standard_normal((NOISE_LOOP_FRAMES, samples)) * amplitude
+            self._loop = np.round(noise).astype(np.int32)
+
+    def over(self, frame: bytes, index: int) -> bytes:
+        """``frame`` (s16le) with the noise of frame ``index`` added, clipped to 16 bits."""
+        noise = self._loop[index % len(self._loop)]
+        mixed = np.frombuffer(frame, dtype="<i2").astype(np.int32) + noise[: len(frame) // 2]
+        return np.clip(mixed, -32768, 32767).astype("<i2").tobytes()
+
+
 class BenchCall:
     """One emulated call: a 20 ms caller stream, and what the bot sent, on one clock."""
 
-    def __init__(self, line: Line, slot: int) -> None:
+    def __init__(self, line: Line, slot: int, noise_dbfs: float = LINE_NOISE_DBFS) -> None:
         self.line = line
         self.slot = slot
         self.frame_bytes = line.rate * 20 // 1000 * 2
+        self.noise = LineNoise(noise_dbfs, self.frame_bytes, seed=slot)
         self.t0 = 0.0
         self.wall0 = 0.0
         self.sent: list[float] = []  # send time of every caller frame
@@ -537,7 +566,8 @@ class BenchCall:
             speaking = bool(self._queue)
             if speaking and not self._utterance_sent and self._speaking is not None:
                 self._speaking.first_frame = len(self.sent)
-            await self.line.peer.play(self._queue.popleft() if speaking else silence, False)
+            payload = self._queue.popleft() if speaking else silence
+            await self.line.peer.play(self.noise.over(payload, len(self.sent)), False)
             self.sent.append(self.now())
             if speaking and self._said is not None:
                 self._utterance_sent.append(self.sent[-1])
@@ -623,6 +653,7 @@ class BenchCall:
             times=list(self.times),
             durations=list(self.durations),
             voiced=list(self.voiced),
+            noise=self.noise,
         )
 
 
@@ -734,6 +765,7 @@ class CallRunner:
         clips: dict[str, Clip],
         vad: VadSettings,
         watch: ServerWatch | None,
+        noise_dbfs: float = LINE_NOISE_DBFS,
     ) -> None:
         self.host = host
         self.port = port
@@ -741,6 +773,7 @@ class CallRunner:
         self.clips = clips
         self.vad = vad
         self.watch = watch
+        self.noise_dbfs = noise_dbfs
         self.active = 0
         self._placed = 0
 
@@ -809,7 +842,7 @@ class CallRunner:
         failures = 0
         placed = 0
         while end_at - loop.time() > MIN_CALL_S:
-            call = BenchCall(self._line(), slot)
+            call = BenchCall(self._line(), slot, self.noise_dbfs)
             try:
                 await asyncio.wait_for(call.place(self.host, self.port), 10.0)
             except (OSError, asyncio.TimeoutError) as exc:
@@ -949,6 +982,8 @@ def replay_vad(result: CallResult, clips: dict[str, Clip], vad: VadSettings) -> 
         end = min(len(line), spoken.first_frame + len(frames))
         line[spoken.first_frame : end] = frames[: end - spoken.first_frame]
         owner[spoken.first_frame : end] = [index] * (end - spoken.first_frame)
+    if result.noise is not None:
+        line = [result.noise.over(frame, index) for index, frame in enumerate(line)]
     heard, source = as_the_server_hears(line, result.rate)
     detector = SileroVad(vad)
     ended: dict[int, tuple[int, int, int]] = {}
@@ -1620,6 +1655,7 @@ class BenchContext:
     records_url: str
     idle_rss_mb: float | None = None
     notes: list[str] = field(default_factory=list)
+    noise_dbfs: float = LINE_NOISE_DBFS
 
 
 async def measure(
@@ -1633,6 +1669,7 @@ async def measure(
         context.clips,
         context.settings.vad,
         context.watch,
+        context.noise_dbfs,
     )
     log.info(
         "bench: %d call(s), %.0f s at full load, a call every %.1f s", calls, duration_s, ramp_s
@@ -1654,7 +1691,13 @@ async def warm_up(context: BenchContext) -> None:
     """One call before measuring: first decodes, caches and lazy allocations happen here,
     so the idle RSS and the first turns are not counted as load."""
     runner = CallRunner(
-        context.host, context.port, context.transport, context.clips, context.settings.vad, None
+        context.host,
+        context.port,
+        context.transport,
+        context.clips,
+        context.settings.vad,
+        None,
+        context.noise_dbfs,
     )
     log.info("bench: warm-up call")
     await runner.run(1, WARMUP_DURATION_S, 0.0)
@@ -1671,6 +1714,7 @@ async def run_async(
     find_capacity: bool,
     target: str | None,
     out_dir: Path,
+    noise_dbfs: float = LINE_NOISE_DBFS,
 ) -> dict[str, Any]:
     """Set up (or reach) the server, run the benchmark, write the report. The JSON result."""
     loop = asyncio.get_running_loop()
@@ -1704,6 +1748,7 @@ async def run_async(
         context = BenchContext(
             settings, transport, host, port, out_dir, server, watch, clips, records_url
         )
+        context.noise_dbfs = noise_dbfs
         if watch.process is None:
             context.notes.append("server process not visible: no CPU/RSS figures")
         elif not await wait_until_idle(watch):
@@ -1938,7 +1983,8 @@ def markdown_report(result: dict[str, Any]) -> str:
             else "a running server (--target)"
         ),
         f"- ASR: {models['asr']}; voice: {models['tts']}; VAD end of speech "
-        f"{server['vad_end_silence_ms']} ms",
+        f"{server['vad_end_silence_ms']} ms, level floor {server['vad_floor_dbfs']} dBFS",
+        f"- Callers' line: white noise at {result['line_noise_dbfs']} dBFS under every frame",
     ]
     for note in result["notes"]:
         lines.append(f"- Note: {note}")
@@ -2197,7 +2243,9 @@ def _finish(
         else None,
         "policy_overrides": BENCH_POLICY_ENV if context.started_server else {},
         "vad_end_silence_ms": context.settings.vad.end_silence_ms,
+        "vad_floor_dbfs": context.settings.vad.floor_dbfs,
     }
+    result["line_noise_dbfs"] = context.noise_dbfs
     result["notes"] = context.notes
     result["out_dir"] = str(context.out_dir)
     write_report(context.out_dir, result, runs)
@@ -2213,6 +2261,7 @@ def run_bench(
     target: str | None,
     out_dir: Path | None,
     as_json: bool,
+    noise_dbfs: float = LINE_NOISE_DBFS,
 ) -> int:
     """`voicebot bench`. Prints the report (markdown, or JSON with ``as_json``); 0 when turns
     were measured, 1 when none could be."""
@@ -2222,6 +2271,8 @@ def run_bench(
         raise VoicebotError("--duration must be more than 0 seconds")
     if ramp_s < 0:
         raise VoicebotError("--ramp cannot be negative")
+    if noise_dbfs > 0:
+        raise VoicebotError("--line-noise is in dBFS (0 or less, -inf for digital silence)")
     if transport not in ("audiosocket", "websocket"):
         raise VoicebotError("--transport must be audiosocket or websocket")
     if target is not None:
@@ -2233,7 +2284,15 @@ def run_bench(
     try:
         result = asyncio.run(
             run_async(
-                settings, calls, duration_s, ramp_s, transport, find_capacity, target, out_dir
+                settings,
+                calls,
+                duration_s,
+                ramp_s,
+                transport,
+                find_capacity,
+                target,
+                out_dir,
+                noise_dbfs,
             )
         )
     except asyncio.CancelledError:

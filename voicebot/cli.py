@@ -120,6 +120,7 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
         target=args.target,
         out_dir=Path(args.out) if args.out else None,
         as_json=args.json,
+        noise_dbfs=args.line_noise,
     )
 
 
@@ -209,6 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="host:port of a running server (default: start one)")
     p.add_argument("--out", help="folder for the markdown report and plots")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--line-noise",
+        type=float,
+        default=-65.0,
+        metavar="DBFS",
+        help="white noise under the callers' audio, as on a real line (default -65; "
+        "--line-noise=-inf for digital silence)",
+    )
     p.set_defaults(handler=_bench)
 
     records = sub.add_parser("records", help="call records")
