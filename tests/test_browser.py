@@ -294,6 +294,8 @@ async def test_typed_text_gets_an_answer(
         if e.call_id == call_id and e.kind == "bot" and e.data.get("text") == still_there
     ]
     assert not asked, "the bot asked whether the caller was still there while they typed"
+    # muted, the page still streams (silence), like a muted phone
+    assert await page.evaluate("window.softphone.stats.silentChunksSent") > 50 * silence_s
     await page.keyboard.press("Enter")
 
     typed = page.locator("#transcript li.caller", has_text=question)

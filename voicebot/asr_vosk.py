@@ -54,17 +54,18 @@ class VoskStream:
         self._asr = asr
         self.call_id = call_id
         self.log = call_logger(__name__, call_id)
-        # Built when the caller starts speaking, inside the executor (creating one takes
-        # ~50 ms: on the event loop it would delay every other call's 20 ms audio), and
-        # dropped after each utterance: a recognizer holds ~18 MB once it has decoded, and a
-        # call spends most of its time listening to the bot, not speaking. Nothing is lost:
-        # after a final result Vosk rebuilds its feature pipeline and decoder anyway
-        # (Recognizer::CleanUp), so no adaptation carries from one utterance to the next.
+        # Built on first use, inside the executor: creating a recognizer takes ~50 ms, which
+        # on the event loop delays every other call's 20 ms audio when a call comes in.
+        # Kept for the whole call, although it holds ~18 MB once it has decoded: its first
+        # utterance costs ~0.6 s of CPU (measured on the stand-in: the lookahead graph's cache
+        # fills), the next ones ~30 ms for the same audio. Dropping it after each utterance
+        # saved the memory but cost so much CPU that 8 calls fell behind.
         self._kaldi: vosk.KaldiRecognizer | None = None
         self._lock = asyncio.Lock()
         self._segments: list[dict[str, Any]] = []
         self._partial = ""
         self._utterance_bytes = 0
+        self._stream_bytes = 0  # audio of the previous utterances: Vosk's clock keeps running
         self.truncated = False
         self._max_bytes = int(asr.settings.max_utterance_s * SAMPLE_RATE) * 2
         self._closed = False
@@ -85,21 +86,15 @@ class VoskStream:
             self._kaldi.SetWords(True)
         return self._kaldi
 
-    @property
-    def holds_recognizer(self) -> bool:
-        """True between the first audio of an utterance and its final result."""
-        return self._kaldi is not None
-
     def _accept(self, pcm: bytes) -> str | None:
         before = self._running_text()
-        recognizer = self._recognizer
-        if recognizer.AcceptWaveform(pcm):
-            segment = json.loads(recognizer.Result())
+        if self._recognizer.AcceptWaveform(pcm):
+            segment = json.loads(self._recognizer.Result())
             if segment.get("text"):
                 self._segments.append(segment)
             self._partial = ""
         else:
-            self._partial = json.loads(recognizer.PartialResult()).get("partial", "")
+            self._partial = json.loads(self._recognizer.PartialResult()).get("partial", "")
         now = self._running_text()
         return now if now != before else None
 
@@ -124,7 +119,6 @@ class VoskStream:
 
     def _final(self) -> list[dict[str, Any]]:
         last = json.loads(self._recognizer.FinalResult())
-        self._kaldi = None  # freed here, in the executor; the next utterance gets a new one
         segments = [*self._segments, last] if last.get("text") else list(self._segments)
         return segments
 
@@ -134,11 +128,12 @@ class VoskStream:
         async with self._lock:
             loop = asyncio.get_running_loop()
             segments = await loop.run_in_executor(self._asr.executor, self._final)
+        offset = self._stream_bytes / (SAMPLE_RATE * 2)
         words = tuple(
             Word(
                 text=str(item["word"]),
-                start_s=round(float(item["start"]), 3),
-                end_s=round(float(item["end"]), 3),
+                start_s=max(0.0, round(float(item["start"]) - offset, 3)),
+                end_s=max(0.0, round(float(item["end"]) - offset, 3)),
                 confidence=float(item.get("conf", 0.0)),
             )
             for segment in segments
@@ -152,6 +147,7 @@ class VoskStream:
             audio_s=self.audio_s,
             decode_s=time.perf_counter() - started,
         )
+        self._stream_bytes += self._utterance_bytes
         self._utterance_bytes = 0
         self._segments = []
         self._partial = ""
@@ -161,7 +157,6 @@ class VoskStream:
     def close(self) -> None:
         self._closed = True
         self._segments = []
-        self._kaldi = None
 
 
 class VoskAsr:

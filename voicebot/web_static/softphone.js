@@ -11,6 +11,7 @@
     botFrames: 0,
     botVoicedFrames: 0,
     chunksSent: 0,
+    silentChunksSent: 0, // sent while muted
     flushes: 0,
     typingSent: 0,
     callId: null,
@@ -83,9 +84,12 @@
     const level = Math.min(100, Math.round(Math.sqrt(energy / Math.max(1, pcm.length)) * 400));
     $("level").setAttribute("aria-valuenow", String(level));
     $("level").firstElementChild.style.width = `${level}%`;
-    if (muted || !socket || socket.readyState !== WebSocket.OPEN) return;
-    socket.send(buffer);
+    if (!socket || socket.readyState !== WebSocket.OPEN) return;
+    // Muted, the page sends silence as a muted phone does: cut mid-sentence, the bot then
+    // hears the caller stop instead of waiting forever for the end of the sentence.
+    socket.send(muted ? new ArrayBuffer(buffer.byteLength) : buffer);
     stats.chunksSent += 1;
+    if (muted) stats.silentChunksSent += 1;
   }
 
   async function startCapture() {
