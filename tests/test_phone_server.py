@@ -269,3 +269,18 @@ async def test_shutdown_hands_live_calls_to_operators(call_runtime: Runtime, rea
         assert await caller.wait_for_hangup(10.0) == "bot_hangup"
         line.cancel()
         await caller.close()
+
+
+def test_settling_the_heap_keeps_loaded_objects_out_of_full_collections() -> None:
+    import gc
+
+    from voicebot.runtime import settle_heap
+
+    loaded = [{"model": i} for i in range(50_000)]  # long-lived, like Rasa's and TF's objects
+    try:
+        frozen = settle_heap()
+        assert frozen >= len(loaded)
+        # a full collection now walks only what was created since
+        assert len(gc.get_objects(generation=2)) < frozen
+    finally:
+        gc.unfreeze()

@@ -19,7 +19,7 @@ from typing import Any
 from voicebot.config import Settings
 from voicebot.events import CallHub
 from voicebot.interfaces import MediaTransport
-from voicebot.runtime import Runtime, load_runtime
+from voicebot.runtime import Runtime, load_runtime, settle_heap
 from voicebot.session import CallSession
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,7 @@ def serve(settings: Settings, with_web: bool = True, banner: bool = False) -> in
 async def _serve(settings: Settings, with_web: bool, banner: bool) -> int:
     started = time.perf_counter()
     server = await start_phone_server(settings, with_web=with_web)
+    log.info("%d loaded objects kept out of the garbage collector's way", settle_heap())
     ready_s = time.perf_counter() - started
     host = settings.server.host
     log.info(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from voicebot.config import Settings
-from voicebot.runtime import load_runtime
+from voicebot.runtime import load_runtime, settle_heap
 from voicebot.session import CallSession
 from voicebot.talk_audio import PyAudioTransport
 
@@ -14,6 +14,7 @@ def talk(settings: Settings, input_device: int | None, output_device: int | None
     # Open the devices first: no sound card is a clear error before minutes of model loading.
     transport = PyAudioTransport(input_device=input_device, output_device=output_device)
     runtime = load_runtime(settings)
+    settle_heap()  # real-time audio: no 280 ms collections over the loaded models
     print(
         "Parlez à l'assistant AlloNantes (Ctrl-C pour raccrocher).\n"
         f"  Micro : {transport.input_info.get('name')} ; haut-parleur : "
