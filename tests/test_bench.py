@@ -509,6 +509,25 @@ async def test_the_bench_measures_a_scripted_bot_over_chan_websocket(
     assert abs(float(np.median(spoken)) - float(np.median(keys))) < 60
 
 
+async def test_chan_websocket_in_slin_answers_without_the_resampling_delay(
+    clips: dict[str, bench.Clip],
+) -> None:
+    """Dialled with c(slin), chan_websocket carries the bot's own 8 kHz: no resampler, so no
+    ~100 ms blocks on either side; only the play-out queue's 20 ms tick remains."""
+    bot = ScriptedBot()
+    server = await start_websocket_server("127.0.0.1", 0, bot)
+    port = next(iter(server.sockets)).getsockname()[1]
+    try:
+        runner = bench.CallRunner("127.0.0.1", port, "websocket-slin", clips, VadSettings(), None)
+        data = await runner.run(calls=2, duration_s=13.0, ramp_s=0.0)
+    finally:
+        server.close()
+        await server.wait_closed()
+    _check_calibrated(data, bot, transport_ms=40.0, input_ms=1.0)
+    assert {r.transport for r in data.results} == {"websocket-slin"}
+    assert {r.rate for r in data.results} == {8000}
+
+
 @contextlib.contextmanager
 def _scripted_server_in_a_thread() -> Iterator[int]:
     """The scripted bot behind a real AudioSocket server, on its own loop and thread (the

@@ -118,7 +118,7 @@ def test_websocket_variant() -> None:
     steps = apps(DIALPLAN["allonantes-websocket"])
     dial = next(step for step in steps if step.startswith("Dial("))
     assert dial == (
-        f"Dial(WebSocket/${{ALLO_WEBSOCKET}}/c(slin16)"
+        f"Dial(WebSocket/${{ALLO_WEBSOCKET}}/c(slin)"
         f"v({websocket_server.CALL_ID_PARAM}=${{ALLO_UUID}}),5,g)"
     )
     assert steps.index("Answer()") < steps.index("Set(ALLO_UUID=${UUID()})") < steps.index(dial)

@@ -89,7 +89,10 @@ REPLY_TIMEOUT_S = 15.0
 LISTEN_MAX_S = 5.0  # the longest a caller listens to a reply before speaking anyway
 MIN_CALL_S = 4.0  # no new call is placed when less than this remains
 SAMPLE_EVERY_S = 0.5
-LINE_RATES = {"audiosocket": SAMPLE_RATE, "websocket": 16000}  # slin and slin16 channels
+# The lines the bench can place: AudioSocket (always 8 kHz slin), chan_websocket dialled with
+# c(slin16) (wideband: the bot resamples at its edge) or with c(slin) (8 kHz, no resampling).
+LINE_RATES = {"audiosocket": SAMPLE_RATE, "websocket": 16000, "websocket-slin": SAMPLE_RATE}
+WEBSOCKET_CODECS = {"websocket": "slin16", "websocket-slin": "slin"}
 
 CAPACITY_STEPS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
 CAPACITY_MAX_TURN_GAP_MS = 1000.0
@@ -388,16 +391,17 @@ class AudioSocketLine:
 
 
 class WebSocketLine:
-    """chan_websocket dialling the bot (slin16, like a wideband Asterisk channel)."""
+    """chan_websocket dialling the bot, in slin16 (``websocket``) or slin (``websocket-slin``)."""
 
-    transport = "websocket"
-
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, transport: str = "websocket") -> None:
+        self.transport = transport
         self.call_id = str(uuid.uuid4())
         self.peer = emulator().ChanWebSocketPeer(
-            codec="slin16", channel=f"WebSocket/bench/{index}", channel_id=f"bench.{index}"
+            codec=WEBSOCKET_CODECS[transport],
+            channel=f"WebSocket/bench/{index}",
+            channel_id=f"bench.{index}",
         )
-        self.rate = LINE_RATES[self.transport]
+        self.rate = LINE_RATES[transport]
 
     async def connect(self, host: str, port: int) -> None:
         await self.peer.connect(f"ws://{host}:{port}/media?allo_uuid={self.call_id}")
@@ -779,8 +783,8 @@ class CallRunner:
 
     def _line(self) -> Line:
         self._placed += 1
-        if self.transport == "websocket":
-            return WebSocketLine(self._placed)
+        if self.transport in WEBSOCKET_CODECS:
+            return WebSocketLine(self._placed, self.transport)
         return AudioSocketLine()
 
     async def run(self, calls: int, duration_s: float, ramp_s: float) -> RunData:
@@ -1548,7 +1552,7 @@ class ServerProcess:
                 cwd=str(PROJECT_ROOT),
                 start_new_session=True,  # Ctrl-C on the bench reaches us, and we stop it
             )
-        port = self.websocket_port if port_of == "websocket" else self.audiosocket_port
+        port = self.websocket_port if port_of in WEBSOCKET_CODECS else self.audiosocket_port
         log.info("bench: starting voicebot serve (pid %d), waiting for port %d", self.pid, port)
         started = time.monotonic()
         next_note = started + 30
@@ -1731,7 +1735,7 @@ async def run_async(
     if target is None:
         server = ServerProcess(settings, out_dir)
         host = server.host
-        port = server.websocket_port if transport == "websocket" else server.audiosocket_port
+        port = server.websocket_port if transport in WEBSOCKET_CODECS else server.audiosocket_port
         records_url = server.records_url
     else:
         from voicebot.records import database_url
@@ -2273,8 +2277,8 @@ def run_bench(
         raise VoicebotError("--ramp cannot be negative")
     if noise_dbfs > 0:
         raise VoicebotError("--line-noise is in dBFS (0 or less, -inf for digital silence)")
-    if transport not in ("audiosocket", "websocket"):
-        raise VoicebotError("--transport must be audiosocket or websocket")
+    if transport not in LINE_RATES:
+        raise VoicebotError(f"--transport must be one of {', '.join(LINE_RATES)}")
     if target is not None:
         parse_target(target)
     emulator()  # fail early, with the reason, outside a source checkout

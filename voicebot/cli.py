@@ -205,7 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calls", type=int, default=4)
     p.add_argument("--duration", type=float, default=30.0)
     p.add_argument("--ramp", type=float, default=2.0, help="seconds between call starts")
-    p.add_argument("--transport", choices=["audiosocket", "websocket"], default="audiosocket")
+    p.add_argument(
+        "--transport",
+        choices=["audiosocket", "websocket", "websocket-slin"],
+        default="audiosocket",
+        help="websocket: chan_websocket in slin16; websocket-slin: in slin (8 kHz)",
+    )
     p.add_argument("--find-capacity", action="store_true")
     p.add_argument("--target", help="host:port of a running server (default: start one)")
     p.add_argument("--out", help="folder for the markdown report and plots")
