@@ -19,6 +19,14 @@ def test_phone_numbers_are_redacted(text: str) -> None:
     assert not any(ch.isdigit() for ch in redacted)
 
 
+def test_call_ids_stay_whole_but_a_number_next_to_one_goes() -> None:
+    call_id = "d667db52-8e6e-4ce5-9123-456789b39fa0"  # digit runs of 6+ inside a UUID
+    assert redact_numbers(f"[call {call_id}] heard") == f"[call {call_id}] heard"
+    assert redact_numbers("b9bdb123-4567-8aa0") == "b9bdb123-4567-8aa0"
+    assert redact_numbers(f"[call {call_id}] from 0612345678") == f"[call {call_id}] from <numéro>"
+    assert redact_numbers("tel:0612345678, rappel") == "tel:<numéro>, rappel"
+
+
 def test_short_numbers_stay() -> None:
     assert redact_numbers("le 15, le 112, à 8 h 30") == "le 15, le 112, à 8 h 30"
 

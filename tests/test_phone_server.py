@@ -284,3 +284,34 @@ def test_settling_the_heap_keeps_loaded_objects_out_of_full_collections() -> Non
         assert len(gc.get_objects(generation=2)) < frozen
     finally:
         gc.unfreeze()
+
+
+async def test_a_finished_call_frees_its_session_without_the_garbage_collector(
+    call_runtime: Runtime,
+) -> None:
+    """A call's session (its recognizer, ~18 MB) must go when the call ends: full garbage
+    collections are rare, so anything left in a reference cycle piles up call after call."""
+    import gc
+    import weakref
+
+    async with phone_server(call_runtime) as server:
+        gc.collect()
+        gc.disable()  # only reference counting: a cycle would keep the session alive
+        try:
+            caller = AudioSocketCaller()
+            await caller.connect("127.0.0.1", server.audiosocket_port)
+            await caller.wait_for_voice(timeout=5.0)
+            session = weakref.ref(next(iter(server.sessions.values())))
+            await caller.play(french_prompt_pcm("auth-thankyou"))  # the recognizer is used
+            await caller.play_silence(1.0)
+            await caller.hangup()
+            await caller.close()
+            for _ in range(100):
+                if not server.sessions and not server.tasks:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
+            assert not server.sessions
+            assert session() is None, [type(r).__name__ for r in gc.get_referrers(session())]
+        finally:
+            gc.enable()

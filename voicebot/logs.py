@@ -8,8 +8,10 @@ from collections.abc import MutableMapping
 from typing import Any
 
 # Runs of 6+ digits (allowing spaces, dots, dashes between them, and a leading +): phone
-# numbers in any of the ways they are written or transcribed.
-_PHONE_RE = re.compile(r"\+?\d(?:[\s.\-]?\d){5,}")
+# numbers in any of the ways they are written or transcribed. Not inside a word or right
+# after a dash: call ids are UUIDs ("d667db52-8e6e-…"), whose digit runs must stay whole or
+# no log line could be traced back to its call.
+_PHONE_RE = re.compile(r"(?<![\w\-])\+?\d(?:[\s.\-]?\d){5,}(?![^\W\d_])")
 
 
 def redact_numbers(text: str) -> str:
