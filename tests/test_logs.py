@@ -27,6 +27,14 @@ def test_call_ids_stay_whole_but_a_number_next_to_one_goes() -> None:
     assert redact_numbers("tel:0612345678, rappel") == "tel:<numéro>, rappel"
 
 
+def test_ip_addresses_stay_but_dotted_phone_numbers_go() -> None:
+    assert redact_numbers("refused 127.0.0.1:5038 and 192.168.10.20") == (
+        "refused 127.0.0.1:5038 and 192.168.10.20"
+    )
+    assert redact_numbers("rappeler le 02.40.41.90.00") == "rappeler le <numéro>"
+    assert redact_numbers("06.12.34.56.78 ou 0612345678") == "<numéro> ou <numéro>"
+
+
 def test_short_numbers_stay() -> None:
     assert redact_numbers("le 15, le 112, à 8 h 30") == "le 15, le 112, à 8 h 30"
 

@@ -14,9 +14,15 @@ from typing import Any
 _PHONE_RE = re.compile(r"(?<![\w\-])\+?\d(?:[\s.\-]?\d){5,}(?![^\W\d_])")
 
 
+# An IPv4 address (a client of the console, Asterisk's end of a socket) is not a phone number:
+# the console's security warnings must say which address was refused.
+_IPV4_RE = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
+_PHONE_OR_IPV4_RE = re.compile(f"(?P<ipv4>{_IPV4_RE.pattern})|{_PHONE_RE.pattern}")
+
+
 def redact_numbers(text: str) -> str:
     """Replace anything that looks like a phone number with a placeholder."""
-    return _PHONE_RE.sub("<numéro>", text)
+    return _PHONE_OR_IPV4_RE.sub(lambda m: m[0] if m["ipv4"] else "<numéro>", text)
 
 
 class RedactingFilter(logging.Filter):
