@@ -157,7 +157,8 @@ def serve(settings: Settings, with_web: bool = True, banner: bool = False) -> in
 async def _serve(settings: Settings, with_web: bool, banner: bool) -> int:
     started = time.perf_counter()
     server = await start_phone_server(settings, with_web=with_web)
-    log.info("%d loaded objects kept out of the garbage collector's way", settle_heap())
+    # in thousands: a 6-digit count would read as a phone number to the log redaction
+    log.info("%dk loaded objects kept out of the garbage collector's way", settle_heap() // 1000)
     ready_s = time.perf_counter() - started
     host = settings.server.host
     log.info(
