@@ -1,5 +1,7 @@
-"""deploy/asterisk: the dialplan passes asterisklint, and the configuration files agree with
-the bot (ports, subprotocol, variable names, AMI permissions)."""
+"""deploy/asterisk: the dialplan passes asterisklint, has the shape the bot relies on (every
+call ends as the bot decided, a person is the fail-safe), and the configuration files agree
+with the bot (ports, subprotocol, variable names, AMI permissions). What the dialplan does
+with live calls is in test_emulated_pbx.py."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from telephony import ami, websocket_server
+from tests.emulator import AmiEmulator
+from tests.emulator.dialplan import Dialplan, EmulatedPbx
 from voicebot.config import AmiSettings, ServerSettings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "asterisk"
@@ -102,33 +106,91 @@ def test_lint_still_reports_real_mistakes(tmp_path: Path) -> None:
     assert "function 'UUIDX' does not exist" in findings
 
 
+def media_then_decision(context: str, media: str, status: str, success: str) -> None:
+    """After the bot's media: a normal end goes to the bot's decision, a failure straight to
+    the queue with the reason robot_indisponible."""
+    steps = apps(DIALPLAN[context])
+    assert steps[steps.index(media) + 1 :] == [
+        f'GotoIf($["${{{status}}}" != "{success}"]?indisponible)',
+        "Goto(allonantes-decision,s,1)",
+        "Set(__ALLO_HANDOFF_REASON=robot_indisponible)",
+        "Goto(allonantes-operateurs,s,1)",
+    ]
+    labelled = "same => n(indisponible),Set(__ALLO_HANDOFF_REASON=robot_indisponible)"
+    assert labelled in DIALPLAN[context]
+
+
 def test_audiosocket_variant() -> None:
     steps = apps(DIALPLAN["allonantes-audiosocket"])
     answer = steps.index("Answer()")
     set_uuid = steps.index(f"Set({ami.CALL_ID_VARIABLE}=${{UUID()}})")
-    bot = steps.index("TryExec(AudioSocket(${ALLO_UUID},${ALLO_AUDIOSOCKET}))")
-    assert answer < set_uuid < bot
-    assert steps[-1] == "Goto(allonantes-operateurs,s,1)"
-    # If the bot is unreachable, the caller still goes to the queue, with a reason.
-    assert any("TRYSTATUS" in step for step in steps[bot + 1 :])
+    bot = "TryExec(AudioSocket(${ALLO_UUID},${ALLO_AUDIOSOCKET}))"
+    assert answer < set_uuid < steps.index(bot)
+    media_then_decision("allonantes-audiosocket", bot, "TRYSTATUS", "SUCCESS")
     assert GLOBALS["ALLO_AUDIOSOCKET"].strip() == f"127.0.0.1:{ServerSettings().audiosocket_port}"
 
 
 def test_websocket_variant() -> None:
     steps = apps(DIALPLAN["allonantes-websocket"])
     dial = next(step for step in steps if step.startswith("Dial("))
+    # The caller's number goes to the bot URI-encoded: chan_websocket refuses v() values that
+    # are not (a '+' would fail the Dial), and turns the ',' between pairs into '&'.
     assert dial == (
         f"Dial(WebSocket/${{ALLO_WEBSOCKET}}/c(slin)"
-        f"v({websocket_server.CALL_ID_PARAM}=${{ALLO_UUID}}),5,g)"
+        f"v({websocket_server.CALL_ID_PARAM}=${{ALLO_UUID}},"
+        "allo_appelant=${URIENCODE(${CALLERID(num)})}),5,g)"
     )
     assert steps.index("Answer()") < steps.index("Set(ALLO_UUID=${UUID()})") < steps.index(dial)
-    assert steps[-1] == "Goto(allonantes-operateurs,s,1)"
+    media_then_decision("allonantes-websocket", dial, "DIALSTATUS", "ANSWER")
     connection = GLOBALS["ALLO_WEBSOCKET"].strip()
     client = ini("websocket_client.conf")[connection]
     assert client["type"] == "websocket_client"
     assert client["connection_type"] == "per_call_config"
     assert client["uri"] == f"ws://127.0.0.1:{ServerSettings().websocket_port}"
     assert client["protocols"] == "media"
+
+
+def test_decision_context_shape() -> None:
+    steps = apps(DIALPLAN["allonantes-decision"])
+    assert steps == [
+        'GotoIf($["${ALLO_DECISION}" = "raccrocher"]?fin)',
+        "Goto(allonantes-operateurs,s,1)",
+        "NoOp(AlloNantes: appel ${UNIQUEID} terminé par le robot)",
+        "Hangup(16)",
+    ]
+    labelled = "same => n(fin),NoOp(AlloNantes: appel ${UNIQUEID} terminé par le robot)"
+    assert labelled in DIALPLAN["allonantes-decision"]
+
+
+@pytest.mark.parametrize(
+    ("decision", "ending"),
+    [
+        ("raccrocher", "hangup"),
+        ("transfert", "queue"),
+        ("", "queue"),  # no decision (AMI down, or the bot died): a person takes the call
+        ("RACCROCHER", "queue"),  # anything but the exact word: the fail-safe
+        ("raccrocher ", "queue"),
+    ],
+)
+async def test_decision_hangs_up_only_on_raccrocher(decision: str, ending: str) -> None:
+    pbx = EmulatedPbx(ami=AmiEmulator(), extensions=DEPLOY / "extensions.conf")
+    variables = {"ALLO_DECISION": decision} if decision else {}
+    result = await pbx.call("s", context="allonantes-decision", variables=variables, timeout_s=5)
+    assert result.ending == ending
+    if ending == "queue":
+        assert result.queue is not None and result.queue.name == GLOBALS["ALLO_QUEUE"].strip()
+
+
+def test_every_gotoif_label_exists() -> None:
+    plan = Dialplan.load(DEPLOY / "extensions.conf")
+    for context in plan.contexts.values():
+        for exten, priorities in context.extensions.items():
+            for priority in priorities.values():
+                if priority.app != "GotoIf":
+                    continue
+                for branch in priority.data.partition("?")[2].split(":"):
+                    if branch and "," not in branch:
+                        assert plan.label(context.name, exten, branch), (context.name, branch)
 
 
 def test_operators_queue_gets_the_context() -> None:

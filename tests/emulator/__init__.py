@@ -8,7 +8,10 @@ Asterisk speaks (from Asterisk's own source):
 * ``ChanWebSocketPeer``: ``chan_websocket`` dialling the bot (subprotocol ``media``,
   ``MEDIA_START``, the playout queue with XOFF/XON, FLUSH_MEDIA, marks, status);
 * ``AmiEmulator``: the manager interface (banner, Login, Ping, Setvar/Getvar, Status,
-  Redirect, Hangup, Logoff, events), with ways to drop connections and go silent.
+  Redirect, Hangup, Logoff, events), with ways to drop connections and go silent;
+* ``EmulatedPbx``: the dialplan itself: it runs the project's ``extensions.conf`` for an
+  emulated call (AudioSocket or chan_websocket to the bot, the caller's channel in the
+  ``AmiEmulator``), and reports how the call left the dialplan (``CallResult``).
 
 Example (a benchmark or a test)::
 
@@ -23,11 +26,23 @@ Example (a benchmark or a test)::
 from tests.emulator.ami import AmiEmulator, EmulatedChannel
 from tests.emulator.audiosocket import AudioSocketCaller, ReceivedMessage
 from tests.emulator.chan_websocket import ChanWebSocketPeer
+from tests.emulator.dialplan import (
+    CallResult,
+    DialplanError,
+    EmulatedPbx,
+    Step,
+    UnsupportedApplication,
+)
 
 __all__ = [
     "AmiEmulator",
     "AudioSocketCaller",
+    "CallResult",
     "ChanWebSocketPeer",
+    "DialplanError",
     "EmulatedChannel",
+    "EmulatedPbx",
     "ReceivedMessage",
+    "Step",
+    "UnsupportedApplication",
 ]

@@ -12,6 +12,14 @@ What it does, as Asterisk does it:
   event per channel with the requested ``Variables``, ``StatusComplete``), ``Redirect``,
   ``Hangup``, ``Logoff`` (``Goodbye``/``Thanks for all the fish.`` then close); an unknown
   action gets ``Invalid/unknown command``;
+* channel variables follow ``pbx_builtin_setvar_helper`` (main/pbx_variables.c): a name is
+  stored with its ``_``/``__`` inheritance prefix, compared and read back without it, and
+  setting ``X`` replaces ``__X`` (and the other way round); ``CALLERID(num)``/``(name)`` are
+  the channel's caller id, trailing blanks trimmed (func_callerid.c);
+* ``Status`` events carry the fields of ``ast_manager_build_channel_state_string`` and
+  ``generate_status`` (main/manager_channels.c, main/manager.c): the channel's real
+  ``CallerIDNum``/``CallerIDName`` (``<unknown>`` when empty), state, dialplan location and
+  current application, which ``tests.emulator.dialplan.EmulatedPbx`` keeps up to date;
 * events can be pushed to logged-in clients (``emit_event``).
 
 For tests it also keeps every action received, can drop every connection (an Asterisk
@@ -29,16 +37,53 @@ AMI_VERSION = "13.0.0"
 EOL = "\r\n"
 
 
+# ast_state2str (main/channel.c): the states an emulated channel goes through.
+CHANNEL_STATES = {"Down": 0, "Ring": 4, "Up": 6}
+
+
 @dataclass
 class EmulatedChannel:
     name: str
     uniqueid: str
+    # Stored names keep their inheritance prefix ("__ALLO_INTENT"), as Asterisk stores them.
     variables: dict[str, str] = field(default_factory=dict)
     context: str = "allonantes"
     exten: str = "s"
     priority: int = 3
     application: str = "AudioSocket"
     data: str = ""
+    callerid_num: str = ""
+    callerid_name: str = ""
+    state: str = "Up"  # a key of CHANNEL_STATES
+    created: float = field(default_factory=time.monotonic)
+    # Set by AMI actions, for whoever runs the channel's dialplan (EmulatedPbx) to act on.
+    hungup: bool = False
+    redirect: tuple[str, str, int] | None = None
+
+    def set_variable(self, name: str, value: str) -> None:
+        """Asterisk's ``pbx_builtin_setvar_helper`` on a channel, for a plain variable or
+        ``CALLERID(num|name)``; any other function raises ``ValueError``."""
+        if name.endswith(")"):
+            setattr(self, _callerid_attribute(name), _trim_blanks(value))
+            return
+        bare = _bare_name(name)
+        for stored in [n for n in self.variables if _bare_name(n) == bare]:
+            del self.variables[stored]
+        self.variables[name] = value
+
+    def get_variable(self, name: str) -> str | None:
+        """A variable's value as ``${name}`` reads it (None when unset): ``name`` is compared
+        with each stored name stripped of its prefix, so ``${__X}`` finds nothing."""
+        if name.endswith(")"):
+            return str(getattr(self, _callerid_attribute(name)))
+        for stored, value in self.variables.items():
+            if _bare_name(stored) == name:
+                return value
+        return None
+
+    def read_back(self) -> dict[str, str]:
+        """Every variable under the name the dialplan reads it by (without ``_``/``__``)."""
+        return {_bare_name(name): value for name, value in self.variables.items()}
 
 
 @dataclass(eq=False)  # one per connection, kept in a set
@@ -103,11 +148,30 @@ class AmiEmulator:
 
     # --- the PBX's state -----------------------------------------------------------------------
 
-    def add_channel(self, name: str, **variables: str) -> EmulatedChannel:
+    def add_channel(
+        self,
+        name: str,
+        *,
+        callerid_num: str = "",
+        callerid_name: str = "",
+        state: str = "Up",
+        **variables: str,
+    ) -> EmulatedChannel:
         self._uniqueid += 1
-        channel = EmulatedChannel(name, f"{self._uniqueid}.1", dict(variables))
+        channel = EmulatedChannel(
+            name,
+            f"{self._uniqueid}.1",
+            dict(variables),
+            callerid_num=callerid_num,
+            callerid_name=callerid_name,
+            state=state,
+        )
         self.channels[name] = channel
         return channel
+
+    def remove_channel(self, name: str) -> None:
+        """The channel is gone (hung up): AMI no longer lists it."""
+        self.channels.pop(name, None)
 
     def actions_named(self, name: str) -> list[dict[str, str]]:
         return [a for a in self.actions if a.get("Action", "").lower() == name.lower()]
@@ -192,8 +256,10 @@ class AmiEmulator:
                 channel.context = message.get("Context", channel.context)
                 channel.exten = message.get("Exten", channel.exten)
                 channel.priority = int(message.get("Priority", "1") or 1)
+                channel.redirect = (channel.context, channel.exten, channel.priority)
                 self._reply(session, action_id, "Success", "Redirect successful")
             else:
+                channel.hungup = True
                 del self.channels[channel.name]
                 self._reply(session, action_id, "Success", "Channel Hungup")
         else:
@@ -233,7 +299,11 @@ class AmiEmulator:
         if channel is None:
             self._reply(session, action_id, "Error", "No such channel")
             return
-        channel.variables[variable] = message.get("Value", "")
+        try:
+            channel.set_variable(variable, message.get("Value", ""))
+        except ValueError:
+            self._reply(session, action_id, "Error", "Variable not set")
+            return
         self._reply(session, action_id, "Success", "Variable Set")
 
     def _getvar(self, session: _Session, message: dict[str, str], action_id: str | None) -> None:
@@ -275,17 +345,35 @@ class AmiEmulator:
                 "Event: Status",
                 "Privilege: Call",
                 f"Channel: {channel.name}",
-                "ChannelState: 6",
-                "ChannelStateDesc: Up",
-                "CallerIDNum: <unknown>",
-                f"Uniqueid: {channel.uniqueid}",
-                f"Linkedid: {channel.uniqueid}",
+                f"ChannelState: {CHANNEL_STATES.get(channel.state, 6)}",
+                f"ChannelStateDesc: {channel.state}",
+                f"CallerIDNum: {channel.callerid_num or '<unknown>'}",
+                f"CallerIDName: {_escape_c(channel.callerid_name) or '<unknown>'}",
+                "ConnectedLineNum: <unknown>",
+                "ConnectedLineName: <unknown>",
+                "Language: fr",
+                "AccountCode: ",
                 f"Context: {channel.context}",
                 f"Exten: {channel.exten}",
                 f"Priority: {channel.priority}",
-                "Type: PJSIP",
+                f"Uniqueid: {channel.uniqueid}",
+                f"Linkedid: {channel.uniqueid}",
+                f"Type: {channel.name.partition('/')[0]}",
+                "DNID: ",
+                "EffectiveConnectedLineNum: <unknown>",
+                "EffectiveConnectedLineName: <unknown>",
+                "TimeToHangup: 0",
+                "BridgeID: ",
                 f"Application: {channel.application}",
                 f"Data: {channel.data}",
+                "Nativeformats: (slin)",
+                "Readformat: slin",
+                "Readtrans: ",
+                "Writeformat: slin",
+                "Writetrans: ",
+                "Callgroup: 0",
+                "Pickupgroup: 0",
+                f"Seconds: {int(time.monotonic() - channel.created)}",
                 *(f"Variable: {v}={_lookup(channel, v)}" for v in wanted),
                 *_id_line(action_id),
             ]
@@ -315,8 +403,41 @@ def _id_line(action_id: str | None) -> list[str]:
 
 
 def _lookup(channel: EmulatedChannel, variable: str) -> str:
-    # Inherited variables are read back without their "_"/"__" prefix, as in Asterisk.
-    for prefix in ("", "_", "__"):
-        if prefix + variable in channel.variables:
-            return channel.variables[prefix + variable]
-    return channel.variables.get(variable.lstrip("_"), "")
+    # Unset, or a function the emulator does not know: Asterisk answers an empty value.
+    try:
+        return channel.get_variable(variable) or ""
+    except ValueError:
+        return ""
+
+
+def _callerid_attribute(function: str) -> str:
+    """The channel attribute behind ``CALLERID(num[ber])``/``CALLERID(name)``; ValueError for
+    any other function, which the emulator does not model."""
+    name, _, args = function.partition("(")
+    member = args[:-1].strip().lower()
+    if name.upper() == "CALLERID" and member.startswith("num"):
+        return "callerid_num"
+    if name.upper() == "CALLERID" and member == "name":
+        return "callerid_name"
+    raise ValueError(f"the emulator does not model {function}")
+
+
+def _bare_name(name: str) -> str:
+    """A variable's name without its inheritance prefix (``ast_var_name``: at most two)."""
+    return name[2:] if name.startswith("__") else name[1:] if name.startswith("_") else name
+
+
+def _trim_blanks(value: str) -> str:
+    # ast_trim_blanks: trailing characters at or below the space go (func_callerid.c).
+    return value.rstrip("".join(chr(c) for c in range(33)))
+
+
+def _escape_c(text: str) -> str:
+    """``ast_escape_c`` (main/utils.c): what Status does to CallerIDName, so that one header
+    stays on one line."""
+    return "".join(_C_ESCAPES.get(ch, ch) for ch in text)
+
+
+_C_ESCAPES = {
+    ch: "\\" + code for ch, code in zip("\a\b\f\n\r\t\v\\'\"?", "abfnrtv\\'\"?", strict=True)
+}

@@ -1,0 +1,574 @@
+"""The emulated PBX runs the deployed deploy/asterisk/extensions.conf: what a real Asterisk
+does after the bot ends the media session (hang up, or queue with the bot's context).
+
+The bot here is a tiny scripted one (a plain asyncio AudioSocket server, a plain WebSocket
+server and a plain AMI client), not the project's: these tests are about the dialplan and the
+emulator, the project's bot has its own end-to-end tests against the same emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.legacy.server import WebSocketServerProtocol, serve
+from websockets.typing import Subprotocol
+
+from telephony.audiosocket import (
+    HEADER,
+    KIND_DTMF,
+    KIND_UUID,
+    encode_audio,
+    encode_hangup,
+)
+from tests.emulator import AmiEmulator, AudioSocketCaller, ChanWebSocketPeer
+from tests.emulator.dialplan import (
+    CallResult,
+    DialplanError,
+    EmulatedPbx,
+    Media,
+    Step,
+    UnsupportedApplication,
+    evaluate_expression,
+    separate_args,
+    uri_encode,
+)
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "asterisk"
+EXTENSIONS = DEPLOY / "extensions.conf"
+SILENCE = bytes(320)  # 20 ms at 8 kHz
+NUMBER = "0612345678"
+
+
+# --- the other side of the process boundary -----------------------------------------------
+
+
+class PlainAmi:
+    """A minimal AMI client: one action at a time, list actions read to their end."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self._ids = 0
+
+    @classmethod
+    async def login(cls, port: int) -> PlainAmi:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.readline()  # the banner
+        ami = cls(reader, writer)
+        reply = await ami.send(
+            {"Action": "Login", "Username": "voicebot", "Secret": "secret-de-test"}
+        )
+        assert reply[0]["Response"] == "Success", reply
+        return ami
+
+    async def send(self, fields: dict[str, str]) -> list[dict[str, str]]:
+        self._ids += 1
+        action_id = str(self._ids)
+        lines = [f"{k}: {v}" for k, v in {**fields, "ActionID": action_id}.items()]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        await self.writer.drain()
+        messages: list[dict[str, str]] = []
+        while True:
+            message = await self._read()
+            if message.get("ActionID") != action_id:
+                continue
+            messages.append(message)
+            if messages[0].get("EventList") != "start" or message.get("EventList") == "Complete":
+                return messages
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.send({"Action": "Logoff"})
+        self.writer.close()
+
+    async def _read(self) -> dict[str, str]:
+        message: dict[str, str] = {}
+        while True:
+            line = (await self.reader.readline()).decode().rstrip("\r\n")
+            if not line:
+                if message:
+                    return message
+                continue
+            key, _, value = line.partition(": ")
+            message[key] = value
+
+
+@dataclass
+class BotCall:
+    call_id: str = ""
+    path: str = ""  # the WebSocket request's path and query
+    media_start: str = ""
+    status: dict[str, str] = field(default_factory=dict)  # the caller's Status event
+    digits: str = ""
+    caller_gone: bool = False
+    ami_failed: bool = False
+
+
+@dataclass
+class TinyBot:
+    """Answers AudioSocket and media WebSocket calls: sends 20 ms of silence every 20 ms,
+    then (after ``talk_s``, or on the caller's first key) sets its decision through AMI and
+    ends the media session."""
+
+    decision: str | None = "raccrocher"  # None: it never uses AMI
+    reason: str = ""
+    intent: str = ""
+    summary: str = ""
+    talk_s: float = 0.3
+    on_dtmf: bool = False
+    silent: bool = False  # sends nothing: Asterisk's AudioSocket gives up after 2 s
+    end: Literal["hangup", "close"] = "hangup"
+    calls: list[BotCall] = field(default_factory=list)
+    ami_port: int = 0  # set by emulated_pbx()
+
+    async def audiosocket(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        record = BotCall()
+        self.calls.append(record)
+        kind, length = HEADER.unpack(await reader.readexactly(HEADER.size))
+        assert kind == KIND_UUID
+        record.call_id = str(uuid.UUID(bytes=await reader.readexactly(length)))
+        trigger = asyncio.Event()
+
+        async def read() -> None:
+            while True:
+                try:
+                    kind, length = HEADER.unpack(await reader.readexactly(HEADER.size))
+                    payload = await reader.readexactly(length)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    record.caller_gone = True
+                    trigger.set()
+                    return
+                if kind == KIND_DTMF:
+                    record.digits += payload.decode()
+                    trigger.set()
+
+        async def send_silence() -> None:
+            while not self.silent:
+                writer.write(encode_audio(SILENCE))
+                await writer.drain()
+                await asyncio.sleep(0.02)
+
+        async def end() -> None:
+            if self.end == "hangup":
+                writer.write(encode_hangup())
+                await writer.drain()
+            writer.close()
+
+        await self._converse(record, trigger, read(), send_silence(), end)
+
+    async def websocket(self, ws: WebSocketServerProtocol, path: str) -> None:
+        record = BotCall(path=path)
+        self.calls.append(record)
+        record.call_id = parse_qs(urlsplit(path).query)["allo_uuid"][0]
+        trigger = asyncio.Event()
+
+        async def read() -> None:
+            try:
+                async for message in ws:
+                    if isinstance(message, str) and message.startswith("MEDIA_START"):
+                        record.media_start = message
+                    elif isinstance(message, str) and message.startswith("DTMF_END"):
+                        record.digits += re.findall(r"digit:(\S)", message)[0]
+                        trigger.set()
+            except ConnectionClosed:
+                pass
+            record.caller_gone = True
+            trigger.set()
+
+        async def send_silence() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                while not self.silent:
+                    await ws.send(SILENCE)
+                    await asyncio.sleep(0.02)
+
+        async def end() -> None:
+            if self.end == "hangup":
+                await ws.send("HANGUP")
+            await ws.wait_closed()
+
+        await self._converse(record, trigger, read(), send_silence(), end)
+
+    async def _converse(
+        self,
+        record: BotCall,
+        trigger: asyncio.Event,
+        reading: Coroutine[Any, Any, None],
+        sending: Coroutine[Any, Any, None],
+        end: Callable[[], Awaitable[None]],
+    ) -> None:
+        reader = asyncio.ensure_future(reading)
+        pacer = asyncio.ensure_future(sending)
+        try:
+            if self.on_dtmf:
+                await trigger.wait()
+            else:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(trigger.wait(), self.talk_s)
+            if record.caller_gone or self.silent:
+                await reader
+                return
+            await self._decide(record)
+            pacer.cancel()
+            await end()
+        finally:
+            for task in (reader, pacer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _decide(self, record: BotCall) -> None:
+        """What the real bot does: find the caller's channel by ALLO_UUID with Status, set
+        the context first and the decision last (the dialplan reads it next)."""
+        if self.decision is None:
+            return
+        try:
+            ami = await PlainAmi.login(self.ami_port)
+        except OSError:
+            record.ami_failed = True
+            return
+        try:
+            replies = await ami.send({"Action": "Status", "Variables": "ALLO_UUID"})
+            for reply in replies:
+                if (
+                    reply.get("Event") == "Status"
+                    and reply.get("Variable", "").lower() == f"allo_uuid={record.call_id}"
+                    and not reply["Channel"].startswith(("AudioSocket/", "WebSocket/"))
+                ):
+                    record.status = reply
+            variables = {"ALLO_DECISION": self.decision}
+            if self.decision == "transfert":
+                variables = {
+                    "__ALLO_HANDOFF_REASON": self.reason,
+                    "__ALLO_INTENT": self.intent,
+                    "__ALLO_SUMMARY": self.summary,
+                    **variables,
+                }
+            channel = record.status["Channel"]
+            for name, value in variables.items():
+                setvar = {"Action": "Setvar", "Channel": channel, "Variable": name, "Value": value}
+                reply = (await ami.send(setvar))[0]
+                assert reply["Message"] == "Variable Set", reply
+        finally:
+            await ami.close()
+
+
+@contextlib.asynccontextmanager
+async def emulated_pbx(
+    bot: TinyBot | None = None, *, extensions: Path = EXTENSIONS
+) -> AsyncIterator[tuple[EmulatedPbx, AmiEmulator]]:
+    """An AMI emulator, the tiny bot's two servers (without a bot: ports nobody listens
+    on), and the PBX pointed at them."""
+    ami = AmiEmulator()
+    await ami.start()
+    servers: list[asyncio.Server] = []
+    ws_server = None
+    if bot is not None:
+        bot.ami_port = ami.port
+    try:
+        if bot is None:
+            audiosocket_port = ws_port = free_port()
+        else:
+            servers.append(await asyncio.start_server(bot.audiosocket, "127.0.0.1", 0))
+            audiosocket_port = servers[0].sockets[0].getsockname()[1]
+            ws_server = await serve(
+                bot.websocket, "127.0.0.1", 0, subprotocols=[Subprotocol("media")]
+            )
+            ws_port = next(iter(ws_server.sockets)).getsockname()[1]
+        pbx = EmulatedPbx(
+            ami=ami,
+            extensions=extensions,
+            globals_override={"ALLO_AUDIOSOCKET": f"127.0.0.1:{audiosocket_port}"},
+            websocket_uri=f"ws://127.0.0.1:{ws_port}",
+        )
+        yield pbx, ami
+    finally:
+        for server in servers:
+            server.close()
+        if ws_server is not None:
+            ws_server.close()
+            await ws_server.wait_closed()
+        await ami.stop()
+
+
+def free_port() -> int:
+    """A port nobody listens on (bound then released): the bot is down."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def apps(result: CallResult) -> list[str]:
+    return [step.app for step in result.trace]
+
+
+def contexts(result: CallResult) -> list[str]:
+    return list(dict.fromkeys(step.context for step in result.trace))
+
+
+# --- AudioSocket (3939) --------------------------------------------------------------------
+
+
+async def test_raccrocher_hangs_the_caller_up() -> None:
+    bot = TinyBot(decision="raccrocher")
+    async with emulated_pbx(bot) as (pbx, ami):
+        result = await pbx.call("3939", caller_number=NUMBER, timeout_s=20)
+        assert result.channel not in ami.channels  # hung up: gone from AMI
+    assert result.ending == "hangup" and result.hangup_cause == 16
+    assert result.variables["ALLO_DECISION"] == "raccrocher"
+    assert result.app_status == {"TRYSTATUS": "SUCCESS"}
+    assert contexts(result) == [
+        "allonantes-entrant",
+        "allonantes-audiosocket",
+        "allonantes-decision",
+    ]
+    assert result.trace[-1] == Step("allonantes-decision", "s", 4, "Hangup", "16")
+    assert "Queue" not in apps(result) and result.queue is None
+    # The bot reached the caller's channel, by the UUID AudioSocket gave it, while it ran.
+    call = bot.calls[0]
+    assert call.call_id == result.variables["ALLO_UUID"]
+    assert call.status["Channel"] == result.channel
+    assert call.status["CallerIDNum"] == NUMBER and call.status["CallerIDName"] == "<unknown>"
+    assert call.status["Context"] == "allonantes-audiosocket"
+    assert call.status["Application"] == "AudioSocket" and call.status["ChannelStateDesc"] == "Up"
+    assert isinstance(result.media, AudioSocketCaller)
+    assert result.media.ended_by == "bot_hangup" and result.media.received_audio()
+
+
+async def test_transfer_on_the_callers_key_queues_with_the_context() -> None:
+    bot = TinyBot(
+        decision="transfert",
+        reason="dtmf",
+        intent="etat_civil",
+        summary="Acte de naissance",
+        on_dtmf=True,
+    )
+
+    async def caller(media: Media) -> None:
+        await media.play_silence(0.2)
+        await media.send_dtmf("0")
+        await media.play_silence(5.0)  # still on the line when the bot hands over
+
+    async with emulated_pbx(bot) as (pbx, _):
+        result = await pbx.call("3939", caller_number=NUMBER, caller=caller, timeout_s=20)
+    assert bot.calls[0].digits == "0"
+    assert result.ending == "queue"
+    assert result.queue is not None and result.queue.name == "operators"
+    assert result.variables["ALLO_HANDOFF_REASON"] == "dtmf"
+    assert result.raw_variables["__ALLO_HANDOFF_REASON"] == "dtmf"  # inherited by operators
+    assert result.callerid_name == "dtmf etat_civil"
+    # What an operator's phone receives: Queue's b() handler ran on the operator's channel,
+    # which sees only inherited variables.
+    assert result.operator_headers == {
+        "X-Allo-Motif": "dtmf",
+        "X-Allo-Intention": "etat_civil",
+        "X-Allo-Resume": "Acte de naissance",
+    }
+    assert [step.app for step in result.operator_trace] == ["Set", "Set", "Set", "Return"]
+    assert contexts(result)[-2:] == ["allonantes-decision", "allonantes-operateurs"]
+
+
+async def test_no_decision_because_ami_is_down_queues_with_reason_inconnu() -> None:
+    bot = TinyBot(decision="raccrocher")
+    async with emulated_pbx(bot) as (pbx, ami):
+        await ami.stop()
+        result = await pbx.call("3939", caller_number=NUMBER, timeout_s=20)
+    assert bot.calls[0].ami_failed
+    assert result.app_status == {"TRYSTATUS": "SUCCESS"}
+    assert "ALLO_DECISION" not in result.variables
+    assert result.ending == "queue"
+    assert result.variables["ALLO_HANDOFF_REASON"] == "inconnu"
+    # "inconnu " with an empty intent: CALLERID(name) trims trailing blanks.
+    assert result.callerid_name == "inconnu"
+    assert result.operator_headers["X-Allo-Motif"] == "inconnu"
+
+
+async def test_unreachable_bot_queues_with_robot_indisponible() -> None:
+    async with emulated_pbx() as (pbx, _):
+        result = await pbx.call("3939", caller_number=NUMBER, timeout_s=20)
+    assert result.app_status == {"TRYSTATUS": "FAILED"}
+    assert result.ending == "queue"
+    assert result.variables["ALLO_HANDOFF_REASON"] == "robot_indisponible"
+    assert result.callerid_name == "robot_indisponible"
+    assert "allonantes-decision" not in contexts(result)
+
+
+async def test_silent_bot_is_given_up_after_2_s_and_the_caller_queued() -> None:
+    bot = TinyBot(decision=None, silent=True)
+    async with emulated_pbx(bot) as (pbx, _):
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        result = await pbx.call("3939", caller_number=NUMBER, timeout_s=20)
+        assert loop.time() - start >= 2.0
+    assert isinstance(result.media, AudioSocketCaller) and result.media.ended_by == "timeout"
+    assert result.app_status == {"TRYSTATUS": "FAILED"}
+    assert result.ending == "queue"
+    assert result.variables["ALLO_HANDOFF_REASON"] == "robot_indisponible"
+
+
+async def test_caller_hanging_up_stops_the_dialplan() -> None:
+    bot = TinyBot(decision="transfert", reason="demande", on_dtmf=True)
+
+    async def caller(media: Media) -> None:
+        await media.play_silence(0.2)
+        await media.hangup()
+
+    async with emulated_pbx(bot) as (pbx, ami):
+        result = await pbx.call("3939", caller_number=NUMBER, caller=caller, timeout_s=20)
+        await asyncio.sleep(0.1)
+        assert result.channel not in ami.channels
+        assert ami.actions_named("Setvar") == []
+    assert result.ending == "caller_hangup"
+    assert result.trace[-1].app == "TryExec"  # nothing ran after the media
+    assert bot.calls[0].caller_gone
+    assert isinstance(result.media, AudioSocketCaller) and result.media.ended_by == "caller"
+
+
+async def test_ami_hangup_ends_the_call() -> None:
+    bot = TinyBot(decision=None, on_dtmf=True)
+
+    async def caller(media: Media) -> None:
+        ami = await PlainAmi.login(port)
+        channel = next(name for name in pbx.ami.channels if name.startswith("PJSIP/"))
+        await ami.send({"Action": "Hangup", "Channel": channel})
+        await ami.close()
+        await asyncio.sleep(5)
+
+    async with emulated_pbx(bot) as (pbx, emulator):
+        port = emulator.port
+        result = await pbx.call("3939", caller_number=NUMBER, caller=caller, timeout_s=20)
+    assert result.ending == "ami_hangup" and result.trace[-1].app == "TryExec"
+
+
+async def test_ami_redirect_interrupts_the_media_and_jumps() -> None:
+    bot = TinyBot(decision=None, on_dtmf=True)
+
+    async def caller(media: Media) -> None:
+        ami = await PlainAmi.login(port)
+        channel = next(name for name in pbx.ami.channels if name.startswith("PJSIP/"))
+        redirect = {"Context": "allonantes-operateurs", "Exten": "s", "Priority": "1"}
+        await ami.send({"Action": "Redirect", "Channel": channel, **redirect})
+        await ami.close()
+        await asyncio.sleep(5)
+
+    async with emulated_pbx(bot) as (pbx, emulator):
+        port = emulator.port
+        result = await pbx.call("3939", caller_number=NUMBER, caller=caller, timeout_s=20)
+    assert bot.calls[0].caller_gone  # AudioSocket closed the socket
+    assert result.ending == "queue" and result.callerid_name == "inconnu"
+    assert [s.context for s in result.trace[-4:]] == ["allonantes-operateurs"] * 4
+
+
+async def test_a_failing_caller_script_fails_the_call() -> None:
+    async def caller(media: Media) -> None:
+        raise AssertionError("the caller heard nothing")
+
+    async with emulated_pbx(TinyBot(on_dtmf=True)) as (pbx, ami):
+        with pytest.raises(AssertionError, match="heard nothing"):
+            await pbx.call("3939", caller=caller, timeout_s=20)
+        assert not ami.channels
+
+
+async def test_straight_to_the_operators() -> None:
+    async with emulated_pbx() as (pbx, _):
+        result = await pbx.call("3941", caller_number=NUMBER, timeout_s=5)
+    assert result.ending == "queue" and result.media is None
+    assert result.callerid_name == "inconnu"
+    assert result.queue is not None and result.queue.timeout == "600"
+
+
+# --- WebSocket (3940) ----------------------------------------------------------------------
+
+
+async def test_websocket_bot_gets_uuid_and_number_then_hangs_up() -> None:
+    bot = TinyBot(decision="raccrocher")
+    async with emulated_pbx(bot) as (pbx, _):
+        result = await pbx.call("3940", caller_number="+33612345678", timeout_s=20)
+    call = bot.calls[0]
+    query = parse_qs(urlsplit(call.path).query)
+    assert query["allo_uuid"] == [result.variables["ALLO_UUID"]]
+    assert query["allo_appelant"] == ["+33612345678"]
+    assert "allo_appelant=%2B33612345678" in call.path  # URIENCODE, then '&' for ','
+    assert call.media_start.startswith("MEDIA_START connection_id:voicebot")
+    assert "format:slin " in call.media_start
+    # Two channels carry the call in AMI; the bot set its decision on the caller's.
+    assert call.status["Channel"] == result.channel
+    assert isinstance(result.media, ChanWebSocketPeer) and result.media.closed_by == "bot_hangup"
+    assert result.media.played_audio()
+    assert result.app_status == {"DIALSTATUS": "ANSWER"}
+    assert result.ending == "hangup"
+    assert result.trace[-1].context == "allonantes-decision"
+
+
+async def test_websocket_bot_unreachable_queues_with_robot_indisponible() -> None:
+    async with emulated_pbx() as (pbx, _):
+        result = await pbx.call("3940", caller_number=NUMBER, timeout_s=20)
+    assert result.app_status == {"DIALSTATUS": "CHANUNAVAIL"}
+    assert result.ending == "queue"
+    assert result.variables["ALLO_HANDOFF_REASON"] == "robot_indisponible"
+
+
+# --- what the emulator refuses ----------------------------------------------------------------
+
+
+async def test_unknown_application_fails_loudly(tmp_path: Path) -> None:
+    changed = EXTENSIONS.read_text(encoding="utf-8").replace(
+        " same => n,Answer()", " same => n,Playback(bienvenue)\n same => n,Answer()", 1
+    )
+    (tmp_path / "extensions.conf").write_text(changed, encoding="utf-8")
+    async with emulated_pbx(extensions=tmp_path / "extensions.conf") as (pbx, ami):
+        with pytest.raises(
+            UnsupportedApplication,
+            match=r"allonantes-audiosocket,s,2 .*extensions.conf:36.*Playback\(\)",
+        ):
+            await pbx.call("3939", caller_number=NUMBER, timeout_s=5)
+        assert not ami.channels
+
+
+async def test_dialplan_mistakes_fail_loudly(tmp_path: Path) -> None:
+    text = EXTENSIONS.read_text(encoding="utf-8")
+    (tmp_path / "extensions.conf").write_text(
+        text.replace("?indisponible)", "?indisponibl)", 1), encoding="utf-8"
+    )
+    async with emulated_pbx(extensions=tmp_path / "extensions.conf") as (pbx, _):
+        with pytest.raises(DialplanError, match="no label 'indisponibl'"):
+            await pbx.call("3939", timeout_s=5)
+
+
+# --- Asterisk's parsing and expression rules --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expression", "value"),
+    [
+        ('"FAILED" != "SUCCESS"', "1"),
+        ('"" = "raccrocher"', "0"),
+        ('"raccrocher" = "raccrocher"', "1"),
+        ('"a" = a', "0"),  # a quoted string keeps its quotes in Asterisk
+        ("1 = 01", "1"),  # numbers compare as numbers
+        ('"2" < "10"', "0"),  # quoted: as strings
+        ("2 < 10 & 3 > 1", "1"),
+    ],
+)
+def test_expressions_as_asterisk(expression: str, value: str) -> None:
+    assert evaluate_expression(expression) == value
+
+
+def test_arguments_and_uri_encoding_as_asterisk() -> None:
+    assert separate_args("WebSocket/v/c(slin)v(a=1,b=2),5,g", max_args=4) == [
+        "WebSocket/v/c(slin)v(a=1,b=2)",
+        "5",
+        "g",
+    ]
+    assert separate_args('x,"y,z",a\\,b') == ["x", "y,z", "a,b"]
+    assert uri_encode("+33 6/é(x)") == "%2B33%206%2F%C3%A9(x)"
+    with pytest.raises(DialplanError, match="not emulated"):
+        evaluate_expression("1 + 1")
