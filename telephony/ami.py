@@ -1,9 +1,14 @@
 """Call control over the Asterisk Manager Interface (AMI), with panoramisk.
 
-What the bot needs from AMI is small: at handoff, put the context on the caller's channel
-as inherited variables (``__ALLO_HANDOFF_REASON``, ``__ALLO_INTENT``, ``__ALLO_SUMMARY``) so
-that ``Queue(operators)`` and the operator's phone can show them; the bot then ends the
-media session and the dialplan continues to the queue by itself.
+What the bot needs from AMI is small. Every way a call ends is a decision the dialplan
+carries out (deploy/asterisk/extensions.conf, ``[allonantes-decision]``): just before it ends
+the media session, the bot sets ``ALLO_DECISION`` on the caller's channel, ``raccrocher``
+(hang up) or ``transfert`` (the queue, with the context as inherited variables
+``__ALLO_HANDOFF_REASON``, ``__ALLO_INTENT``, ``__ALLO_SUMMARY`` that ``Queue(operators)`` and
+the operator's phone show). A variable set through AMI is read by the dialplan's next
+priority, so it must be on the channel before the media ends. Without it (AMI down) the
+dialplan queues the caller: the fail-safe is a person. At the start of a call, the caller's
+number (``CallerIDNum``, which AudioSocket does not carry) is read from the same ``Status``.
 
 * **Connection.** ``AmiCallControl`` supervises one panoramisk connection: login, a
   ``Ping`` every ``ping_interval_s`` (a missing answer counts as a dead link), reconnection
@@ -27,6 +32,7 @@ import logging
 import re
 import unicodedata
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from panoramisk import Manager
@@ -39,6 +45,9 @@ from voicebot.logs import CallLogger, call_logger, redact_numbers
 log = logging.getLogger("telephony.ami")
 
 CALL_ID_VARIABLE = "ALLO_UUID"
+DECISION_VARIABLE = "ALLO_DECISION"  # read by [allonantes-decision]; not inherited
+HANG_UP = "raccrocher"
+TRANSFER = "transfert"
 REASON_VARIABLE = "__ALLO_HANDOFF_REASON"
 INTENT_VARIABLE = "__ALLO_INTENT"
 SUMMARY_VARIABLE = "__ALLO_SUMMARY"
@@ -74,13 +83,27 @@ def sanitize_name(text: str | None, max_chars: int) -> str:
 
 
 def handoff_variables(handoff: Handoff) -> dict[str, str]:
-    """The inherited channel variables that carry the handoff's context to the operator."""
+    """The transfer decision, and the inherited variables that carry its context to the
+    operator. The decision comes last: the context is on the channel before it counts."""
     summary = handoff.summary or " / ".join(handoff.last_utterances[-2:])
     return {
         REASON_VARIABLE: sanitize_name(handoff.reason, MAX_REASON_CHARS),
         INTENT_VARIABLE: sanitize_name(handoff.intent, MAX_INTENT_CHARS),
         SUMMARY_VARIABLE: sanitize_value(summary, MAX_SUMMARY_CHARS),
+        DECISION_VARIABLE: TRANSFER,
     }
+
+
+def _caller_number(value: object) -> str | None:
+    """Asterisk's CallerIDNum, or None when it has none ("<unknown>", empty, "anonymous")."""
+    number = re.sub(r"[\s.\-]", "", str(value or ""))
+    return number if re.fullmatch(r"\+?[0-9]{2,20}", number) else None
+
+
+@dataclass(frozen=True)
+class _CallerLine:
+    channel: str
+    caller_number: str | None
 
 
 class AmiError(Exception):
@@ -175,29 +198,56 @@ class AmiCallControl:
 
     # --- CallControl -------------------------------------------------------------------------
 
-    async def handoff(self, call_id: str, channel: str | None, handoff: Handoff) -> bool:
-        """Set the context variables on the caller's channel; False if that was not possible."""
-        clog = call_logger("telephony.ami", call_id)
+    async def caller_number(self, call_id: str) -> str | None:
+        """The caller's CallerIDNum (None if unknown or AMI cannot answer; never raises)."""
         if not self.connected:
-            clog.warning("AMI indisponible : transfert sans contexte (%s)", handoff.reason)
-            return False
-        try:
-            return await asyncio.wait_for(
-                self._set_context(call_id, channel, handoff, clog), self.handoff_timeout_s
-            )
-        except asyncio.TimeoutError:
-            clog.warning(
-                "AMI trop lent (> %.1f s) : transfert sans contexte", self.handoff_timeout_s
-            )
-        except AmiError as exc:
-            clog.warning("AMI : %s : transfert sans contexte", exc)
-        except Exception:
-            clog.exception("AMI : erreur inattendue : transfert sans contexte")
-        return False
+            return None
+        with contextlib.suppress(asyncio.TimeoutError):
+            line = await asyncio.wait_for(self._find(call_id), self.handoff_timeout_s)
+            return line.caller_number if line is not None else None
+        return None
+
+    async def handoff(self, call_id: str, channel: str | None, handoff: Handoff) -> bool:
+        """The caller goes to the queue with the context; False if it could not be set (the
+        dialplan still queues the caller, without the context)."""
+        return await self._decide(call_id, channel, handoff_variables(handoff), handoff.reason)
+
+    async def hang_up(self, call_id: str, channel: str | None) -> bool:
+        """Asterisk hangs the caller up after the media; False if that could not be set (the
+        dialplan then queues the caller)."""
+        return await self._decide(call_id, channel, {DECISION_VARIABLE: HANG_UP}, HANG_UP)
 
     async def find_channel(self, call_id: str) -> str | None:
         """The caller's Asterisk channel whose ``ALLO_UUID`` is ``call_id``; None if there is
         none, if ``call_id`` is not a UUID, or if AMI cannot answer (never raises)."""
+        line = await self._find(call_id)
+        return line.channel if line is not None else None
+
+    # --- internals ---------------------------------------------------------------------------
+
+    async def _decide(
+        self, call_id: str, channel: str | None, variables: dict[str, str], what: str
+    ) -> bool:
+        clog = call_logger("telephony.ami", call_id)
+        if not self.connected:
+            clog.warning("AMI indisponible : décision %s non transmise (file d'attente)", what)
+            return False
+        try:
+            return await asyncio.wait_for(
+                self._set_variables(call_id, channel, variables, what, clog),
+                self.handoff_timeout_s,
+            )
+        except asyncio.TimeoutError:
+            clog.warning(
+                "AMI trop lent (> %.1f s) : décision %s non transmise", self.handoff_timeout_s, what
+            )
+        except AmiError as exc:
+            clog.warning("AMI : %s : décision %s non transmise", exc, what)
+        except Exception:
+            clog.exception("AMI : erreur inattendue : décision %s non transmise", what)
+        return False
+
+    async def _find(self, call_id: str) -> _CallerLine | None:
         try:
             wanted = str(uuid.UUID(call_id))
         except ValueError:
@@ -210,37 +260,47 @@ class AmiCallControl:
             call_logger("telephony.ami", call_id).warning("recherche du canal impossible : %s", exc)
             return None
         matches = [
-            str(reply.get("Channel", ""))
+            reply
             for reply in replies
             if reply.get("Event") == "Status"
             and wanted in {value.lower() for value in _variable_values(reply, CALL_ID_VARIABLE)}
         ]
-        callers = [name for name in matches if not name.startswith(_BOT_SIDE_CHANNELS)]
+        callers = [
+            r for r in matches if not str(r.get("Channel", "")).startswith(_BOT_SIDE_CHANNELS)
+        ]
         found = callers or matches
-        return found[0] if found else None
+        if not found:
+            return None
+        return _CallerLine(
+            str(found[0].get("Channel", "")), _caller_number(found[0].get("CallerIDNum"))
+        )
 
-    # --- internals ---------------------------------------------------------------------------
-
-    async def _set_context(
-        self, call_id: str, channel: str | None, handoff: Handoff, clog: CallLogger
+    async def _set_variables(
+        self,
+        call_id: str,
+        channel: str | None,
+        variables: dict[str, str],
+        what: str,
+        clog: CallLogger,
     ) -> bool:
         target = await self.find_channel(call_id)
         if target is None and channel and not channel.startswith(_BOT_SIDE_CHANNELS):
             target = channel
         if target is None:
             clog.warning(
-                "aucun canal Asterisk avec %s=%s : transfert sans contexte",
+                "aucun canal Asterisk avec %s=%s : décision %s non transmise",
                 CALL_ID_VARIABLE,
                 call_id,
+                what,
             )
             return False
-        for variable, value in handoff_variables(handoff).items():
+        for variable, value in variables.items():
             reply = await self._action(
                 {"Action": "Setvar", "Channel": target, "Variable": variable, "Value": value}
             )
             if not reply.success:
                 raise AmiError(f"Setvar {variable} refusé ({reply.get('Message', '')})")
-        clog.info("contexte posé sur %s (motif %s)", target, handoff.reason)
+        clog.info("décision %s posée sur %s", what, target)
         return True
 
     async def _action(self, fields: dict[str, str], *, expect_list: bool = False) -> Any:

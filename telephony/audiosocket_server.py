@@ -65,6 +65,7 @@ class AudioSocketTransport:
     """
 
     name = "audiosocket"
+    dialplan_continues = True
 
     def __init__(
         self,

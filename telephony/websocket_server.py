@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -63,6 +64,9 @@ from voicebot.logs import CallLogger, call_logger
 
 LOGGER_NAME = "telephony.websocket"
 CALL_ID_PARAM = "allo_uuid"
+# v(allo_appelant=${URIENCODE(${CALLERID(num)})}): the caller's number, kept only as a keyed hash.
+CALLER_NUMBER_PARAM = "allo_appelant"
+_PHONE_NUMBER = re.compile(r"\+?[0-9]{2,20}")
 CALL_ID_VARIABLE = "ALLO_UUID"
 # Frames kept while Asterisk says XOFF (10 s of audio); older ones are dropped past that.
 DEFAULT_MAX_PENDING_FRAMES = 500
@@ -75,6 +79,7 @@ class WebSocketTransport:
     """One call's media WebSocket, seen as a MediaTransport."""
 
     name = "websocket"
+    dialplan_continues = True
 
     def __init__(
         self,
@@ -83,6 +88,7 @@ class WebSocketTransport:
         control_format: str,
         call_id: str,
         *,
+        caller_number: str | None = None,
         max_pending_frames: int = DEFAULT_MAX_PENDING_FRAMES,
         max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
     ) -> None:
@@ -90,6 +96,7 @@ class WebSocketTransport:
         if rate is None:
             raise ProtocolError(f"chan_websocket: unsupported channel format {start.format!r}")
         self.call_id = call_id
+        self.caller_number = caller_number
         self.start = start
         self.control_format = control_format
         self.log: CallLogger = call_logger(LOGGER_NAME, call_id)
@@ -123,7 +130,9 @@ class WebSocketTransport:
     # --- MediaTransport --------------------------------------------------------------------
 
     async def events(self) -> AsyncIterator[TransportEvent]:
-        yield CallStarted(call_id=self.call_id, channel=self.start.channel)
+        yield CallStarted(
+            call_id=self.call_id, channel=self.start.channel, caller_number=self.caller_number
+        )
         try:
             async for message in self._ws:
                 if isinstance(message, bytes):
@@ -330,9 +339,13 @@ async def _accept(
         start = parse_event(first)
         if not isinstance(start, MediaStart):
             raise ProtocolError(f"chan_websocket: expected MEDIA_START first, got {first[:60]!r}")
-        call_id = _call_id(websocket.path, start)
         return WebSocketTransport(
-            websocket, start, message_format(first), call_id, max_pending_frames=max_pending_frames
+            websocket,
+            start,
+            message_format(first),
+            _call_id(websocket.path, start),
+            caller_number=_caller_number(websocket.path),
+            max_pending_frames=max_pending_frames,
         )
     except asyncio.TimeoutError:
         log.warning("%s sent no MEDIA_START within %.1f s: closed", peer, timeout_s)
@@ -353,6 +366,15 @@ def _call_id(path: str, start: MediaStart) -> str:
         with contextlib.suppress(ValueError):
             return str(uuid.UUID(candidate))
     return start.channel_id or start.connection_id
+
+
+def _caller_number(path: str) -> str | None:
+    """The number the dialplan passed, if it is one (not "anonymous", not empty)."""
+    for value in parse_qs(urlsplit(path).query).get(CALLER_NUMBER_PARAM, []):
+        number = re.sub(r"[\s.\-]", "", value)
+        if _PHONE_NUMBER.fullmatch(number):
+            return number
+    return None
 
 
 def websocket_server_port(server: WebSocketServer) -> int:

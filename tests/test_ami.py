@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from telephony.ami import (
+    DECISION_VARIABLE,
     INTENT_VARIABLE,
     MAX_SUMMARY_CHARS,
     REASON_VARIABLE,
@@ -58,8 +59,11 @@ def test_context_is_sanitised() -> None:
         summary="Demande d'acte de naissance,\r\nrappeler au 06 12 34 56 78\x00 ${SHELL} (urgent)",
     )
     variables = handoff_variables(handoff)
-    assert set(variables) == {REASON_VARIABLE, INTENT_VARIABLE, SUMMARY_VARIABLE}
+    assert set(variables) == {REASON_VARIABLE, INTENT_VARIABLE, SUMMARY_VARIABLE, DECISION_VARIABLE}
     assert REASON_VARIABLE.startswith("__")  # inherited by the operator's channel
+    # The decision is set last: when the dialplan reads it, the context is already there.
+    assert list(variables)[-1] == DECISION_VARIABLE and variables[DECISION_VARIABLE] == "transfert"
+    assert not DECISION_VARIABLE.startswith("_")  # the caller's dialplan only, not the operator's
     assert variables[REASON_VARIABLE] == "incomprehension"
     assert variables[INTENT_VARIABLE] == "etat_civil_acte"
     summary = variables[SUMMARY_VARIABLE]
@@ -140,9 +144,42 @@ async def test_handoff_sets_the_context_on_the_callers_channel() -> None:
     assert caller.variables[REASON_VARIABLE] == "dtmf"
     assert caller.variables[INTENT_VARIABLE] == "etat_civil"
     assert caller.variables[SUMMARY_VARIABLE] == "Acte de naissance au <numéro>"
-    assert len(emulator.actions_named("Setvar")) == 3
+    assert caller.variables[DECISION_VARIABLE] == "transfert"
+    setvars = emulator.actions_named("Setvar")
+    assert len(setvars) == 4 and setvars[-1]["Variable"] == DECISION_VARIABLE
     status = emulator.actions_named("Status")[0]
     assert status["Variables"] == "ALLO_UUID" and "Channel" not in status
+
+
+async def test_hang_up_sets_the_decision_the_dialplan_reads() -> None:
+    call_id = str(uuid.uuid4())
+    async with ami_pair() as (emulator, control):
+        caller = emulator.add_channel("PJSIP/standard-00000004", ALLO_UUID=call_id)
+        assert await control.wait_connected(2.0)
+        assert await control.hang_up(call_id, None)
+        # no channel with that UUID: not delivered, and the dialplan will queue the caller
+        assert not await control.hang_up(str(uuid.uuid4()), None)
+    assert caller.variables == {"ALLO_UUID": call_id, DECISION_VARIABLE: "raccrocher"}
+
+
+async def test_hang_up_without_ami_is_not_delivered() -> None:
+    async with ami_pair() as (emulator, control):
+        assert await control.wait_connected(2.0)
+        await emulator.stop()
+        await asyncio.sleep(0.3)
+        assert not await control.hang_up(str(uuid.uuid4()), "PJSIP/standard-00000005")
+
+
+async def test_the_callers_number_comes_from_the_channel_status() -> None:
+    call_id = str(uuid.uuid4())
+    async with ami_pair() as (emulator, control):
+        emulator.add_channel("PJSIP/a-00000006", callerid_num="0240419000", ALLO_UUID=call_id)
+        hidden = str(uuid.uuid4())
+        emulator.add_channel("PJSIP/b-00000007", callerid_num="", ALLO_UUID=hidden)
+        assert await control.wait_connected(2.0)
+        assert await control.caller_number(call_id) == "0240419000"
+        assert await control.caller_number(hidden) is None  # "<unknown>": no number
+        assert await control.caller_number(str(uuid.uuid4())) is None
 
 
 async def test_websocket_leg_is_skipped_for_the_callers_channel() -> None:

@@ -138,7 +138,7 @@ def test_websocket_variant() -> None:
     assert dial == (
         f"Dial(WebSocket/${{ALLO_WEBSOCKET}}/c(slin)"
         f"v({websocket_server.CALL_ID_PARAM}=${{ALLO_UUID}},"
-        "allo_appelant=${URIENCODE(${CALLERID(num)})}),5,g)"
+        "allo_appelant=${URIENCODE(${FILTER(0-9+,${CALLERID(num)})})}),5,g)"
     )
     assert steps.index("Answer()") < steps.index("Set(ALLO_UUID=${UUID()})") < steps.index(dial)
     media_then_decision("allonantes-websocket", dial, "DIALSTATUS", "ANSWER")

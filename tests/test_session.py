@@ -41,6 +41,7 @@ class ScriptedCaller:
     0.5 s, as the softphone sends)."""
 
     name = "script"
+    dialplan_continues = False
 
     def __init__(self, script: list[Step], tail_s: float = 30.0) -> None:
         self.script = script
@@ -169,6 +170,7 @@ async def test_real_french_goodbye_is_understood_and_ends_the_call(call_runtime:
     bot_turns = [t for t in report.turns if t.get("speaker") == "bot"]
     assert bot_turns[-1]["intent"] == "au_revoir"
     assert report.outcome == "resolved" and caller.ended
+    assert report.channel_end == "hung_up_by_bot"
     timing = report.timings[0]
     assert timing["asr_ms"] > 0 and timing["nlu_ms"] > 0 and timing["response_ms"] > 0
 
@@ -200,6 +202,7 @@ async def test_dtmf_zero_hands_off_with_context(call_runtime: Runtime) -> None:
     )
     assert report.outcome == "transferred"
     assert report.handoff is not None and report.handoff.reason == "dtmf"
+    assert report.channel_end == "queued"
     assert caller.ended  # the media session ended: the dialplan continues to the queue
 
 
@@ -279,19 +282,45 @@ async def test_barge_in_stops_the_greeting_at_once(call_runtime: Runtime) -> Non
 async def test_caller_hangs_up_mid_sentence(call_runtime: Runtime) -> None:
     report, caller = await run_call(call_runtime.services, [("silence", 2.0), ("hangup", None)])
     assert report.outcome == "abandoned"
+    assert report.channel_end == "caller_hung_up"
     assert "raccroché par l'appelant" in report.decisions
     assert not caller.ended  # the bot did not need to end a line that is gone
 
 
-async def test_silence_prompts_then_polite_end(call_runtime: Runtime) -> None:
+@pytest.mark.parametrize(
+    ("action", "answered", "ends_with"),
+    [
+        ("hangup", False, "hangup"),
+        ("transfer", True, "transfer"),
+        ("hangup_if_answered", True, "hangup"),
+        ("hangup_if_answered", False, "transfer"),
+    ],
+)
+async def test_silence_prompts_then_the_policy_decides_how_the_call_ends(
+    call_runtime: Runtime, action: str, answered: bool, ends_with: str
+) -> None:
     services = with_policy(
-        call_runtime.services, silence_prompt_s=2.0, silence_prompts_before_end=2
+        call_runtime.services,
+        silence_prompt_s=2.0,
+        silence_prompts_before_end=2,
+        silence_action=action,
     )
-    report, caller = await run_call(services, [("wait_bot", None)], tail_s=60)
+    question = [("text", "quels sont les horaires de la mairie de Doulon"), ("wait_bot", None)]
+    script = [("wait_bot", None), *(question if answered else [])]
+    report, caller = await run_call(services, script, tail_s=60)
     prompts = [t.get("prompt") for t in report.turns if t.get("speaker") == "bot"]
     assert prompts.count("silence_check") == 2
-    assert "silence_goodbye" in prompts
-    assert caller.ended and report.outcome == "abandoned"
+    assert caller.ended
+    if ends_with == "hangup":  # the goodbye matches what happens: the line is hung up
+        assert prompts[-1] == "silence_goodbye"
+        assert report.channel_end == "hung_up_by_bot"
+        assert report.outcome == ("resolved" if answered else "abandoned")
+        assert report.handoff is None
+    else:  # a silent line may be a caller who cannot speak: a person takes over
+        assert prompts[-1] == "silence_transfer"
+        assert report.channel_end == "queued"
+        assert report.outcome == "transferred"
+        assert report.handoff is not None and report.handoff.reason == "silence"
 
 
 @pytest.mark.parametrize("typing", [True, False], ids=["typing", "silent"])

@@ -113,6 +113,9 @@ class DialogueSettings:
     # the trained model and calibrated on held-out data (scripts/calibrate_fallback.py).
 
 
+SILENCE_ACTIONS = ("hangup", "transfer", "hangup_if_answered")
+
+
 @dataclass(frozen=True)
 class PolicySettings:
     """When the bot hands the caller to a human. Published: these are the algorithm's rules."""
@@ -123,6 +126,18 @@ class PolicySettings:
     max_call_seconds: int = 300
     silence_prompt_s: float = 8.0
     silence_prompts_before_end: int = 2
+    # After the last « Êtes-vous toujours là ? »: "hangup" (goodbye, then Asterisk hangs up),
+    # "transfer" (to an operator), or "hangup_if_answered": hang up when the bot has already
+    # answered the caller, otherwise transfer — a silent line may be a bad line or a caller
+    # who cannot speak, and nobody should be left without a person.
+    silence_action: str = "hangup_if_answered"
+
+    def __post_init__(self) -> None:
+        if self.silence_action not in SILENCE_ACTIONS:
+            raise ValueError(
+                f"silence_action must be one of {', '.join(SILENCE_ACTIONS)}, "
+                f"not {self.silence_action!r}"
+            )
 
 
 @dataclass(frozen=True)

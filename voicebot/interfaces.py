@@ -190,6 +190,10 @@ class MediaTransport(Protocol):
     """One call's media path to Asterisk."""
 
     name: str
+    # True when, after ``end()``, Asterisk's dialplan goes on and carries out the bot's decision
+    # (hang up, or queue): the AudioSocket and chan_websocket transports. False when the end of
+    # the media is the end of the call (browser softphone, simulations, microphone).
+    dialplan_continues: bool
 
     def events(self) -> AsyncIterator[TransportEvent]: ...
 
@@ -204,5 +208,17 @@ class MediaTransport(Protocol):
 
 
 class CallControl(Protocol):
+    """How the bot tells Asterisk what happens to the caller when the media session ends.
+
+    Each decision is set on the caller's channel *before* the media ends; the dialplan reads it
+    at its next priority. False means Asterisk did not get it (AMI down or slow): the dialplan
+    then queues the caller — the fail-safe is always a person."""
+
+    async def caller_number(self, call_id: str) -> str | None:
+        """The caller's number as Asterisk knows it (CALLERID(num)); None if unknown."""
+
     async def handoff(self, call_id: str, channel: str | None, handoff: Handoff) -> bool:
-        """Put the context on the Asterisk channel. False if it could not (AMI down)."""
+        """The caller goes to the operators' queue, with this context."""
+
+    async def hang_up(self, call_id: str, channel: str | None) -> bool:
+        """Asterisk hangs the caller up (the bot has said goodbye)."""

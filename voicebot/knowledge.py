@@ -45,6 +45,7 @@ REQUIRED_PROMPTS = (
     "anything_else",
     "silence_check",
     "silence_goodbye",
+    "silence_transfer",
     "not_heard",
     "transfer",
     "transfer_error",

@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 SPEAKERS = ("caller", "bot")
 OUTCOMES = ("resolved", "transferred", "abandoned", "error")
+# What really happened to the caller's line when the bot let go of it: Asterisk hung it up on
+# the bot's decision, it went to the operators' queue (a transfer, or the fail-safe when AMI
+# could not carry the decision), or the caller hung up first.
+CHANNEL_ENDS = ("hung_up_by_bot", "queued", "caller_hung_up")
 MAX_TEXT_CHARS = 4000  # one turn; longer texts are cut (a transcript, not a document)
 MAX_SEARCH_LIMIT = 500
 
@@ -58,6 +62,7 @@ calls_table = sa.Table(
     sa.Column("handoff_reason", sa.String(32)),
     sa.Column("handoff", sa.Text),  # JSON: reason, intent, entities, summary, last utterances
     sa.Column("context_delivered", sa.Boolean),
+    sa.Column("channel_end", sa.String(16)),  # one of CHANNEL_ENDS; NULL while in progress
     sa.Column("duration_s", sa.Float),  # time with the bot
     sa.Column("last_intent", sa.String(100)),
     sa.Column("turn_count", sa.Integer, nullable=False, default=0),
@@ -192,6 +197,7 @@ class CallRecords:
         engine = _make_engine(url)
         try:
             metadata.create_all(engine)
+            _add_missing_columns(engine)
         except SQLAlchemyError as exc:
             engine.dispose()
             cause = getattr(exc, "orig", None) or exc
@@ -255,6 +261,21 @@ class CallRecords:
 
         await self._run(work)
 
+    async def set_caller(self, call_id: str, caller_number: str | None) -> None:
+        """The caller's number learnt after the start (AMI, for AudioSocket): its hash only."""
+        caller_hash = self.caller_hash(caller_number)
+        if caller_hash is None:
+            return
+
+        def work(conn: Connection) -> None:
+            conn.execute(
+                calls_table.update()
+                .where(calls_table.c.call_id == call_id)
+                .values(caller_hash=caller_hash)
+            )
+
+        await self._run(work)
+
     async def add_turn(
         self,
         call_id: str,
@@ -308,9 +329,12 @@ class CallRecords:
         handoff_reason: str | None = None,
         handoff: dict[str, Any] | None = None,
         context_delivered: bool | None = None,
+        channel_end: str | None = None,
     ) -> None:
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}, not {outcome!r}")
+        if channel_end is not None and channel_end not in CHANNEL_ENDS:
+            raise ValueError(f"channel_end must be one of {CHANNEL_ENDS}, not {channel_end!r}")
         handoff_json = (
             json.dumps(_redact_value(handoff), ensure_ascii=False) if handoff is not None else None
         )
@@ -324,6 +348,7 @@ class CallRecords:
                 "handoff_reason": handoff_reason[:32] if handoff_reason else None,
                 "handoff": handoff_json,
                 "context_delivered": context_delivered,
+                "channel_end": channel_end,
                 "duration_s": max(0.0, now - started),
             }
             if handoff and handoff.get("intent"):
@@ -464,6 +489,21 @@ class CallRecords:
         self._executor.shutdown(wait=True)
 
 
+def _add_missing_columns(engine: Engine) -> None:
+    """Columns added since a database was created (all nullable): added in place, so an
+    existing records database keeps its calls when the bot is upgraded."""
+    with engine.begin() as conn:  # one connection: PostgreSQL's pool here holds just one
+        inspector = sa.inspect(conn)
+        for table in metadata.sorted_tables:
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present or not column.nullable:
+                    continue
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+                log.info("records: column %s.%s added", table.name, column.name)
+
+
 def _ensure_call(conn: Connection, call_id: str, now: float) -> float:
     """The call's start time; a turn for a call never started still gets recorded."""
     started = conn.execute(
@@ -499,6 +539,7 @@ def _call_summary(row: Any) -> dict[str, Any]:
         "outcome": row["outcome"],
         "handoff_reason": row["handoff_reason"],
         "context_delivered": row["context_delivered"],
+        "channel_end": row["channel_end"],
         "duration_s": round(row["duration_s"], 1) if row["duration_s"] is not None else None,
         "intent": row["last_intent"],
         "turn_count": row["turn_count"],

@@ -69,6 +69,8 @@ class Recorder(Protocol):
 
     async def start_call(self, call_id: str, transport: str, caller_number: str | None) -> None: ...
 
+    async def set_caller(self, call_id: str, caller_number: str | None) -> None: ...
+
     async def add_turn(
         self,
         call_id: str,
@@ -87,6 +89,7 @@ class Recorder(Protocol):
         handoff_reason: str | None = None,
         handoff: dict[str, Any] | None = None,
         context_delivered: bool | None = None,
+        channel_end: str | None = None,
     ) -> None: ...
 
 
@@ -127,6 +130,8 @@ class CallReport:
     outcome: str = "abandoned"
     handoff: Handoff | None = None
     context_delivered: bool | None = None
+    # what happened to the caller's line: "hung_up_by_bot", "queued" or "caller_hung_up"
+    channel_end: str | None = None
     turns: list[dict[str, Any]] = field(default_factory=list)
     timings: list[dict[str, float]] = field(default_factory=list)
     decisions: list[str] = field(default_factory=list)
@@ -237,6 +242,7 @@ class CallSession:
         self.log.info("call started on %s", self.transport.name)
         self._publish("started", transport=self.transport.name)
         await self._record("start_call", self.call_id, self.transport.name, first.caller_number)
+        learn_caller = first.caller_number is None and self._asterisk_control() is not None
         if self.services.asr is not None:
             self._asr_stream = self.services.asr.start_stream(self.call_id)
         self._vad = self.services.vad_factory()
@@ -247,6 +253,8 @@ class CallSession:
             self.tasks.append(asyncio.create_task(self._pace(), name=f"pace-{self.call_id}"))
         if self._asr_stream is not None:
             self.tasks.append(asyncio.create_task(self._feed_asr(), name=f"asr-{self.call_id}"))
+        if learn_caller:  # AudioSocket carries no number: AMI knows it, off the greeting's path
+            self.tasks.append(asyncio.create_task(self._learn_caller_number()))
         try:
             await self._converse()
         except asyncio.CancelledError:
@@ -281,10 +289,12 @@ class CallSession:
             handoff.reason if handoff else None,
             handoff.as_dict() if handoff else None,
             self.report.context_delivered,
+            self.report.channel_end,
         )
         self._publish(
             "ended",
             outcome=self.report.outcome,
+            channel_end=self.report.channel_end,
             duration_s=round(self.report.duration_s, 2),
             handoff_reason=handoff.reason if handoff else None,
         )
@@ -355,18 +365,34 @@ class CallSession:
             self.not_thinking.clear()  # the simulated caller's time waits for the reply
 
     def _caller_busy(self) -> bool:
-        """True while the caller speaks or the bot still talks: not a silence."""
-        return self._speaker.active or (self._vad is not None and self._vad.in_speech)
+        """True while the caller speaks, the bot computes a reply or still talks: the caller
+        waiting for the bot is not a silence."""
+        return (
+            self._speaker.active
+            or self.state is State.THINKING
+            or self._utterance_open
+            or self._asr_queue.qsize() > 0
+            or (self._vad is not None and self._vad.in_speech)
+        )
 
     async def _on_silence(self) -> bool:
         self._silence_prompts += 1
         policy = self.settings.policy
         if self._silence_prompts > policy.silence_prompts_before_end:
-            self.report.decisions.append("fin: silence prolongé")
-            await self._say_prompt("silence_goodbye")
-            await self._wait_spoken()
-            self._mark_abandoned()
-            await self._end_media()
+            answered = self.report.outcome == "resolved"
+            action = policy.silence_action
+            if action == "hangup" or (action == "hangup_if_answered" and answered):
+                await self._say_prompt("silence_goodbye")
+                await self._hang_up("fin: silence prolongé")
+                return True
+            await self._handoff(
+                Handoff(
+                    reason="silence",
+                    summary="L'appelant ne répond plus : ligne silencieuse.",
+                    last_utterances=self._caller_texts(),
+                ),
+                prompt="silence_transfer",
+            )
             return True
         self.report.decisions.append(f"relance silence {self._silence_prompts}")
         await self._say_prompt("silence_check")
@@ -484,10 +510,8 @@ class CallSession:
             await self._handoff(reply.handoff, prompt=None)
             return True
         if reply.end_call:
-            self.report.decisions.append("fin: au revoir")
-            await self._wait_spoken()
             self.report.outcome = "resolved"
-            await self._end_media()
+            await self._hang_up("fin: au revoir")
             return True
         if reply.intent not in (None, "nlu_fallback"):
             self.report.outcome = "resolved"  # answered at least once; a later hangup keeps it
@@ -713,19 +737,82 @@ class CallSession:
                 await self._say_prompt(prompt)
         await self._wait_spoken()
         delivered = False
-        control = self.services.call_control
+        control = self._asterisk_control()
         if control is not None:
-            try:
-                delivered = await asyncio.wait_for(
-                    control.handoff(self.call_id, self.channel, handoff), timeout=3.0
-                )
-            except Exception:
-                self.log.warning("AMI handoff failed: the caller still reaches the queue")
+            delivered = await self._carry_out(control.handoff(self.call_id, self.channel, handoff))
         self.report.context_delivered = delivered if control is not None else None
         if control is not None and not delivered:
             self.report.decisions.append("contexte non transmis (AMI indisponible)")
         self._publish("handoff", **handoff.as_dict(), context_delivered=delivered)
+        self.report.channel_end = "queued"
         await self._end_media()
+
+    async def _hang_up(self, decision: str) -> None:
+        """The call ends here for the caller: once the goodbye is spoken, Asterisk hangs up.
+
+        Over Asterisk the decision must reach the dialplan through AMI before the media ends;
+        if it cannot, the dialplan queues the caller (the fail-safe), and the record says so."""
+        self.report.decisions.append(decision)
+        await self._wait_spoken()
+        if self._hung_up.is_set():
+            self._mark_abandoned()
+            return
+        control = self._asterisk_control()
+        if not self.transport.dialplan_continues:
+            self.report.channel_end = "hung_up_by_bot"  # the end of the media ends the call
+        elif control is not None and await self._carry_out(
+            control.hang_up(self.call_id, self.channel)
+        ):
+            self.report.channel_end = "hung_up_by_bot"
+        else:
+            self.log.warning("hang-up not delivered to Asterisk: the caller goes to the queue")
+            await self._handoff(
+                Handoff(
+                    reason="fin_non_transmise",
+                    summary=(
+                        "Le robot avait terminé l'appel mais n'a pas pu demander à Asterisk "
+                        "de raccrocher (AMI indisponible) : l'appelant arrive dans la file."
+                    ),
+                    intent=self._last_intent(),
+                    last_utterances=self._caller_texts(),
+                ),
+                prompt=None,
+            )
+            return
+        self._set_state(State.ENDING)
+        self._publish("hangup", decision=decision)
+        await self._end_media()
+
+    def _asterisk_control(self) -> CallControl | None:
+        """AMI, when this call runs over Asterisk and AMI is configured."""
+        return self.services.call_control if self.transport.dialplan_continues else None
+
+    async def _carry_out(self, decision: Awaitable[bool]) -> bool:
+        """Await a CallControl decision, bounded: a slow AMI must not hold the caller."""
+        try:
+            return await asyncio.wait_for(decision, timeout=3.0)
+        except Exception:
+            self.log.warning("AMI decision failed: the caller reaches the queue")
+            return False
+
+    async def _learn_caller_number(self) -> None:
+        control = self._asterisk_control()
+        if control is None:
+            return
+        try:
+            number = await asyncio.wait_for(control.caller_number(self.call_id), timeout=5.0)
+        except Exception:
+            self.log.warning("caller number unavailable from AMI")
+            return
+        if number is not None:
+            await self._record("set_caller", self.call_id, number)
+
+    def _last_intent(self) -> str | None:
+        for turn in reversed(self.report.turns):
+            intent = turn.get("intent")
+            if turn.get("speaker") == "bot" and intent not in (None, "nlu_fallback"):
+                return str(intent)
+        return None
 
     async def _fail_to_human(self, exc: BaseException) -> None:
         handoff = Handoff(
@@ -749,12 +836,15 @@ class CallSession:
     def _mark_abandoned(self) -> None:
         if self.report.outcome != "resolved":
             self.report.outcome = "abandoned"
+        self.report.channel_end = "caller_hung_up"
         self.report.decisions.append("raccroché par l'appelant")
 
     # ----- plumbing -----------------------------------------------------------------------
 
     def _set_state(self, state: State) -> None:
         if state is not self.state:
+            if self.state is State.THINKING:
+                self._quiet_since = self.clock()  # a long reply time is not the caller's silence
             self.state = state
             self._publish("state", state=state.value)
 

@@ -36,6 +36,7 @@ class WavCallerTransport:
     """A MediaTransport whose caller is a recording (and optional typed turns)."""
 
     name = "simulation"
+    dialplan_continues = False
 
     def __init__(
         self,

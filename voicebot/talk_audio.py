@@ -49,6 +49,7 @@ class PyAudioTransport:
     """A MediaTransport over the local sound devices (one call: you, at the computer)."""
 
     name = "micro"
+    dialplan_continues = False
 
     def __init__(
         self,

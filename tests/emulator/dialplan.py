@@ -402,6 +402,21 @@ def parse_options(text: str) -> dict[str, str | None]:
     return options
 
 
+def filter_chars(allowed: str, text: str) -> str:
+    """func_strings.c ``FILTER(allowed-chars,string)``: keep only the allowed characters;
+    ``a-b`` in the allowed set is a range (``0-9``)."""
+    keep: set[str] = set()
+    i = 0
+    while i < len(allowed):
+        if i + 2 < len(allowed) and allowed[i + 1] == "-":
+            keep.update(chr(c) for c in range(ord(allowed[i]), ord(allowed[i + 2]) + 1))
+            i += 3
+        else:
+            keep.add(allowed[i])
+            i += 1
+    return "".join(ch for ch in text if ch in keep)
+
+
 def uri_encode(text: str) -> str:
     """main/utils.c ``ast_uri_encode`` with ``ast_uri_http`` (func_uri.c ``URIENCODE``): every
     byte but letters, digits and ``-_.!~*'()`` becomes ``%XX``."""
@@ -863,6 +878,9 @@ class EmulatedPbx:
                 return str(uuid.uuid4())  # func_uuid.c: ast_uuid_generate_str, lower case
             if upper == "URIENCODE":
                 return uri_encode(args)
+            if upper == "FILTER":
+                allowed, _, text = args.partition(",")
+                return filter_chars(allowed, text)
             if upper == "CALLERID":
                 parts = separate_args(args)
                 if len(parts) != 1:

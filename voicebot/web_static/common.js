@@ -11,6 +11,14 @@ const AlloNantes = {
     "durée": "Durée maximale atteinte",
     erreur: "Incident technique",
     "arrêt": "Arrêt du service",
+    silence: "Ligne silencieuse",
+    fin_non_transmise: "Fin d'appel non transmise à Asterisk (AMI indisponible)",
+    robot_indisponible: "Robot injoignable",
+  },
+  channelEnds: {
+    hung_up_by_bot: "Raccroché par le robot",
+    queued: "File des opérateurs",
+    caller_hung_up: "Raccroché par l'appelant",
   },
   outcomes: {
     resolved: "Résolu",

@@ -258,6 +258,7 @@
     fact(dl, "Début", A.time(call.started_at));
     fact(dl, "Canal", A.transports[call.transport] || call.transport);
     fact(dl, "Issue", call.outcome ? A.outcomes[call.outcome] : "En cours");
+    if (call.channel_end) fact(dl, "Fin de la ligne", A.channelEnds[call.channel_end] || call.channel_end);
     fact(dl, "Durée avec le robot", A.duration(call.duration_s));
     if (call.handoff) {
       fact(dl, "Motif du transfert", A.reason(call.handoff.reason));
