@@ -46,7 +46,9 @@ from voicebot.web import (
     COOKIE_NAME,
     BadMessage,
     BrowserTransport,
+    LiveBoard,
     LoginThrottle,
+    Outbox,
     WebLimits,
     client_address,
     make_app,
@@ -624,39 +626,312 @@ def _never_reading_websocket(host: str, port: int, path: str) -> socket.socket:
     return sock
 
 
-async def test_a_console_that_never_reads_is_dropped_without_slowing_others(env: Env) -> None:
-    good = await env.client.ws_connect("/ws/console")
-    await _receive_json(good)
-    host, port = str(env.client.host), int(env.client.port or 0)
+class ConsoleView:
+    """What a console page shows, rebuilt from its messages the way console.js does."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, dict[str, Any]] = {}
+        self.queue: dict[str, dict[str, Any]] = {}  # in the board's order
+        self.snapshots = 0
+
+    def apply(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "snapshot":
+            self.snapshots += 1
+            self.live = {call["call_id"]: call for call in message["live"]}
+            self.queue = {entry["call_id"]: entry for entry in message["queue"]}
+        elif kind == "call":
+            self.live[message["call"]["call_id"]] = message["call"]
+        elif kind == "call_ended":
+            call_id = message["call_id"]
+            self.live.pop(call_id, None)
+            if call_id in self.queue:  # the page knows that this transferred call is over
+                self.queue[call_id] = {**self.queue[call_id], "ended": True}
+        elif kind == "handoff":
+            self.queue[message["entry"]["call_id"]] = message["entry"]
+        elif kind == "queue_remove":
+            self.queue.pop(message["call_id"], None)
+
+    def shows(self, board: LiveBoard) -> bool:
+        """Exactly the board: every live row, every queue entry, in the same order."""
+        snapshot = board.snapshot()
+        return (
+            list(self.live.values()) == snapshot["live"]
+            and list(self.queue.values()) == snapshot["queue"]
+        )
+
+
+async def _follow(
+    ws: aiohttp.ClientWebSocketResponse, view: ConsoleView, until: str = "pong"
+) -> None:
+    while True:
+        message = await ws.receive(timeout=30)
+        assert message.type == WSMsgType.TEXT, message
+        data = json.loads(message.data)
+        if data["type"] == until:
+            return
+        view.apply(data)
+
+
+async def _catch_up(ws: aiohttp.ClientWebSocketResponse, view: ConsoleView) -> None:
+    """Apply every message the console was sent for what has been published so far.
+
+    The pong is queued behind all of it, so once it arrives the console has been told
+    everything (as changes, or as a fresh snapshot).
+    """
+    await ws.send_json({"type": "ping"})
+    await _follow(ws, view)
+
+
+async def _console_outbox(board: LiveBoard, others: set[Outbox]) -> Outbox:
+    await _wait_for(lambda: len(board.consoles - others) == 1)
+    return next(iter(board.consoles - others))
+
+
+async def test_a_console_that_never_reads_is_dropped_without_slowing_others(
+    tmp_path: Path,
+) -> None:
+    limits = WebLimits(send_timeout_s=1.0)
+    environment = await _env(tmp_path, limits=limits)
+    assert environment.client.app is not None
+    board = environment.client.app[CONTEXT].board
+    host, port = str(environment.client.host), int(environment.client.port or 0)
+    good = await environment.client.ws_connect("/ws/console")
+    view = ConsoleView()
+    good_outbox = await _console_outbox(board, set())
     stalled = await asyncio.to_thread(_never_reading_websocket, host, port, "/ws/console")
-    assert env.client.app is not None
-    board = env.client.app[CONTEXT].board
     try:
-        await _wait_for(lambda: len(board.consoles) == 2)
-        received = 0
-
-        async def read_good() -> None:
-            nonlocal received
-            while received < 2000:
-                message = await good.receive(timeout=10)
-                assert message.type == WSMsgType.TEXT
-                if json.loads(message.data)["type"] == "call":
-                    received += 1
-
-        reader = asyncio.create_task(read_good())
+        stalled_outbox = await _console_outbox(board, {good_outbox})
+        reader = asyncio.create_task(_follow(good, view))
         long_text = "une très longue réponse " * 160  # ~4 kB per event
-        for n in range(2000):
-            env.hub.publish(
+        most_pending = 0
+        n = 0
+        # 2000 events at least, and on until the stalled console's socket buffers (whatever
+        # their size on this machine) are full and its send times out.
+        while n < 2000 or (not stalled_outbox.dropped and n < 40_000):
+            # Never awaited: nothing a console does can hold the publishing call back.
+            environment.hub.publish(
                 CallEvent("bavard", "bot", {"text": f"{n} {long_text}", "intent": None})
             )
-            if n % 20 == 19:
+            most_pending = max(most_pending, stalled_outbox.pending)
+            n += 1
+            if n % 20 == 0:
                 await asyncio.sleep(0.005)
-        await asyncio.wait_for(reader, 20)
-        assert received == 2000  # the reading console got every update
-        await _wait_for(lambda: len(board.consoles) == 1)  # the stalled one was dropped
+        await good.send_json({"type": "ping"})
+        await asyncio.wait_for(reader, 30)
+        # The reading console shows the last word of the call, as the board does; it was
+        # never cut. What waited for the stalled one stayed bounded, and it was cut.
+        assert view.live["bavard"]["last_bot"].startswith(f"{n - 1} une très longue")
+        assert view.shows(board)
+        assert not good_outbox.dropped and not good.closed
+        assert most_pending <= limits.console_queue + 1
+        await _wait_for(lambda: stalled_outbox.dropped, timeout=30)
+        assert board.consoles == {good_outbox}
     finally:
         stalled.close()
         await good.close()
+        await environment.client.close()
+        await environment.records.close()
+
+
+@dataclass
+class Burst:
+    events: int
+    calls: set[str]
+    handed_off: list[str]  # in the order their handoffs were published
+    ended: set[str]
+
+
+def _burst(hub: CallHub, calls: int, turns: int) -> Burst:
+    """Many calls at once, their events interleaved, published in one go (never yielding).
+
+    Every call starts and talks; 4 in 5 are handed off; 2 in 3 end; 1 in 7 is cut short
+    before its last events (a handoff or an end that never comes).
+    """
+    scripts: list[list[CallEvent]] = []
+    for n in range(calls):
+        call_id = f"rafale-{n:03d}"
+        script = [CallEvent(call_id, "started", {"transport": "websocket"})]
+        for turn in range(turns):
+            script += [
+                CallEvent(call_id, "state", {"state": "écoute"}),
+                CallEvent(call_id, "partial", {"text": "je voud"}),
+                CallEvent(
+                    call_id, "caller", {"text": f"{call_id} question {turn}", "asr_confidence": 0.8}
+                ),
+                CallEvent(
+                    call_id,
+                    "bot",
+                    {"text": f"réponse {turn}", "intent": "horaires", "confidence": 0.9},
+                ),
+                CallEvent(call_id, "timing", {"total_ms": 120}),
+            ]
+        if n % 5:
+            script.append(
+                CallEvent(call_id, "handoff", {"reason": "demande", "summary": f"pour {call_id}"})
+            )
+        if n % 3:
+            script.append(CallEvent(call_id, "ended", {"outcome": "transferred"}))
+        if n % 7 == 6:
+            del script[len(script) - 1 - n % 3 :]
+        scripts.append(script)
+    published = [
+        script[step]
+        for step in range(max(len(script) for script in scripts))
+        for script in scripts
+        if step < len(script)
+    ]
+    for event in published:
+        hub.publish(event)
+    return Burst(
+        events=len(published),
+        calls={script[0].call_id for script in scripts},
+        handed_off=[e.call_id for e in published if e.kind == "handoff"],
+        ended={e.call_id for e in published if e.kind == "ended"},
+    )
+
+
+async def test_a_burst_of_call_events_reaches_the_board_and_every_console(
+    tmp_path: Path,
+) -> None:
+    limits = WebLimits(send_timeout_s=1.0)
+    environment = await _env(tmp_path, limits=limits)
+    assert environment.client.app is not None
+    board = environment.client.app[CONTEXT].board
+    host, port = str(environment.client.host), int(environment.client.port or 0)
+    reading = await environment.client.ws_connect("/ws/console")
+    view = ConsoleView()
+    view.apply(await _receive_json(reading))
+    reading_outbox = await _console_outbox(board, set())
+    stalled = await asyncio.to_thread(_never_reading_websocket, host, port, "/ws/console")
+    try:
+        stalled_outbox = await _console_outbox(board, {reading_outbox})
+        burst = _burst(environment.hub, calls=50, turns=8)
+        assert burst.events > 2000 and len(burst.handed_off) > 30 and len(burst.ended) > 25
+
+        # The board is right the moment the burst is published: every call still on the
+        # line, every handoff in the queue in order, with its whole transcript.
+        snapshot = board.snapshot()
+        assert {call["call_id"] for call in snapshot["live"]} == burst.calls - burst.ended
+        assert [entry["call_id"] for entry in snapshot["queue"]] == burst.handed_off
+        for entry in snapshot["queue"]:
+            assert entry["ended"] is (entry["call_id"] in burst.ended)
+            assert [turn["text"] for turn in entry["transcript"]][-2:] == [
+                f"{entry['call_id']} question 7",
+                "réponse 7",
+            ]
+            assert len(entry["transcript"]) == 16
+        for call in snapshot["live"]:
+            assert call["last_caller"].startswith(call["call_id"])
+
+        # Far more changes than a console's queue holds: the reading console's backlog was
+        # replaced by one snapshot, and what it shows is exactly the board. It was not cut.
+        await _catch_up(reading, view)
+        assert view.shows(board)
+        assert view.snapshots == 2 and reading_outbox.resyncs == 2
+        assert not reading_outbox.dropped
+        # The one that never reads holds one snapshot to send at most (it may be cut already).
+        assert stalled_outbox.dropped or stalled_outbox.pending <= 1
+
+        # A console opened now starts from the same board; both follow new calls as usual,
+        # while the stalled one, whose socket is full, is cut when its send times out.
+        late = await environment.client.ws_connect("/ws/console")
+        late_view = ConsoleView()
+        await _catch_up(late, late_view)
+        assert late_view.shows(board) and late_view.snapshots == 1
+        long_text = "une très longue réponse " * 1600  # ~40 kB: the socket fills up sooner
+        for n in range(500):
+            if stalled_outbox.dropped:
+                break
+            _publish_call(environment.hub, f"après-{n}", caller_text=long_text)
+            await asyncio.sleep(0.01)
+        await _wait_for(lambda: stalled_outbox.dropped, timeout=30)
+        await _catch_up(reading, view)
+        await _catch_up(late, late_view)
+        assert view.shows(board) and late_view.shows(board)
+        assert len(board.consoles) == 2 and not reading_outbox.dropped
+        await late.close()
+    finally:
+        stalled.close()
+        await reading.close()
+        await environment.client.close()
+        await environment.records.close()
+
+
+async def test_a_console_that_keeps_falling_behind_is_cut(tmp_path: Path) -> None:
+    # A tiny queue, so that a burst of 20 changes overfills it.
+    limits = WebLimits(console_queue=8, console_max_resyncs=3)
+    environment = await _env(tmp_path, limits=limits)
+    assert environment.client.app is not None
+    board = environment.client.app[CONTEXT].board
+    ws = await environment.client.ws_connect("/ws/console")
+    view = ConsoleView()
+    try:
+        view.apply(await _receive_json(ws))
+        outbox = await _console_outbox(board, set())
+        # Changes it keeps up with: no snapshot, and the count of snapshots in a row restarts.
+        _publish_call(environment.hub, "calme")
+        await _catch_up(ws, view)
+        assert view.snapshots == 1 and view.shows(board)
+        for burst in range(1, 5):
+            for n in range(20):
+                environment.hub.publish(CallEvent("agité", "caller", {"text": f"{burst} {n}"}))
+            if burst < 4:
+                await _catch_up(ws, view)  # a snapshot stands for the 20 changes
+                assert view.snapshots == 1 + burst and view.shows(board)
+                assert not outbox.dropped
+        # A 4th snapshot in a row, without one round of changes it kept up with between them.
+        assert outbox.dropped
+        assert await _drain_until_closed(ws)
+        # The page reconnects and starts from the board as it is.
+        again = await environment.client.ws_connect("/ws/console")
+        fresh = ConsoleView()
+        await _catch_up(again, fresh)
+        assert fresh.live["agité"]["last_caller"] == "4 19" and fresh.shows(board)
+        await again.close()
+    finally:
+        await ws.close()
+        await environment.client.close()
+        await environment.records.close()
+
+
+async def test_the_board_limits_reach_the_consoles(tmp_path: Path) -> None:
+    # The oldest transferred call leaves the queue, the oldest live row (its end never came)
+    # leaves the live calls: on the board, and on a console that follows the changes.
+    environment = await _env(tmp_path, limits=WebLimits(queue_entries=2, live_calls=2))
+    assert environment.client.app is not None
+    board = environment.client.app[CONTEXT].board
+    ws = await environment.client.ws_connect("/ws/console")
+    view = ConsoleView()
+    try:
+        view.apply(await _receive_json(ws))
+        for call_id in ("un", "deux", "trois"):
+            _publish_call(environment.hub, call_id)
+            _handoff(environment.hub, call_id)
+        await _catch_up(ws, view)
+        assert list(view.queue) == ["deux", "trois"] and list(view.live) == ["deux", "trois"]
+        assert view.shows(board)
+        assert view.snapshots == 1  # by changes alone
+    finally:
+        await ws.close()
+        await environment.client.close()
+        await environment.records.close()
+
+
+def test_a_failing_listener_does_not_break_the_call_that_publishes() -> None:
+    hub = CallHub()
+    seen: list[str] = []
+
+    def broken(event: CallEvent) -> None:
+        raise ValueError("bogue")
+
+    stop_broken = hub.listen(broken)
+    stop_seen = hub.listen(lambda event: seen.append(event.kind))
+    hub.publish(CallEvent("a", "started"))  # does not raise
+    stop_broken()
+    stop_seen()
+    hub.publish(CallEvent("a", "ended"))
+    assert seen == ["started"] and hub.listener_count == 0
 
 
 async def _wait_for(condition: Any, timeout: float = 10.0) -> None:

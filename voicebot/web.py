@@ -7,11 +7,15 @@
   16-bit PCM at its own rate over ``/ws/softphone``; a ``BrowserTransport`` resamples it to
   the bot's 8 kHz and hands it to the same call session as the phone uses.
 
-Every browser gets a bounded outgoing queue: one that never reads is dropped, and nothing
-it does slows a call or another browser. With ``VOICEBOT_CONSOLE_TOKEN`` set every page,
-API and WebSocket needs the token (login form, then a cookie; or ``Authorization: Bearer``);
-without a token the server refuses to listen anywhere but on the loopback address. An address
-that gives a wrong token 5 times within a minute is refused (HTTP 429) until the minute is up.
+Every browser gets a bounded outgoing queue, and nothing it does slows a call or another
+browser: a softphone that does not read is dropped; a console that falls behind gets one
+fresh snapshot instead of its backlog (it misses nothing), and one that stays stuck is cut
+(the page reconnects and starts from a snapshot).
+
+With ``VOICEBOT_CONSOLE_TOKEN`` set every page, API and WebSocket needs the token (login
+form, then a cookie; or ``Authorization: Bearer``); without a token the server refuses to
+listen anywhere but on the loopback address. An address that gives a wrong token 5 times
+within a minute is refused (HTTP 429) until the minute is up.
 """
 
 from __future__ import annotations
@@ -73,7 +77,10 @@ class WebLimits:
 
     console_max_msg_bytes: int = 16 * 1024
     softphone_max_msg_bytes: int = 256 * 1024  # > 1 s of 96 kHz audio in one message
-    console_queue: int = 256  # messages waiting for one console browser
+    console_queue: int = 256  # changes waiting for one console; past it: one snapshot instead
+    # A console sent more snapshots than this in a row, without keeping up with one round of
+    # changes between them, is cut (its page reconnects): it costs a snapshot every round.
+    console_max_resyncs: int = 3
     softphone_queue: int = 250  # items waiting for one softphone (5 s of bot audio)
     send_timeout_s: float = 5.0  # one send that takes longer: the browser is not reading
     start_timeout_s: float = 10.0  # the softphone's first message
@@ -237,11 +244,39 @@ def _json_error(status: int, message: str) -> web.Response:
 # ---- the outgoing side of one browser -------------------------------------------------------
 
 
+class _Resync:
+    """In an outbox's queue: a snapshot of the board goes here, taken when it is sent."""
+
+
+_RESYNC = _Resync()
+
+
+@dataclass(frozen=True)
+class _Update:
+    """In an outbox's queue: a change of the board (JSON), that a snapshot can stand for."""
+
+    text: str
+
+
+_Item = str | bytes | _Update | _Resync | None  # None: close the socket
+
+
 class Outbox:
     """A bounded queue of messages to one browser, drained by its own task.
 
-    ``offer`` never waits: when the queue is full, or one send takes longer than the
-    timeout, the browser is not reading; its connection is cut and ``on_drop`` runs.
+    Nothing here ever waits for the browser: ``offer``, ``update`` and ``resync`` return at
+    once, so a browser cannot slow a call or another browser.
+
+    - ``offer`` queues a message that must arrive as it is (a softphone's audio and events,
+      replies). When the queue is full the browser is not reading: its connection is cut
+      and ``on_drop`` runs.
+    - ``update`` queues a change of the console board. A console that falls behind loses
+      nothing and is not cut: its pending changes are replaced by one snapshot of the board,
+      taken when it is sent, so it says all they said (``snapshot`` gives it, as JSON).
+
+    One send that takes longer than ``send_timeout_s`` cuts the browser (it is stuck), and
+    so does needing ``max_resyncs`` snapshots in a row without once keeping up with the
+    changes in between; a console page reconnects by itself and starts from a snapshot.
     """
 
     def __init__(
@@ -252,42 +287,86 @@ class Outbox:
         send_timeout_s: float,
         on_drop: Callable[[str], None] | None = None,
         call_id: str | None = None,
+        snapshot: Callable[[], str] | None = None,
+        max_resyncs: int = 3,
     ) -> None:
         self._ws = ws
         self._log: logging.Logger | logging.LoggerAdapter[logging.Logger] = (
             call_logger(__name__, call_id) if call_id else log
         )
         self._request = request
-        self._queue: asyncio.Queue[str | bytes | None] = asyncio.Queue(size)
+        self._size = size
+        self._pending: deque[_Item] = deque()
+        self._wake = asyncio.Event()
         self._send_timeout_s = send_timeout_s
         self._on_drop = on_drop
+        self._snapshot = snapshot
+        self._max_resyncs = max_resyncs
+        self._resync_pending = False
+        self._resyncs_in_a_row = 0
+        self.resyncs = 0  # snapshots sent because the browser fell behind (or connected)
         self.dropped = False
         self.closing = False
         self._task = asyncio.create_task(self._drain())
 
-    def offer(self, message: dict[str, Any] | bytes) -> bool:
+    @property
+    def pending(self) -> int:
+        """Messages waiting to be sent (bounded by ``size``, plus one snapshot marker)."""
+        return len(self._pending)
+
+    def _put(self, item: _Item) -> None:
+        self._pending.append(item)
+        self._wake.set()
+
+    def offer(self, message: dict[str, Any] | bytes | str) -> bool:
+        """Queue one message (a ``str`` is JSON text already); False if it will not go."""
         if self.dropped or self.closing:
             return False
-        item = message if isinstance(message, bytes) else json.dumps(message, ensure_ascii=False)
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
+        if len(self._pending) >= self._size:
             self.drop("send queue full")
             return False
+        item = message if isinstance(message, (bytes, str)) else _json(message)
+        self._put(item)
         return True
+
+    def update(self, text: str) -> bool:
+        """Queue a change of the board (JSON text); coalesced into a snapshot when behind."""
+        if self._snapshot is None:
+            return self.offer(text)
+        if self.dropped or self.closing:
+            return False
+        if self._resync_pending:
+            return True  # the snapshot waiting in the queue will be taken after this change
+        if len(self._pending) >= self._size:
+            self._log.info("console behind by %d updates: a snapshot replaces them", self._size)
+            self.resync()
+        else:
+            self._put(_Update(text))
+        return True
+
+    def resync(self) -> None:
+        """Replace the pending board changes by one snapshot, taken when it is sent.
+
+        The other messages (replies to the browser) keep their place.
+        """
+        if self._snapshot is None or self.dropped or self.closing or self._resync_pending:
+            return
+        self._resyncs_in_a_row += 1
+        if self._resyncs_in_a_row > self._max_resyncs:
+            self.drop(f"{self._max_resyncs} snapshots in a row without keeping up")
+            return
+        kept = [item for item in self._pending if not isinstance(item, _Update)]
+        self._pending.clear()
+        self._pending.extend(kept)
+        self._resync_pending = True
+        self._put(_RESYNC)
 
     def drop_audio(self) -> int:
         """Forget the audio not sent yet (barge-in); keep the other messages in order."""
-        kept: list[str | bytes | None] = []
-        dropped = 0
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if isinstance(item, bytes):
-                dropped += 1
-            else:
-                kept.append(item)
-        for item in kept:
-            self._queue.put_nowait(item)
+        kept = [item for item in self._pending if not isinstance(item, bytes)]
+        dropped = len(self._pending) - len(kept)
+        self._pending.clear()
+        self._pending.extend(kept)
         return dropped
 
     def close_after_sending(self) -> None:
@@ -295,15 +374,16 @@ class Outbox:
         if self.dropped or self.closing:
             return
         self.closing = True
-        try:
-            self._queue.put_nowait(None)
-        except asyncio.QueueFull:
+        if len(self._pending) >= self._size:
             self.drop("send queue full")
+            return
+        self._put(None)
 
     def drop(self, why: str) -> None:
         if self.dropped:
             return
         self.dropped = True
+        self._pending.clear()
         self._log.warning("browser disconnected: %s", why)
         transport = self._request.transport
         if transport is not None:
@@ -313,15 +393,37 @@ class Outbox:
         if self._on_drop is not None:
             self._on_drop(why)
 
+    def _take_batch(self) -> list[str | bytes | None]:
+        """Everything waiting, with the snapshot marker turned into the board as it is now."""
+        batch: list[str | bytes | None] = []
+        kept_up = False
+        while self._pending:
+            item = self._pending.popleft()
+            if isinstance(item, _Resync):
+                assert self._snapshot is not None
+                # Taken now, after every change queued so far: the changes it replaced, and
+                # those dropped while it waited, are all in it.
+                self._resync_pending = False
+                self.resyncs += 1
+                batch.append(self._snapshot())
+            elif isinstance(item, _Update):
+                kept_up = True
+                batch.append(item.text)
+            else:
+                batch.append(item)
+        if kept_up:
+            self._resyncs_in_a_row = 0
+        return batch
+
     async def _drain(self) -> None:
         try:
             while True:
                 # Everything waiting goes out in one batch under one timeout: the sender
                 # keeps up with any producer that the event loop itself keeps up with.
-                batch = [await self._queue.get()]
-                while not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                if not await asyncio.wait_for(self._send(batch), self._send_timeout_s):
+                await self._wake.wait()
+                self._wake.clear()
+                batch = self._take_batch()
+                if batch and not await asyncio.wait_for(self._send(batch), self._send_timeout_s):
                     return
         except asyncio.TimeoutError:
             self.drop("the browser stopped reading")
@@ -351,6 +453,10 @@ class Outbox:
             await self._task
 
 
+def _json(message: dict[str, Any]) -> str:
+    return json.dumps(message, ensure_ascii=False)
+
+
 # ---- the console's live board ---------------------------------------------------------------
 
 REASON_LABELS = {
@@ -377,7 +483,15 @@ def _clean(value: Any) -> Any:
 
 
 class LiveBoard:
-    """What every console shows, kept up to date from the call hub, pushed to each console."""
+    """What every console shows, kept up to date from the call hub, pushed to each console.
+
+    The hub calls ``apply`` inside every ``publish`` (a listener, never dropped): the board
+    cannot fall behind the calls, whatever the burst (a task reading a bounded subscription
+    could, and then lost events). It costs the publishing call a few dict updates, the
+    redaction of the turn's text and one JSON encoding: well under a millisecond for a
+    usual turn, and nothing that waits. Each console then gets the change through its own
+    ``Outbox``, which never waits either and turns a backlog into one fresh snapshot.
+    """
 
     def __init__(self, hub: CallHub, limits: WebLimits) -> None:
         self.hub = hub
@@ -386,26 +500,24 @@ class LiveBoard:
         self.transcripts: dict[str, list[dict[str, Any]]] = {}
         self.queue: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.consoles: set[Outbox] = set()
+        self._stop_listening: Callable[[], None] | None = None
+        self._version = 0  # moves with every change of what the consoles show
+        self._snapshot_text: tuple[int, str] | None = None
 
-    async def run(self) -> None:
-        subscription = self.hub.subscribe()
+    def start(self) -> None:
+        if self._stop_listening is None:
+            self._stop_listening = self.hub.listen(self._on_event)
+
+    def stop(self) -> None:
+        if self._stop_listening is not None:
+            self._stop_listening()
+            self._stop_listening = None
+
+    def _on_event(self, event: CallEvent) -> None:
         try:
-            while True:
-                if subscription.full():
-                    # The hub drops a full subscriber: take a new subscription.
-                    log.warning("console board fell behind the calls; resubscribing")
-                    self.hub.unsubscribe(subscription)
-                    subscription = self.hub.subscribe()
-                event = await subscription.get()
-                try:
-                    self.apply(event)
-                except Exception:
-                    log.exception("console board: bad event %r", event.kind)
-                # get() does not yield while events wait: let the consoles' senders run
-                # between two events, so that a burst never overfills their queues.
-                await asyncio.sleep(0)
-        finally:
-            self.hub.unsubscribe(subscription)
+            self.apply(event)
+        except Exception:
+            log.exception("console board: bad event %r", event.kind)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -414,14 +526,28 @@ class LiveBoard:
             "queue": list(self.queue.values()),
         }
 
+    def snapshot_text(self) -> str:
+        """The snapshot as JSON, encoded once per state of the board.
+
+        A burst puts every console behind at once: they all get the same snapshot, and the
+        event loop (which paces the calls' audio) encodes it only once.
+        """
+        if self._snapshot_text is None or self._snapshot_text[0] != self._version:
+            self._snapshot_text = (self._version, _json(self.snapshot()))
+        return self._snapshot_text[1]
+
     def broadcast(self, message: dict[str, Any]) -> None:
+        if not self.consoles:
+            return
+        text = _json(message)  # once, whatever the number of consoles
         for outbox in list(self.consoles):
-            outbox.offer(message)
+            outbox.update(text)
 
     def take(self, call_id: str) -> bool:
         """An operator took a transferred call: it leaves every console's queue."""
         if self.queue.pop(call_id, None) is None:
             return False
+        self._version += 1
         self.broadcast({"type": "queue_remove", "call_id": call_id})
         return True
 
@@ -445,25 +571,34 @@ class LiveBoard:
                 oldest = next(iter(self.live))
                 self.live.pop(oldest)
                 self.transcripts.pop(oldest, None)
+                # Its end was never seen: the consoles drop its row all the same.
+                self.broadcast({"type": "call_ended", "call_id": oldest, "outcome": None})
         return call
 
-    def _add_turn(self, event: CallEvent, speaker: str) -> None:
+    def _add_turn(self, event: CallEvent, speaker: str) -> str:
+        """Add the turn to the call's transcript; returns its text, numbers redacted."""
         transcript = self.transcripts.setdefault(event.call_id, [])
+        # Redacted once per turn: this runs inside the publishing call (see the class).
+        text = _clean(str(event.data.get("text") or ""))
         turn = {
             "at": event.at,
             "speaker": speaker,
-            "text": _clean(str(event.data.get("text") or "")),
+            "text": text,
             "intent": event.data.get("intent"),
             "confidence": event.data.get("confidence"),
             "asr_confidence": event.data.get("asr_confidence"),
         }
         transcript.append(turn)
         del transcript[: -self.limits.transcript_turns]
+        return text
 
     def apply(self, event: CallEvent) -> None:
         kind, data = event.kind, event.data
-        if kind in ("partial", "timing"):
-            return  # too fine-grained for the operators
+        if kind not in ("started", "state", "caller", "bot", "handoff", "ended"):
+            # "partial", "timing": too fine-grained for the operators. Any other kind is
+            # not shown: it must not create a live row that no console is told about.
+            return
+        self._version += 1
         if kind == "ended":
             self.live.pop(event.call_id, None)
             self.transcripts.pop(event.call_id, None)
@@ -486,19 +621,15 @@ class LiveBoard:
         elif kind == "state":
             call["state"] = str(data.get("state") or "")
         elif kind == "caller":
-            self._add_turn(event, "caller")
-            call["last_caller"] = _clean(str(data.get("text") or ""))
+            call["last_caller"] = self._add_turn(event, "caller")
             call["asr_confidence"] = data.get("asr_confidence")
         elif kind == "bot":
-            self._add_turn(event, "bot")
-            call["last_bot"] = _clean(str(data.get("text") or ""))
+            call["last_bot"] = self._add_turn(event, "bot")
             if data.get("intent") is not None:
                 call["intent"] = data.get("intent")
                 call["confidence"] = data.get("confidence")
-        elif kind == "handoff":
+        else:  # handoff
             self._on_handoff(event, call)
-            return
-        else:
             return
         self.broadcast({"type": "call", "call": call})
 
@@ -526,7 +657,9 @@ class LiveBoard:
         self.queue[event.call_id] = entry
         self.queue.move_to_end(event.call_id)
         while len(self.queue) > self.limits.queue_entries:
-            self.queue.popitem(last=False)
+            oldest, _ = self.queue.popitem(last=False)
+            # The consoles drop it too, or a page open all day would keep every one.
+            self.broadcast({"type": "queue_remove", "call_id": oldest})
         self.broadcast({"type": "handoff", "entry": entry})
         self.broadcast({"type": "call", "call": call})
 
@@ -566,6 +699,7 @@ class BrowserTransport:
     """
 
     name = "navigateur"
+    dialplan_continues = False
 
     def __init__(
         self,
@@ -594,9 +728,9 @@ class BrowserTransport:
         self.frames_in = 0
         self.frames_out = 0
         self.frames_dropped = 0
-        self._hub = hub
-        self._subscription = hub.subscribe()
-        self._relay = asyncio.create_task(self._relay_events())
+        # A listener, not a subscription: a burst of other calls' events could overfill a
+        # subscription, which the hub would then drop, and the page would lose its handoff.
+        self._stop_listening = hub.listen(self._forward)
 
     # -- MediaTransport ------------------------------------------------------------------
 
@@ -620,7 +754,8 @@ class BrowserTransport:
         if self.ended:
             return
         self.ended = True
-        self._forward_pending_events()  # the handoff event must reach the page first
+        # This call's events (the handoff) went into the outbox as they were published:
+        # "ended" comes after them.
         self.outbox.offer({"type": "ended"})
         self.outbox.close_after_sending()
 
@@ -695,19 +830,8 @@ class BrowserTransport:
         if event.call_id == self.call_id:
             self.outbox.offer({"type": "event", **event.as_dict()})
 
-    def _forward_pending_events(self) -> None:
-        while not self._subscription.empty():
-            self._forward(self._subscription.get_nowait())
-
-    async def _relay_events(self) -> None:
-        while True:
-            self._forward(await self._subscription.get())
-
     async def close(self) -> None:
-        self._relay.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._relay
-        self._hub.unsubscribe(self._subscription)
+        self._stop_listening()
 
 
 # ---- the application ------------------------------------------------------------------------
@@ -727,7 +851,6 @@ class WebContext:
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
     calls: set[asyncio.Task[None]] = field(default_factory=set)
     browser_calls: int = 0
-    board_task: asyncio.Task[None] | None = None
 
 
 CONTEXT = web.AppKey("voicebot", WebContext)
@@ -799,8 +922,7 @@ async def start_web(
 
 
 async def _start_board(app: web.Application) -> None:
-    context = app[CONTEXT]
-    context.board_task = asyncio.create_task(context.board.run(), name="console-board")
+    app[CONTEXT].board.start()
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -812,11 +934,7 @@ async def _close_sockets(app: web.Application) -> None:
 
 
 async def _stop_board(app: web.Application) -> None:
-    task = app[CONTEXT].board_task
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    app[CONTEXT].board.stop()
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -1029,9 +1147,16 @@ async def _console_ws(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=limits.console_max_msg_bytes, heartbeat=20.0)
     await ws.prepare(request)
     context.sockets.add(ws)
-    outbox = Outbox(ws, request, limits.console_queue, limits.send_timeout_s)
+    outbox = Outbox(
+        ws,
+        request,
+        limits.console_queue,
+        limits.send_timeout_s,
+        snapshot=board.snapshot_text,
+        max_resyncs=limits.console_max_resyncs,
+    )
     board.consoles.add(outbox)
-    outbox.offer(board.snapshot())  # the state first, then every change, in order
+    outbox.resync()  # the state first, then every change, in order
     bad = 0
     try:
         async for message in ws:
