@@ -1,17 +1,31 @@
-"""Logging: every line of a call carries its call id; phone numbers never appear raw."""
+"""Logging: every line of a call carries its call id; phone numbers never appear raw.
+
+The call id travels in the record's ``call_id`` attribute and the formatter (CallFormatter)
+writes the ``[call <id>]`` tag in front of the message: the redaction rewrites only the
+message, so it can never touch the tag, and the id is the one thing that ties a log line to
+its call.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
 from collections.abc import MutableMapping
-from typing import Any
+from typing import IO, Any
 
 # Runs of 6+ digits (allowing spaces, dots, dashes between them, and a leading +): phone
-# numbers in any of the ways they are written or transcribed. Not inside a word or right
-# after a dash: call ids are UUIDs ("d667db52-8e6e-…"), whose digit runs must stay whole or
-# no log line could be traced back to its call.
-_PHONE_RE = re.compile(r"(?<![\w\-])\+?\d(?:[\s.\-]?\d){5,}(?![^\W\d_])")
+# numbers in any of the ways they are written or transcribed. Not inside a word: neither
+# after a word character or a dash, nor before a word character. The lookahead must refuse
+# digits too, or backtracking finds a shorter run that ends before one: "1234567c-…" would
+# lose "123456" (a call id, mangled, as once seen in `voicebot serve` logs).
+_PHONE_RE = re.compile(r"(?<![\w\-])\+?\d(?:[\s.\-]?\d){5,}(?!\w)")
+
+# A UUID (call ids from Asterisk, chan_websocket and the softphone) is kept whole whatever its
+# digits: the text is split around UUIDs and only what lies between them is redacted, so that
+# no phone pattern can start, end or backtrack inside one.
+_UUID_RE = re.compile(
+    r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}(?![0-9A-Fa-f])"
+)
 
 
 # An IPv4 address (a client of the console, Asterisk's end of a socket) is not a phone number:
@@ -20,13 +34,25 @@ _IPV4_RE = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
 _PHONE_OR_IPV4_RE = re.compile(f"(?P<ipv4>{_IPV4_RE.pattern})|{_PHONE_RE.pattern}")
 
 
-def redact_numbers(text: str) -> str:
-    """Replace anything that looks like a phone number with a placeholder."""
+def _redact_between_uuids(text: str) -> str:
     return _PHONE_OR_IPV4_RE.sub(lambda m: m[0] if m["ipv4"] else "<numéro>", text)
 
 
+def redact_numbers(text: str) -> str:
+    """Replace anything that looks like a phone number with a placeholder; UUIDs stay whole."""
+    parts = []
+    last = 0
+    for uuid in _UUID_RE.finditer(text):
+        parts.append(_redact_between_uuids(text[last : uuid.start()]))
+        parts.append(uuid[0])
+        last = uuid.end()
+    parts.append(_redact_between_uuids(text[last:]))
+    return "".join(parts)
+
+
 class RedactingFilter(logging.Filter):
-    """Last line of defence: no log record leaves with a raw phone number in it."""
+    """Last line of defence: no log record leaves with a raw phone number in its message (the
+    call id is not part of the message: CallFormatter adds it)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -38,7 +64,8 @@ class RedactingFilter(logging.Filter):
 
 
 class CallLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """A logger bound to one call: ``[call <id>]`` starts every line."""
+    """A logger bound to one call: its records carry ``call_id``, which CallFormatter writes
+    as ``[call <id>]`` at the start of every line. The message itself is left as it is."""
 
     def __init__(self, logger: logging.Logger, call_id: str) -> None:
         super().__init__(logger, {"call_id": call_id})
@@ -49,7 +76,20 @@ class CallLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         extra = dict(kwargs.get("extra") or {})
         extra["call_id"] = self.extra["call_id"] if self.extra else "-"
         kwargs["extra"] = extra
-        return f"[call {extra['call_id']}] {msg}", kwargs
+        return msg, kwargs
+
+
+class CallFormatter(logging.Formatter):
+    """``%(call_tag)s`` is ``[call <id>] `` for a call's records (empty otherwise), taken from
+    the record's ``call_id`` attribute after the filters have run: never redacted."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        call_id = getattr(record, "call_id", None)
+        record.call_tag = f"[call {call_id}] " if call_id is not None else ""
+        return super().formatMessage(record)
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(call_tag)s%(message)s"
 
 
 def call_logger(name: str, call_id: str) -> CallLogger:
@@ -68,13 +108,18 @@ def quiet_warnings() -> None:
     logging.getLogger("py.warnings").setLevel(logging.ERROR)
 
 
+def log_handler(stream: IO[str] | None = None) -> logging.Handler:
+    """One-line records on ``stream`` (stderr by default): messages redacted, call ids not."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(CallFormatter(LOG_FORMAT))
+    handler.addFilter(RedactingFilter())
+    return handler
+
+
 def setup_logging(level: str = "INFO") -> None:
     """Plain one-line logs on stderr, redacted; quiet the noisy libraries."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [log_handler()]
     root.setLevel(level)
     for noisy in (
         "tensorflow",
