@@ -4,41 +4,15 @@ session, Rasa model, Whisper stand-in, Silero and voice on the other."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import struct
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.emulator import AmiEmulator, AudioSocketCaller, ChanWebSocketPeer
+from tests.phone_helpers import phone_server
 from tests.speech_helpers import french_prompt_pcm
 from voicebot.runtime import Runtime
-from voicebot.server import PhoneServer, start_phone_server
-
-
-@contextlib.asynccontextmanager
-async def phone_server(runtime: Runtime, **ami: object) -> AsyncIterator[PhoneServer]:
-    settings = runtime.services.settings
-    if ami:
-        settings = settings.replace("ami", **ami)
-    services = dataclasses.replace(runtime.services, settings=settings, call_control=None)
-    server = await start_phone_server(
-        settings, with_web=False, runtime=dataclasses.replace(runtime, services=services)
-    )
-    try:
-        yield server
-    finally:
-        server.accepting = False
-        for listener in server.listeners:
-            listener.close()
-        for task in list(server.tasks):
-            task.cancel()
-        if server.call_control is not None:
-            await server.call_control.close()
-        if server.records is not None:
-            await server.records.close()
 
 
 async def test_greeting_paced_audio_and_dtmf_zero_handoff(call_runtime: Runtime) -> None:

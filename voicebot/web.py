@@ -610,6 +610,7 @@ class LiveBoard:
                     "type": "call_ended",
                     "call_id": event.call_id,
                     "outcome": data.get("outcome"),
+                    "channel_end": data.get("channel_end"),
                     "duration_s": data.get("duration_s"),
                 }
             )

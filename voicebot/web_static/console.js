@@ -40,16 +40,25 @@
     });
   }
 
+  let snapshotsSeen = 0;
+
   function handle(message) {
     switch (message.type) {
-      case "snapshot":
+      case "snapshot": {
+        // A snapshot also comes when this page fell behind a burst of calls: a transfer it
+        // brings that the page did not show yet is announced like a live one.
+        const known = new Set(queueCards.keys());
         for (const row of liveRows.values()) row.remove();
         liveRows.clear();
         for (const card of queueCards.values()) card.remove();
         queueCards.clear();
         for (const call of message.live) upsertLive(call);
-        for (const entry of message.queue) upsertHandoff(entry, false);
+        for (const entry of message.queue) {
+          upsertHandoff(entry, snapshotsSeen > 0 && !known.has(entry.call_id));
+        }
+        snapshotsSeen += 1;
         break;
+      }
       case "call":
         upsertLive(message.call);
         break;
