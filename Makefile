@@ -20,19 +20,25 @@ export PYTHONWARNINGS := ignore::DeprecationWarning
 export UV_PYTHON_DOWNLOADS := never
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help setup system-deps standins train lint test run chat serve bench clean
+.PHONY: help setup system-deps caller-key standins train lint test run chat serve bench clean
 
 help:
 	@echo "make run    - set up everything needed and start the bot"
 	@echo "make test   - set up everything needed and run the test suite"
-	@echo "make setup  - only set up (.venv, Debian packages, stand-in models)"
+	@echo "make setup  - only set up (.venv, Debian packages, stand-in models, caller hash key)"
 	@echo "make train  - train the Rasa model (nlu/)"
 	@echo "make lint   - ruff + mypy"
 
-setup: system-deps $(STAMP) $(STANDINS)
+setup: system-deps $(STAMP) $(STANDINS) caller-key
 
 system-deps:
 	@scripts/system-deps.sh $(DEBIAN_PKGS)
+
+# The key that hashes callers' numbers in the call records: created once, outside the
+# repository (${XDG_CONFIG_HOME:-~/.config}/allonantes-voicebot/caller-hash.key, mode 0600),
+# never replaced. `voicebot serve` and `run` refuse to start without a key.
+caller-key:
+	@scripts/caller-hash-key.sh
 
 $(STAMP): requirements.lock pyproject.toml
 	@set -e; \

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+import tempfile
 from typing import TYPE_CHECKING
 
 import pytest
@@ -72,3 +74,14 @@ def call_runtime(call_settings: Settings, rasa_dialogue: RasaDialogue) -> Runtim
         prompt=rasa_dialogue.prompt,
     )
     return Runtime(services, executor, engines.asr_description, engines.tts_description, 0.0)
+
+
+# --- the caller-number hashing key ---------------------------------------------------------
+# `voicebot serve` refuses to start without one (`make setup` writes the developer's under
+# ~/.config). The test session has its own, in the environment, which the servers tests start
+# as subprocesses inherit; the key file setting points where no file is, so that a test that
+# removes the variable meets "no key", never the developer's key file.
+os.environ["VOICEBOT_CALLER_HASH_KEY"] = secrets.token_hex(32)
+os.environ["VOICEBOT_CALLER_HASH_KEY_FILE"] = os.path.join(
+    tempfile.gettempdir(), f"voicebot-tests-{os.getpid()}-no-key-file", "caller-hash.key"
+)

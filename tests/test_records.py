@@ -24,7 +24,7 @@ import pytest_asyncio
 import sqlalchemy as sa
 
 from voicebot import cli
-from voicebot.config import PROJECT_ROOT, Settings
+from voicebot.config import PROJECT_ROOT, Settings, load_settings, with_caller_hash_key
 from voicebot.errors import ConfigError, VoicebotError
 from voicebot.records import CallRecords, database_url, parse_duration, search_form
 
@@ -222,6 +222,44 @@ async def test_without_a_key_no_number_is_stored_and_why_is_logged_once(
     assert warnings[0].call_id == "appel-a"  # the formatter writes it as "[call appel-a]"
     assert call is not None and call["caller_known"] is False
     assert NUMBER not in _all_rows_as_text(settings)
+
+
+def _records_keyed_by_file(tmp_path: Path, key: str) -> CallRecords:
+    """A store whose key comes from a key file, as `voicebot serve` gets it after `make setup`."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    key_file = tmp_path / "caller-hash.key"
+    key_file.write_text(key + "\n", encoding="utf-8")
+    key_file.chmod(0o600)
+    env = {"VOICEBOT_CALLER_HASH_KEY_FILE": str(key_file), "VOICEBOT_DATA_DIR": str(tmp_path)}
+    return CallRecords.open(with_caller_hash_key(load_settings(environ=env), env))
+
+
+async def test_the_hash_is_hmac_sha256_of_the_normalised_number_with_the_files_key(
+    tmp_path: Path,
+) -> None:
+    key = "4b" * 32  # what make setup writes: 32 random bytes in hex
+    store = _records_keyed_by_file(tmp_path, key)
+    try:
+        expected = hmac.new(key.encode(), b"+33612345678", hashlib.sha256).hexdigest()
+        for written in ("+33 6 12 34 56 78", "+33612345678", "+33.6.12.34.56.78"):
+            assert store.caller_hash(written) == expected  # digits and the + only
+        assert store.caller_hash("+33 6 12 34 56 79") != expected
+        local = hmac.new(key.encode(), NUMBER.encode(), hashlib.sha256).hexdigest()
+        assert [store.caller_hash(form) for form in NUMBER_FORMS[:3]] == [local] * 3
+        assert store.caller_hash("") is None and store.caller_hash("anonymous") is None
+    finally:
+        await store.close()
+
+
+async def test_different_keys_give_different_hashes(tmp_path: Path) -> None:
+    first = _records_keyed_by_file(tmp_path / "a", "4b" * 32)
+    second = _records_keyed_by_file(tmp_path / "b", "4c" * 32)
+    try:
+        assert first.caller_hash(NUMBER) != second.caller_hash(NUMBER)
+        assert first.caller_hash(NUMBER) == first.caller_hash("06 12 34 56 78")
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def test_search_past_calls(records: CallRecords) -> None:

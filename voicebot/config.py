@@ -4,13 +4,17 @@ Defaults are embedded here so that ``make run`` works with no file at all. A YAM
 (``--config`` or ``VOICEBOT_CONFIG``) overrides them, then environment variables override
 the file: ``VOICEBOT_<SECTION>_<FIELD>`` for any field (``VOICEBOT_VAD_END_SILENCE_MS=700``),
 plus the short aliases documented in ``ENV_ALIASES``. Secrets (AMI password, console
-token, the caller-number hashing key) are only ever read from the environment.
+token, the caller-number hashing key) are only ever read from the environment, never from a
+settings file; the hashing key may instead come from its own key file, which `make setup`
+creates outside the repository (``with_caller_hash_key``: only the commands that store
+callers' numbers ask for it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import types
 import typing
 from collections.abc import Mapping
@@ -33,6 +37,7 @@ ENV_ALIASES: dict[str, tuple[str, str]] = {
     "VOICEBOT_DATABASE_URL": ("records", "database_url"),
     "VOICEBOT_AMI_HOST": ("ami", "host"),
     "VOICEBOT_AMI_USERNAME": ("ami", "username"),
+    "VOICEBOT_CALLER_HASH_KEY_FILE": ("records", "caller_hash_key_file"),
 }
 # Secrets: environment only, never in a settings file.
 SECRET_ENV: dict[str, tuple[str, str]] = {
@@ -164,7 +169,8 @@ class AmiSettings:
 class RecordsSettings:
     database_url: str = ""  # empty = SQLite under data_dir
     retention_days: int = 30
-    caller_hash_key: str = ""
+    caller_hash_key: str = ""  # VOICEBOT_CALLER_HASH_KEY; empty = read caller_hash_key_file
+    caller_hash_key_file: str = ""  # empty = default_caller_hash_key_file()
 
 
 @dataclass(frozen=True)
@@ -192,6 +198,76 @@ class Settings:
             section, type(current), {**_as_dict(current), **changes}, "override"
         )
         return dataclasses.replace(self, **{section: updated})
+
+
+CALLER_HASH_KEY_FILE_NAME = Path("allonantes-voicebot") / "caller-hash.key"
+
+
+def default_caller_hash_key_file(environ: Mapping[str, str] | None = None) -> Path:
+    """``${XDG_CONFIG_HOME:-$HOME/.config}/allonantes-voicebot/caller-hash.key``: where
+    `make setup` (scripts/caller-hash-key.sh) writes the key, outside the repository so that
+    it is never committed nor copied with the code."""
+    env = os.environ if environ is None else environ
+    config_home = env.get("XDG_CONFIG_HOME", "")
+    if not os.path.isabs(config_home):  # the XDG spec ignores a relative value
+        home = env.get("HOME") or os.path.expanduser("~")
+        config_home = os.path.join(home, ".config")
+    return Path(config_home) / CALLER_HASH_KEY_FILE_NAME
+
+
+def caller_hash_key_file(settings: Settings, environ: Mapping[str, str] | None = None) -> Path:
+    configured = settings.records.caller_hash_key_file
+    if configured:
+        return Path(os.path.expanduser(configured))
+    return default_caller_hash_key_file(environ)
+
+
+def read_caller_hash_key_file(path: Path) -> str:
+    """The key in ``path``, as written (surrounding whitespace aside). Raises ConfigError."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no key to hash callers' numbers: run `make setup` (it creates {path}), or set "
+            "VOICEBOT_CALLER_HASH_KEY in the environment (a deployment: in the service's "
+            "EnvironmentFile); VOICEBOT_CALLER_HASH_KEY_FILE names another key file"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the caller hash key file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"the caller hash key file {path} is not a regular file")
+    # Anyone who can read the key can hash every phone number and find a caller in the
+    # records: a key open to the group or to others is no key at all.
+    if info.st_mode & 0o077:
+        raise ConfigError(
+            f"the caller hash key file {path} is open to other users "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}): run `chmod 600 {path}`"
+        )
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not text"
+        raise ConfigError(f"cannot read the caller hash key file {path}: {reason}") from None
+    if not key:
+        raise ConfigError(
+            f"the caller hash key file {path} is empty: remove it and run `make setup` for a "
+            "new key (past callers will no longer be recognised), or set "
+            "VOICEBOT_CALLER_HASH_KEY"
+        )
+    return key
+
+
+def with_caller_hash_key(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings with ``records.caller_hash_key`` set: VOICEBOT_CALLER_HASH_KEY (already
+    in the settings when they were loaded), else the key file (VOICEBOT_CALLER_HASH_KEY_FILE,
+    else default_caller_hash_key_file). For the commands that store callers' numbers
+    (`voicebot serve`, `voicebot run`); raises ConfigError saying what to do. Without a key
+    no number could be recorded, and an empty HMAC key would leave a plain hash of a phone
+    number, which anyone can reverse by trying every number."""
+    if settings.records.caller_hash_key:
+        return settings
+    key = read_caller_hash_key_file(caller_hash_key_file(settings, environ))
+    return settings.replace("records", caller_hash_key=key)
 
 
 def _positive(**values: float) -> None:

@@ -3,7 +3,8 @@
 SQLite (a WAL file under the data directory) by default; PostgreSQL when
 ``records.database_url`` is set. Every write is its own committed transaction, so a crash
 of the server loses nothing that was already said. The caller's number is stored only as a
-keyed hash (HMAC-SHA256, key from ``VOICEBOT_CALLER_HASH_KEY``), and every text goes through
+keyed hash (HMAC-SHA256, key from ``VOICEBOT_CALLER_HASH_KEY`` or the key file `make setup`
+creates: config.with_caller_hash_key), and every text goes through
 ``redact_numbers`` first: no phone number is ever stored in clear.
 
 All database work runs on one dedicated thread, so the event loop (and the calls' audio)
@@ -237,7 +238,8 @@ class CallRecords:
         if caller_number and caller_hash is None and not self._warned_no_key:
             self._warned_no_key = True
             call_logger(__name__, call_id).warning(
-                "VOICEBOT_CALLER_HASH_KEY is not set: caller numbers are not recorded at all"
+                "no caller hash key (VOICEBOT_CALLER_HASH_KEY, or its key file for voicebot "
+                "serve): caller numbers are not recorded at all"
             )
         now = self._clock()
 

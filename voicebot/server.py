@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicebot.config import Settings
+from voicebot.config import Settings, with_caller_hash_key
 from voicebot.events import CallHub
 from voicebot.interfaces import MediaTransport
 from voicebot.runtime import Runtime, load_runtime, settle_heap
@@ -150,7 +150,10 @@ async def start_phone_server(
 
 
 def serve(settings: Settings, with_web: bool = True, banner: bool = False) -> int:
-    """`voicebot serve` / `voicebot run`: run until SIGTERM or Ctrl-C."""
+    """`voicebot serve` / `voicebot run`: run until SIGTERM or Ctrl-C. Refuses to start
+    without the key that hashes callers' numbers (ConfigError, before anything loads): a
+    server without one could not record who called, and must not run as if it could."""
+    settings = with_caller_hash_key(settings)
     return asyncio.run(_serve(settings, with_web, banner))
 
 
