@@ -52,8 +52,8 @@ $(STAMP): requirements.lock pyproject.toml
 	$(UV) pip install -q --python $(PY) --no-deps --compile-bytecode -e .; \
 	touch $(STAMP)
 
-$(STANDINS): $(STAMP) voicebot/standins.py
-	$(PY) -m voicebot.standins
+$(STANDINS): $(STAMP) voicebot/speech/standins.py
+	$(PY) -m voicebot.speech.standins
 	@touch $(STANDINS)
 
 train: setup

@@ -38,7 +38,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 async def run_turns(dialogue: object, turns: int) -> list[float]:
-    from voicebot.dialogue import RasaDialogue
+    from voicebot.dialogue.agent import RasaDialogue
 
     assert isinstance(dialogue, RasaDialogue)
     latencies: list[float] = []
@@ -62,8 +62,8 @@ def main() -> int:
     started = time.perf_counter()
     import rasa.core.agent  # noqa: F401  (timed here: RasaDialogue.load would import it)
 
-    from voicebot.config import load_settings
-    from voicebot.dialogue import RasaDialogue, quiet_rasa
+    from voicebot.core.config import load_settings
+    from voicebot.dialogue.agent import RasaDialogue, quiet_rasa
 
     quiet_rasa()
 

@@ -36,13 +36,13 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from voicebot.asr_vosk import VoskAsr
-from voicebot.audio import read_wav, to_frames
-from voicebot.config import Settings, load_settings
-from voicebot.models import DEFAULT_ASR_MODEL, is_installed, model_dir, resolve_tts
-from voicebot.standins import joe_voice_french, vosk_ko_model_dir
-from voicebot.tts import CachedTts, EspeakTts, PiperTts
-from voicebot.vad import SileroVad
+from voicebot.core.audio import read_wav, to_frames
+from voicebot.core.config import Settings, load_settings
+from voicebot.speech.asr_vosk import VoskAsr
+from voicebot.speech.models import DEFAULT_ASR_MODEL, is_installed, model_dir, resolve_tts
+from voicebot.speech.standins import joe_voice_french, vosk_ko_model_dir
+from voicebot.speech.tts import CachedTts, EspeakTts, PiperTts
+from voicebot.speech.vad import SileroVad
 
 PROMPT = Path("/usr/share/asterisk/sounds/fr/agent-newlocation.wav")  # 7.3 s of French
 ANSWER = (

@@ -43,9 +43,9 @@ def decide(gold: str, predicted: str, confidence: float, threshold: float) -> tu
 
 
 def main() -> int:
-    from voicebot.config import load_settings
-    from voicebot.dialogue import load_agent
-    from voicebot.training import heldout_path, labelled_examples
+    from voicebot.core.config import load_settings
+    from voicebot.dialogue.agent import load_agent
+    from voicebot.dialogue.training import heldout_path, labelled_examples
 
     settings = load_settings()
     examples = labelled_examples(heldout_path(settings))

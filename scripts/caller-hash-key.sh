@@ -3,7 +3,7 @@
 # random bytes written as hex, in a file outside the repository that only this user can read.
 # An existing key is never replaced: a new key would make every past caller unrecognisable.
 #
-# Where (voicebot/config.py looks in the same place): $VOICEBOT_CALLER_HASH_KEY_FILE, else
+# Where (voicebot/core/config.py looks in the same place): $VOICEBOT_CALLER_HASH_KEY_FILE, else
 # ${XDG_CONFIG_HOME:-$HOME/.config}/allonantes-voicebot/caller-hash.key. Deployments may set
 # VOICEBOT_CALLER_HASH_KEY in the environment instead (systemd EnvironmentFile).
 set -eu

@@ -38,9 +38,9 @@ from typing import Any
 from panoramisk import Manager
 from panoramisk.message import Message
 
-from voicebot.config import AmiSettings
-from voicebot.interfaces import Handoff
-from voicebot.logs import CallLogger, call_logger, redact_numbers
+from voicebot.core.config import AmiSettings
+from voicebot.core.interfaces import Handoff
+from voicebot.core.logs import CallLogger, call_logger, redact_numbers
 
 log = logging.getLogger("telephony.ami")
 
@@ -142,7 +142,7 @@ class _Manager(Manager):  # type: ignore[misc]
 
 
 class AmiCallControl:
-    """``voicebot.interfaces.CallControl`` over AMI (see the module docstring)."""
+    """``voicebot.core.interfaces.CallControl`` over AMI (see the module docstring)."""
 
     def __init__(
         self,

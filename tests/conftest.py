@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from voicebot.dialogue import RasaDialogue
+    from voicebot.dialogue.agent import RasaDialogue
 
 # --- dialogue (Rasa) --------------------------------------------------------------------
 # The Rasa agent takes seconds to load: one per test session. If nlu/ changed since the
@@ -24,9 +24,9 @@ os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
 
 @pytest.fixture(scope="session")
 def rasa_dialogue() -> RasaDialogue:
-    from voicebot.config import Settings
-    from voicebot.dialogue import RasaDialogue
-    from voicebot.training import train
+    from voicebot.core.config import Settings
+    from voicebot.dialogue.agent import RasaDialogue
+    from voicebot.dialogue.training import train
 
     settings = Settings()
     train(settings, if_needed=True)
@@ -39,14 +39,14 @@ def rasa_dialogue() -> RasaDialogue:
 # pulled), Silero for the VAD. The TTS cache lives in a temporary data directory.
 
 if TYPE_CHECKING:
-    from voicebot.config import Settings
-    from voicebot.runtime import Runtime
+    from voicebot.call.runtime import Runtime
+    from voicebot.core.config import Settings
 
 
 @pytest.fixture(scope="session")
 def call_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    from voicebot.config import Settings
-    from voicebot.standins import whisper_base_dir
+    from voicebot.core.config import Settings
+    from voicebot.speech.standins import whisper_base_dir
 
     data_dir = tmp_path_factory.mktemp("voicebot-data")
     settings = Settings()
@@ -57,10 +57,10 @@ def call_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="session")
 def call_runtime(call_settings: Settings, rasa_dialogue: RasaDialogue) -> Runtime:
-    from voicebot.engines import load_engines
-    from voicebot.events import CallHub
-    from voicebot.runtime import Runtime, make_executor
-    from voicebot.session import SessionServices
+    from voicebot.call.runtime import Runtime, make_executor
+    from voicebot.call.session import SessionServices
+    from voicebot.core.events import CallHub
+    from voicebot.speech.engines import load_engines
 
     executor = make_executor(call_settings)
     engines = load_engines(call_settings, executor)

@@ -8,8 +8,8 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
-from voicebot.runtime import Runtime
-from voicebot.server import PhoneServer, start_phone_server
+from voicebot.call.runtime import Runtime
+from voicebot.call.server import PhoneServer, start_phone_server
 
 
 @contextlib.asynccontextmanager

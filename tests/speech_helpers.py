@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voicebot.audio import SAMPLE_RATE, read_wav, resample
+from voicebot.core.audio import SAMPLE_RATE, read_wav, resample
 
 FRENCH_SOUNDS = Path("/usr/share/asterisk/sounds/fr")
 

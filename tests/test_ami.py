@@ -18,9 +18,9 @@ from telephony.ami import (
     handoff_variables,
     sanitize_value,
 )
-from tests.emulator import AmiEmulator
-from voicebot.config import AmiSettings
-from voicebot.interfaces import Handoff
+from telephony.emulator import AmiEmulator
+from voicebot.core.config import AmiSettings
+from voicebot.core.interfaces import Handoff
 
 SECRET = "secret-de-test"
 

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from voicebot.asr_eval import (
+from voicebot.core.audio import read_wav, write_wav
+from voicebot.core.config import Settings
+from voicebot.core.errors import VoicebotError
+from voicebot.tools.asr_eval import (
     Corpus,
     UtteranceResult,
     builtin_corpus,
@@ -19,10 +22,7 @@ from voicebot.asr_eval import (
     parse_transcripts,
     summarize,
 )
-from voicebot.audio import read_wav, write_wav
-from voicebot.config import Settings
-from voicebot.errors import VoicebotError
-from voicebot.text_score import WordErrors
+from voicebot.tools.text_score import WordErrors
 
 SOUNDS = Path("/usr/share/asterisk/sounds/fr")
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from tests.speech_helpers import espeak_pcm, line_noise, silence
-from voicebot.asr_vosk import VoskAsr, VoskStream, utterance_confidence
-from voicebot.audio import AudioFormat, AudioFrame, to_frames
-from voicebot.config import AsrSettings
-from voicebot.errors import ModelError
-from voicebot.interfaces import Utterance, Word
-from voicebot.standins import vosk_ko_model_dir
+from voicebot.core.audio import AudioFormat, AudioFrame, to_frames
+from voicebot.core.config import AsrSettings
+from voicebot.core.errors import ModelError
+from voicebot.core.interfaces import Utterance, Word
+from voicebot.speech.asr_vosk import VoskAsr, VoskStream, utterance_confidence
+from voicebot.speech.standins import vosk_ko_model_dir
 
 KOREAN = "안녕하세요 만나서 반갑습니다"
 KOREAN_LONG = (

@@ -14,18 +14,18 @@ import pytest_asyncio
 from faster_whisper.transcribe import Segment
 from faster_whisper.transcribe import Word as WhisperWord
 
-from voicebot.asr_whisper import (
+from voicebot.core.audio import AudioFormat, AudioFrame, read_wav, to_frames
+from voicebot.core.config import AsrSettings
+from voicebot.core.errors import AudioInputError, ModelError
+from voicebot.core.interfaces import Utterance
+from voicebot.speech.asr_whisper import (
     WhisperAsr,
     token_budget,
     utterance_confidence,
     utterance_from_segments,
 )
-from voicebot.audio import AudioFormat, AudioFrame, read_wav, to_frames
-from voicebot.config import AsrSettings
-from voicebot.errors import AudioInputError, ModelError
-from voicebot.interfaces import Utterance
-from voicebot.standins import whisper_base_dir
-from voicebot.text_score import normalize
+from voicebot.speech.standins import whisper_base_dir
+from voicebot.tools.text_score import normalize
 
 SOUNDS = Path("/usr/share/asterisk/sounds/fr")
 GOODBYE = SOUNDS / "vm-goodbye.wav"  # "Au revoir."

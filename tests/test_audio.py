@@ -1,4 +1,4 @@
-"""Audio frames and format edges (voicebot.audio): resampling correctness and WAV input."""
+"""Audio frames and format edges (voicebot.core.audio): resampling correctness and WAV input."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.speech_helpers import band_energy_db, french_prompt, spectrum_peak, tone
-from voicebot.audio import (
+from voicebot.core.audio import (
     FRAME_BYTES,
     AudioFormat,
     AudioFrame,
@@ -22,7 +22,7 @@ from voicebot.audio import (
     to_frames,
     write_wav,
 )
-from voicebot.errors import AudioInputError
+from voicebot.core.errors import AudioInputError
 
 
 @pytest.mark.parametrize(

@@ -22,10 +22,10 @@ from tests.speech_helpers import (
     to_rate,
     tone,
 )
-from voicebot.audio import FRAME_BYTES, AudioFormat, AudioFrame, to_frames
-from voicebot.errors import AudioInputError
-from voicebot.interfaces import AudioIn, CallStarted
-from voicebot.talk_audio import PyAudioTransport
+from voicebot.core.audio import FRAME_BYTES, AudioFormat, AudioFrame, to_frames
+from voicebot.core.errors import AudioInputError
+from voicebot.core.interfaces import AudioIn, CallStarted
+from voicebot.tools.talk_audio import PyAudioTransport
 
 SYSTEM_ALSA_CONF = "/usr/share/alsa/alsa.conf"
 

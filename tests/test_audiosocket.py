@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from telephony.audiosocket import (
+from telephony.audiosocket.codec import (
     Audio,
     AudioSocketDecoder,
     Dtmf,
@@ -20,7 +20,7 @@ from telephony.audiosocket import (
     encode_uuid,
     max_audio_bytes,
 )
-from voicebot.errors import ProtocolError
+from voicebot.core.errors import ProtocolError
 
 CALL = uuid.UUID("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")
 # What ast_audiosocket_init() writes: kind 0x01, length 0x0010, the 16 raw UUID bytes.

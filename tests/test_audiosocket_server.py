@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from telephony.audiosocket import encode_audio, encode_uuid
-from telephony.audiosocket_server import OnCall, server_port, start_audiosocket_server
-from tests.emulator import AudioSocketCaller
-from tests.emulator.paced_bot import CallRecord, PacedBot
-from voicebot.audio import SILENCE_FRAME, read_wav, resample
-from voicebot.interfaces import AudioIn, CallerHungUp, CallStarted, DtmfIn, MediaTransport
+from telephony.audiosocket.codec import encode_audio, encode_uuid
+from telephony.audiosocket.server import OnCall, server_port, start_audiosocket_server
+from telephony.emulator import AudioSocketCaller
+from telephony.emulator.paced_bot import CallRecord, PacedBot
+from voicebot.core.audio import SILENCE_FRAME, read_wav, resample
+from voicebot.core.interfaces import AudioIn, CallerHungUp, CallStarted, DtmfIn, MediaTransport
 
 SOUNDS = Path("/usr/share/asterisk/sounds/fr")
 GREETING = read_wav(SOUNDS / "hello-world.wav")  # real French speech, 8 kHz

@@ -34,14 +34,13 @@ import numpy as np
 import pytest
 import yaml
 
-from telephony.audiosocket_server import start_audiosocket_server
-from telephony.websocket_server import start_websocket_server
+from telephony.audiosocket.server import start_audiosocket_server
+from telephony.chan_websocket.server import start_websocket_server
 from tests.speech_helpers import espeak_pcm, french_prompt_pcm, silence
-from voicebot import bench, standins
-from voicebot.audio import SILENCE_FRAME, AudioFrame, to_frames
-from voicebot.config import Settings, VadSettings, load_settings
-from voicebot.errors import AudioInputError, VoicebotError
-from voicebot.interfaces import (
+from voicebot.core.audio import SILENCE_FRAME, AudioFrame, to_frames
+from voicebot.core.config import Settings, VadSettings, load_settings
+from voicebot.core.errors import AudioInputError, VoicebotError
+from voicebot.core.interfaces import (
     AudioIn,
     BargeIn,
     CallerHungUp,
@@ -49,7 +48,9 @@ from voicebot.interfaces import (
     MediaTransport,
     SpeechEnded,
 )
-from voicebot.vad import SileroVad
+from voicebot.speech import standins
+from voicebot.speech.vad import SileroVad
+from voicebot.tools import bench
 
 END_SILENCE_FRAMES = math.ceil(VadSettings().end_silence_ms / 20)
 

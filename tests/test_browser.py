@@ -1,6 +1,6 @@
 """End to end in a real headless Chromium: the phone server, the console and the softphone.
 
-The whole server runs (voicebot.server: real Rasa dialogue, real ASR and voice on the
+The whole server runs (voicebot.call.server: real Rasa dialogue, real ASR and voice on the
 stand-in models, SQLite records); the only fake is at the process boundary: the Asterisk
 emulator places the phone call. Chromium is Debian's (/usr/bin/chromium), driven by
 Playwright; its fake microphone plays a real French recording (asterisk-core-sounds-fr).
@@ -20,14 +20,14 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
-from tests.emulator import AudioSocketCaller
-from voicebot.audio import read_wav, write_wav
-from voicebot.config import Settings
-from voicebot.events import CallEvent, CallHub
-from voicebot.server import PhoneServer, start_phone_server
+from telephony.emulator import AudioSocketCaller
+from voicebot.call.server import PhoneServer, start_phone_server
+from voicebot.core.audio import read_wav, write_wav
+from voicebot.core.config import Settings
+from voicebot.core.events import CallEvent, CallHub
 
 if TYPE_CHECKING:
-    from voicebot.dialogue import RasaDialogue
+    from voicebot.dialogue.agent import RasaDialogue
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -58,9 +58,9 @@ def _microphone_wav(folder: Path) -> Path:
 async def running(
     rasa_dialogue: RasaDialogue, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Running]:
-    from voicebot.engines import load_engines
-    from voicebot.runtime import Runtime, make_executor
-    from voicebot.session import SessionServices
+    from voicebot.call.runtime import Runtime, make_executor
+    from voicebot.call.session import SessionServices
+    from voicebot.speech.engines import load_engines
 
     folder = tmp_path_factory.mktemp("browser")
     settings = (

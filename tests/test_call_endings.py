@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.emulator import AmiEmulator, AudioSocketCaller, ChanWebSocketPeer, EmulatedPbx
-from tests.emulator.dialplan import CallResult
+from telephony.emulator import AmiEmulator, AudioSocketCaller, ChanWebSocketPeer, EmulatedPbx
+from telephony.emulator.dialplan import CallResult
 from tests.phone_helpers import phone_server
 from tests.speech_helpers import french_prompt_pcm
-from voicebot.interfaces import BotReply
-from voicebot.runtime import Runtime
-from voicebot.server import PhoneServer
+from voicebot.call.runtime import Runtime
+from voicebot.call.server import PhoneServer
+from voicebot.core.interfaces import BotReply
 
 EXTENSIONS = Path(__file__).resolve().parent.parent / "deploy" / "asterisk" / "extensions.conf"
 SECRET = "s3cret-de-test"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from telephony.chan_websocket import (
+from telephony.chan_websocket.codec import (
     JSON_FORMAT,
     PLAIN_TEXT,
     Command,
@@ -26,7 +26,7 @@ from telephony.chan_websocket import (
     parse_command,
     parse_event,
 )
-from voicebot.errors import ProtocolError
+from voicebot.core.errors import ProtocolError
 
 # The format string of _create_event_MEDIA_START (plain text), filled in.
 PLAIN_MEDIA_START = (

@@ -13,17 +13,17 @@ import numpy as np
 import websockets.legacy.client
 from websockets.typing import Subprotocol
 
-from telephony.chan_websocket import JSON_FORMAT, MediaXoff, MediaXon
-from telephony.websocket_server import (
+from telephony.chan_websocket.codec import JSON_FORMAT, MediaXoff, MediaXon
+from telephony.chan_websocket.server import (
     OnCall,
     WebSocketTransport,
     start_websocket_server,
     websocket_server_port,
 )
-from tests.emulator import ChanWebSocketPeer
-from tests.emulator.paced_bot import PacedBot
-from voicebot.audio import read_wav, resample
-from voicebot.interfaces import AudioIn, CallerHungUp, CallStarted, MediaTransport
+from telephony.emulator import ChanWebSocketPeer
+from telephony.emulator.paced_bot import PacedBot
+from voicebot.core.audio import read_wav, resample
+from voicebot.core.interfaces import AudioIn, CallerHungUp, CallStarted, MediaTransport
 
 SOUNDS = Path("/usr/share/asterisk/sounds/fr")
 GREETING = read_wav(SOUNDS / "hello-world.wav")

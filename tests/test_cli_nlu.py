@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from voicebot.config import PROJECT_ROOT
-from voicebot.dialogue import RasaDialogue
-from voicebot.nlu_parse import parse_lines
+from voicebot.core.config import PROJECT_ROOT
+from voicebot.dialogue.agent import RasaDialogue
+from voicebot.dialogue.nlu_parse import parse_lines
 
 ENV = {
     **os.environ,

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from voicebot import cli
-from voicebot.config import (
+from voicebot.core.config import (
     Settings,
     default_caller_hash_key_file,
     load_settings,
     with_caller_hash_key,
 )
-from voicebot.errors import ConfigError
+from voicebot.core.errors import ConfigError
 
 
 def test_defaults_need_no_file_and_bind_to_loopback() -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from voicebot.dialogue import RasaDialogue
-from voicebot.interfaces import BotReply
+from voicebot.core.interfaces import BotReply
+from voicebot.dialogue.agent import RasaDialogue
 
 _ids = itertools.count()
 

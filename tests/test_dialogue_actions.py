@@ -8,7 +8,8 @@ import pytest
 from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
-from voicebot.actions import (
+from voicebot.core.config import PROJECT_ROOT, PolicySettings
+from voicebot.dialogue.actions import (
     ActionIncomprehension,
     ActionNier,
     ActionRepeter,
@@ -17,15 +18,14 @@ from voicebot.actions import (
     InProcessActions,
     build_executor,
 )
-from voicebot.config import PROJECT_ROOT, PolicySettings
-from voicebot.knowledge import KnowledgeBase, entity_values
+from voicebot.dialogue.knowledge import KnowledgeBase, entity_values
 
 NLU_DIR = PROJECT_ROOT / "nlu"
 
 
 @pytest.fixture(scope="module")
 def kb() -> KnowledgeBase:
-    from voicebot.actions import TOPICS
+    from voicebot.dialogue.actions import TOPICS
 
     return KnowledgeBase.load(
         NLU_DIR, TOPICS, entity_values(NLU_DIR), prompt_fields={"retention_days": 30}

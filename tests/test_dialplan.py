@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from telephony import ami, websocket_server
-from tests.emulator import AmiEmulator
-from tests.emulator.dialplan import Dialplan, EmulatedPbx
-from voicebot.config import AmiSettings, ServerSettings
+from telephony import ami
+from telephony.chan_websocket import server as websocket_server
+from telephony.emulator import AmiEmulator
+from telephony.emulator.dialplan import Dialplan, EmulatedPbx
+from voicebot.core.config import AmiSettings, ServerSettings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "asterisk"
 

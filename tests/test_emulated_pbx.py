@@ -23,15 +23,15 @@ from websockets.exceptions import ConnectionClosed
 from websockets.legacy.server import WebSocketServerProtocol, serve
 from websockets.typing import Subprotocol
 
-from telephony.audiosocket import (
+from telephony.audiosocket.codec import (
     HEADER,
     KIND_DTMF,
     KIND_UUID,
     encode_audio,
     encode_hangup,
 )
-from tests.emulator import AmiEmulator, AudioSocketCaller, ChanWebSocketPeer
-from tests.emulator.dialplan import (
+from telephony.emulator import AmiEmulator, AudioSocketCaller, ChanWebSocketPeer
+from telephony.emulator.dialplan import (
     CallResult,
     DialplanError,
     EmulatedPbx,

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from websockets.legacy.server import WebSocketServerProtocol, serve
 from websockets.typing import Subprotocol
 
-from telephony.audiosocket import encode_audio, encode_hangup, encode_uuid
-from telephony.chan_websocket import DriverStatus, parse_event
-from tests.emulator import AmiEmulator, AudioSocketCaller, ChanWebSocketPeer
+from telephony.audiosocket.codec import encode_audio, encode_hangup, encode_uuid
+from telephony.chan_websocket.codec import DriverStatus, parse_event
+from telephony.emulator import AmiEmulator, AudioSocketCaller, ChanWebSocketPeer
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from voicebot.actions import TOPICS
-from voicebot.config import PROJECT_ROOT
-from voicebot.errors import KnowledgeBaseError
-from voicebot.knowledge import REQUIRED_PROMPTS, KnowledgeBase, entity_values
+from voicebot.core.config import PROJECT_ROOT
+from voicebot.core.errors import KnowledgeBaseError
+from voicebot.dialogue.actions import TOPICS
+from voicebot.dialogue.knowledge import REQUIRED_PROMPTS, KnowledgeBase, entity_values
 
 NLU_DIR = PROJECT_ROOT / "nlu"
 

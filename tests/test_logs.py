@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from voicebot.logs import (
+from voicebot.core.logs import (
     LOG_FORMAT,
     CallFormatter,
     RedactingFilter,

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from voicebot import models
-from voicebot.config import Settings
-from voicebot.errors import ModelError
-from voicebot.standins import joe_voice_path, vosk_ko_model_dir
+from voicebot.core.config import Settings
+from voicebot.core.errors import ModelError
+from voicebot.speech import models
+from voicebot.speech.standins import joe_voice_path, vosk_ko_model_dir
 
 # --- a small HTTP server on 127.0.0.1, with Range support and ways to misbehave ------------
 
@@ -433,7 +433,7 @@ def test_the_installed_official_model_comes_next(settings: Settings, server: Fil
 def test_with_nothing_installed_the_stand_ins_are_used_with_a_warning(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="voicebot.models"):
+    with caplog.at_level(logging.WARNING, logger="voicebot.speech.models"):
         asr = models.resolve_asr(settings)
         tts = models.resolve_tts(settings)
     assert (asr.engine, asr.origin) == ("whisper", "standin")
@@ -450,7 +450,7 @@ def test_explicit_piper_voice(settings: Settings) -> None:
 
 
 def test_environment_overrides_reach_the_resolution(tmp_path: Path) -> None:
-    from voicebot.config import load_settings
+    from voicebot.core.config import load_settings
 
     loaded = load_settings(
         environ={

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from voicebot import standins
-from voicebot.audio import AudioFrame
-from voicebot.config import Settings
-from voicebot.engines import load_engines
-from voicebot.errors import ModelError
-from voicebot.standins import joe_voice_french, vosk_ko_model_dir, whisper_base_dir
-from voicebot.tts import CachedTts, EspeakTts, PiperTts
-from voicebot.vad import SileroVad
+from voicebot.core.audio import AudioFrame
+from voicebot.core.config import Settings
+from voicebot.core.errors import ModelError
+from voicebot.speech import standins
+from voicebot.speech.engines import load_engines
+from voicebot.speech.standins import joe_voice_french, vosk_ko_model_dir, whisper_base_dir
+from voicebot.speech.tts import CachedTts, EspeakTts, PiperTts
+from voicebot.speech.vad import SileroVad
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_no_asr_at_all_still_starts_and_says_how_to_fix_it(
         raise ModelError("the Whisper base stand-in is not assembled: run `make setup`")
 
     monkeypatch.setattr(standins, "whisper_base_dir", no_standin)
-    with caplog.at_level(logging.ERROR, logger="voicebot.engines"):
+    with caplog.at_level(logging.ERROR, logger="voicebot.speech.engines"):
         engines = load_engines(settings, executor)
     assert engines.asr is None
     assert isinstance(engines.tts, CachedTts)  # the bot can still speak (DTMF, typed turns)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from voicebot.config import PROJECT_ROOT, Settings
-from voicebot.dialogue import RasaDialogue
-from voicebot.errors import KnowledgeBaseError, ModelError
-from voicebot.training import fingerprint, heldout_path, labelled_examples, train
+from voicebot.core.config import PROJECT_ROOT, Settings
+from voicebot.core.errors import KnowledgeBaseError, ModelError
+from voicebot.dialogue.agent import RasaDialogue
+from voicebot.dialogue.training import fingerprint, heldout_path, labelled_examples, train
 
 NLU_DIR = PROJECT_ROOT / "nlu"
 INTENTS = [

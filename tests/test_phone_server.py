@@ -9,10 +9,10 @@ import uuid
 
 import pytest
 
-from tests.emulator import AmiEmulator, AudioSocketCaller, ChanWebSocketPeer
+from telephony.emulator import AmiEmulator, AudioSocketCaller, ChanWebSocketPeer
 from tests.phone_helpers import phone_server
 from tests.speech_helpers import french_prompt_pcm
-from voicebot.runtime import Runtime
+from voicebot.call.runtime import Runtime
 
 
 async def test_greeting_paced_audio_and_dtmf_zero_handoff(call_runtime: Runtime) -> None:
@@ -248,7 +248,7 @@ async def test_shutdown_hands_live_calls_to_operators(call_runtime: Runtime, rea
 def test_settling_the_heap_keeps_loaded_objects_out_of_full_collections() -> None:
     import gc
 
-    from voicebot.runtime import settle_heap
+    from voicebot.call.runtime import settle_heap
 
     loaded = [{"model": i} for i in range(50_000)]  # long-lived, like Rasa's and TF's objects
     try:

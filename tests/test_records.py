@@ -24,9 +24,9 @@ import pytest_asyncio
 import sqlalchemy as sa
 
 from voicebot import cli
-from voicebot.config import PROJECT_ROOT, Settings, load_settings, with_caller_hash_key
-from voicebot.errors import ConfigError, VoicebotError
-from voicebot.records import CallRecords, database_url, parse_duration, search_form
+from voicebot.core.config import PROJECT_ROOT, Settings, load_settings, with_caller_hash_key
+from voicebot.core.errors import ConfigError, VoicebotError
+from voicebot.records.store import CallRecords, database_url, parse_duration, search_form
 
 POSTGRES_SCRIPT = PROJECT_ROOT / "scripts" / "postgres-test.sh"
 HASH_KEY = "clé-de-test-pour-les-numéros"
@@ -211,7 +211,7 @@ async def test_without_a_key_no_number_is_stored_and_why_is_logged_once(
     settings = Settings().replace("paths", data_dir=tmp_path)
     store = CallRecords.open(settings)
     try:
-        with caplog.at_level(logging.WARNING, logger="voicebot.records"):
+        with caplog.at_level(logging.WARNING, logger="voicebot.records.store"):
             await store.start_call("appel-a", "audiosocket", NUMBER)
             await store.start_call("appel-b", "audiosocket", NUMBER)
         call = await store.get_call("appel-a")
@@ -477,8 +477,8 @@ def test_search_form() -> None:
 WRITER = textwrap.dedent(
     """
     import asyncio, sys
-    from voicebot.config import Settings
-    from voicebot.records import CallRecords
+    from voicebot.core.config import Settings
+    from voicebot.records.store import CallRecords
 
     async def main() -> None:
         settings = Settings().replace("paths", data_dir=sys.argv[1])

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from tests.speech_helpers import french_prompt_pcm
-from voicebot.asr_eval import builtin_corpus
-from voicebot.audio import FRAME_BYTES, SILENCE_FRAME, AudioFrame, to_frames
-from voicebot.interfaces import (
+from voicebot.call.runtime import Runtime
+from voicebot.call.session import FRAME_S, CallReport, CallSession, SessionServices
+from voicebot.core.audio import FRAME_BYTES, SILENCE_FRAME, AudioFrame, to_frames
+from voicebot.core.interfaces import (
     AudioIn,
     BotReply,
     CallerActive,
@@ -28,8 +29,7 @@ from voicebot.interfaces import (
     TextIn,
     TransportEvent,
 )
-from voicebot.runtime import Runtime
-from voicebot.session import FRAME_S, CallReport, CallSession, SessionServices
+from voicebot.tools.asr_eval import builtin_corpus
 
 Step = tuple[str, Any]
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from tests.speech_helpers import french_prompt
-from voicebot import standins
 from voicebot.cli import main
-from voicebot.errors import ModelError
+from voicebot.core.errors import ModelError
+from voicebot.speech import standins
 
 
 def _bad_wavs(folder: Path) -> dict[str, Path]:

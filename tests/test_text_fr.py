@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from voicebot.text_fr import (
+from voicebot.speech.text_fr import (
     normalize_for_speech,
     number_to_words,
     ordinal_to_words,

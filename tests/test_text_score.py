@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voicebot.text_score import (
+from voicebot.tools.text_score import (
     WordErrors,
     align,
     normalize,

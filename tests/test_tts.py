@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voicebot.audio import FRAME_BYTES, SAMPLE_RATE, AudioFrame
-from voicebot.config import TtsSettings
-from voicebot.errors import ModelError
-from voicebot.standins import joe_voice_french, joe_voice_path
-from voicebot.tts import CachedTts, EspeakTts, PiperTts, fit_volume, parse_wav_bytes
+from voicebot.core.audio import FRAME_BYTES, SAMPLE_RATE, AudioFrame
+from voicebot.core.config import TtsSettings
+from voicebot.core.errors import ModelError
+from voicebot.speech.standins import joe_voice_french, joe_voice_path
+from voicebot.speech.tts import CachedTts, EspeakTts, PiperTts, fit_volume, parse_wav_bytes
 
 
 @pytest.fixture(scope="module")

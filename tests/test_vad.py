@@ -21,10 +21,10 @@ from tests.speech_helpers import (
     silence,
     sox_speech_bounds,
 )
-from voicebot.audio import AudioFormat, AudioFrame, read_wav, to_frames
-from voicebot.config import VadSettings
-from voicebot.interfaces import BargeIn, SpeechEnded, SpeechEvent, SpeechStarted
-from voicebot.vad import SileroVad
+from voicebot.core.audio import AudioFormat, AudioFrame, read_wav, to_frames
+from voicebot.core.config import VadSettings
+from voicebot.core.interfaces import BargeIn, SpeechEnded, SpeechEvent, SpeechStarted
+from voicebot.speech.vad import SileroVad
 
 LEAD_S = 0.5
 

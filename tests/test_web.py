@@ -26,22 +26,7 @@ import pytest_asyncio
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
-from voicebot.audio import FRAME_BYTES, AudioFrame
-from voicebot.config import Settings
-from voicebot.errors import ConfigError
-from voicebot.events import CallEvent, CallHub
-from voicebot.interfaces import (
-    AudioIn,
-    CallerActive,
-    CallerHungUp,
-    CallStarted,
-    DtmfIn,
-    MediaTransport,
-    TextIn,
-    TransportEvent,
-)
-from voicebot.records import CallRecords
-from voicebot.web import (
+from voicebot.console.app import (
     CONTEXT,
     COOKIE_NAME,
     BadMessage,
@@ -55,6 +40,21 @@ from voicebot.web import (
     parse_start,
     start_web,
 )
+from voicebot.core.audio import FRAME_BYTES, AudioFrame
+from voicebot.core.config import Settings
+from voicebot.core.errors import ConfigError
+from voicebot.core.events import CallEvent, CallHub
+from voicebot.core.interfaces import (
+    AudioIn,
+    CallerActive,
+    CallerHungUp,
+    CallStarted,
+    DtmfIn,
+    MediaTransport,
+    TextIn,
+    TransportEvent,
+)
+from voicebot.records.store import CallRecords
 
 TOKEN = "jeton-secret-de-test"
 
@@ -314,7 +314,7 @@ async def test_five_wrong_tokens_close_the_door_for_a_minute(
 ) -> None:
     env, clock = throttled
     client = env.client
-    with caplog.at_level(logging.INFO, logger="voicebot.web"):
+    with caplog.at_level(logging.INFO, logger="voicebot.console.app"):
         for n in range(5):
             refused = await _try_login(client, f"essai-{n}")
             assert refused.status == 403

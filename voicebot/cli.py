@@ -14,9 +14,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from voicebot.config import Settings, load_settings
-from voicebot.errors import VoicebotError
-from voicebot.logs import quiet_warnings, setup_logging
+from voicebot.core.config import Settings, load_settings
+from voicebot.core.errors import VoicebotError
+from voicebot.core.logs import quiet_warnings, setup_logging
 
 # Quiet, private defaults even when the command is run outside the Makefile.
 os.environ.setdefault("RASA_TELEMETRY_ENABLED", "false")
@@ -29,14 +29,14 @@ Handler = Callable[[Settings, argparse.Namespace], int]
 
 
 def _train(settings: Settings, args: argparse.Namespace) -> int:
-    from voicebot.training import train
+    from voicebot.dialogue.training import train
 
     train(settings, if_needed=args.if_needed)
     return 0
 
 
 def _chat(settings: Settings, args: argparse.Namespace) -> int:
-    from voicebot.chat import chat_interactive, chat_once
+    from voicebot.dialogue.chat import chat_interactive, chat_once
 
     if args.text is not None:
         return chat_once(settings, args.text)
@@ -44,7 +44,7 @@ def _chat(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _nlu_parse(settings: Settings, args: argparse.Namespace) -> int:
-    from voicebot.nlu_parse import parse_file, parse_texts
+    from voicebot.dialogue.nlu_parse import parse_file, parse_texts
 
     if args.file is not None:
         return parse_file(settings, Path(args.file), as_json=args.json)
@@ -54,7 +54,7 @@ def _nlu_parse(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _models(settings: Settings, args: argparse.Namespace) -> int:
-    from voicebot import models
+    from voicebot.speech import models
 
     if args.models_command == "list":
         return models.list_models(settings)
@@ -64,7 +64,7 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _call(settings: Settings, args: argparse.Namespace) -> int:
-    from voicebot.simulate import simulate_call
+    from voicebot.tools.simulate import simulate_call
 
     return simulate_call(
         settings,
@@ -78,25 +78,25 @@ def _call(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _talk(settings: Settings, args: argparse.Namespace) -> int:
-    from voicebot.talk import talk
+    from voicebot.tools.talk import talk
 
     return talk(settings, input_device=args.input_device, output_device=args.output_device)
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from voicebot.server import serve
+    from voicebot.call.server import serve
 
     return serve(settings, with_web=not args.no_web)
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from voicebot.server import serve
+    from voicebot.call.server import serve
 
     return serve(settings, with_web=True, banner=True)
 
 
 def _asr_eval(settings: Settings, args: argparse.Namespace) -> int:
-    from voicebot.asr_eval import evaluate
+    from voicebot.tools.asr_eval import evaluate
 
     return evaluate(
         settings,
@@ -108,7 +108,7 @@ def _asr_eval(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _bench(settings: Settings, args: argparse.Namespace) -> int:
-    from voicebot.bench import run_bench
+    from voicebot.tools.bench import run_bench
 
     return run_bench(
         settings,
@@ -125,7 +125,7 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _records(settings: Settings, args: argparse.Namespace) -> int:
-    from voicebot.records import purge_command
+    from voicebot.records.store import purge_command
 
     return purge_command(settings, older_than=args.older_than)
 

@@ -1,0 +1,1 @@
+"""Asterisk's AudioSocket protocol: a pure codec and an asyncio server."""

@@ -1,0 +1,88 @@
+"""Loading the per-process services once: engines, dialogue, records, call control.
+
+Shared by the phone server, the offline call simulation and the microphone mode, so that
+each loads its models the same way (one model of each kind per process).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from voicebot.call.session import SessionServices
+from voicebot.core.config import Settings
+from voicebot.core.events import CallHub
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    services: SessionServices
+    executor: ThreadPoolExecutor
+    asr_description: str
+    tts_description: str
+    load_s: float
+
+    async def prerender(self) -> int:
+        """Render every fixed prompt and knowledge-base answer once (content-addressed cache)."""
+        prerender = getattr(self.services.tts, "prerender", None)
+        static_texts = getattr(self.services.dialogue, "static_texts", None)
+        if prerender is None or static_texts is None:
+            return 0
+        started = time.perf_counter()
+        count: int = await prerender(static_texts())
+        log.info("pre-rendered %d new answers in %.1f s", count, time.perf_counter() - started)
+        return count
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def settle_heap() -> int:
+    """Move everything loaded so far out of the garbage collector's sight; returns how many
+    objects. Rasa and TensorFlow leave ~600,000 long-lived objects: each full collection
+    walked them all in ~280 ms with the event loop stopped, and every call's audio with it
+    (the benchmark's longest gaps were exactly that). Frozen, they are never walked again."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
+def make_executor(settings: Settings) -> ThreadPoolExecutor:
+    # Vosk, Piper and CTranslate2 release the GIL: one thread per core keeps them busy
+    # without oversubscribing; a little headroom for short jobs (records, espeak-ng).
+    workers = settings.server.workers or (os.cpu_count() or 2) + 2
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine")
+
+
+def load_runtime(settings: Settings, hub: CallHub | None = None, with_asr: bool = True) -> Runtime:
+    """Load engines and the dialogue. Raises ModelError/KnowledgeBaseError with the fix."""
+    from voicebot.dialogue.agent import RasaDialogue
+    from voicebot.speech.engines import load_engines
+
+    started = time.perf_counter()
+    executor = make_executor(settings)
+    dialogue = RasaDialogue.load(settings)
+    engines = load_engines(settings, executor)
+    services = SessionServices(
+        settings=settings,
+        dialogue=dialogue,
+        tts=engines.tts,
+        vad_factory=engines.vad_factory,
+        asr=engines.asr if with_asr else None,
+        hub=hub or CallHub(),
+        prompt=dialogue.prompt,
+    )
+    load_s = time.perf_counter() - started
+    log.info(
+        "engines loaded in %.1f s — ASR: %s; voice: %s",
+        load_s,
+        engines.asr_description,
+        engines.tts_description,
+    )
+    return Runtime(services, executor, engines.asr_description, engines.tts_description, load_s)

@@ -1,0 +1,1 @@
+"""The ground floor: audio frames, the small interfaces, events, errors, settings, logs."""

@@ -1,0 +1,401 @@
+"""One validated, immutable settings object.
+
+Defaults are embedded here so that ``make run`` works with no file at all. A YAML file
+(``--config`` or ``VOICEBOT_CONFIG``) overrides them, then environment variables override
+the file: ``VOICEBOT_<SECTION>_<FIELD>`` for any field (``VOICEBOT_VAD_END_SILENCE_MS=700``),
+plus the short aliases documented in ``ENV_ALIASES``. Secrets (AMI password, console
+token, the caller-number hashing key) are only ever read from the environment, never from a
+settings file; the hashing key may instead come from its own key file, which `make setup`
+creates outside the repository (``with_caller_hash_key``: only the commands that store
+callers' numbers ask for it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from voicebot.core.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+# Short names kept stable for operators and scripts.
+ENV_ALIASES: dict[str, tuple[str, str]] = {
+    "VOICEBOT_ASR_MODEL": ("asr", "model"),
+    "VOICEBOT_ASR_ENGINE": ("asr", "engine"),
+    "VOICEBOT_TTS_VOICE": ("tts", "voice"),
+    "VOICEBOT_DATA_DIR": ("paths", "data_dir"),
+    "VOICEBOT_DATABASE_URL": ("records", "database_url"),
+    "VOICEBOT_AMI_HOST": ("ami", "host"),
+    "VOICEBOT_AMI_USERNAME": ("ami", "username"),
+    "VOICEBOT_CALLER_HASH_KEY_FILE": ("records", "caller_hash_key_file"),
+}
+# Secrets: environment only, never in a settings file.
+SECRET_ENV: dict[str, tuple[str, str]] = {
+    "VOICEBOT_AMI_SECRET": ("ami", "secret"),
+    "VOICEBOT_CONSOLE_TOKEN": ("console", "token"),
+    "VOICEBOT_CALLER_HASH_KEY": ("records", "caller_hash_key"),
+}
+
+
+@dataclass(frozen=True)
+class PathSettings:
+    nlu_dir: Path = PROJECT_ROOT / "nlu"
+    models_dir: Path = PROJECT_ROOT / "models"
+    data_dir: Path = PROJECT_ROOT / "var"
+
+
+@dataclass(frozen=True)
+class AsrSettings:
+    engine: str = "vosk"  # "vosk" (streaming, cheap) or "whisper" (more accurate, costlier)
+    model: str = ""  # a model directory; empty = the installed official model, else a stand-in
+    max_utterance_s: float = 15.0
+    whisper_threads: int = 2
+    whisper_beam_size: int = 1
+    whisper_workers: int = 1  # CTranslate2 replicas decoding in parallel (each whisper_threads)
+
+    def validate(self) -> None:
+        if self.engine not in ("vosk", "whisper"):
+            raise ValueError(f"engine must be 'vosk' or 'whisper', not {self.engine!r}")
+        _positive(max_utterance_s=self.max_utterance_s, whisper_threads=self.whisper_threads)
+        _positive(whisper_beam_size=self.whisper_beam_size, whisper_workers=self.whisper_workers)
+
+
+@dataclass(frozen=True)
+class TtsSettings:
+    voice: str = ""  # a Piper .onnx file; empty = the installed official voice, else espeak-ng
+    volume: float = 0.7  # Piper peak-normalises each sentence: scale it down to phone levels
+    length_scale: float = 1.0
+    espeak_voice: str = "fr"
+
+    def validate(self) -> None:
+        if not 0.0 < self.volume <= 1.0:
+            raise ValueError(f"volume must be in (0, 1], not {self.volume}")
+        _positive(length_scale=self.length_scale)
+
+
+@dataclass(frozen=True)
+class VadSettings:
+    threshold: float = 0.5
+    barge_in_threshold: float = 0.8
+    start_speech_ms: int = 100
+    end_silence_ms: int = 650
+    # Voiced speech needed to interrupt the bot: one-syllable words ("oui", "non", "un")
+    # measure 220-360 ms on the French prompts, so 400 ms lets them through without a barge-in.
+    barge_in_ms: int = 400
+    barge_in_min_dbfs: float = -40.0  # quieter frames (the bot's echo) never count for barge-in
+    preroll_ms: int = 300
+    # Windows quieter than this are silence without asking Silero: it costs ~1 ms of CPU per
+    # 32 ms window, the largest per-call cost on the event loop, and an idle line or a
+    # listening caller is mostly below it. Phone speech sits near -26 dBFS; -inf disables.
+    floor_dbfs: float = -55.0
+
+    def validate(self) -> None:
+        for name in ("threshold", "barge_in_threshold"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, not {value}")
+        _positive(start_speech_ms=self.start_speech_ms, end_silence_ms=self.end_silence_ms)
+        _positive(barge_in_ms=self.barge_in_ms)
+        for name in ("barge_in_min_dbfs", "floor_dbfs"):
+            if getattr(self, name) > 0:
+                raise ValueError(f"{name} is in dBFS (<= 0), not {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class DialogueSettings:
+    model: str = ""  # a trained Rasa model archive; empty = newest under nlu/models
+    # The NLU fallback threshold lives in nlu/config.yml (FallbackClassifier): it is part of
+    # the trained model and calibrated on held-out data (scripts/calibrate_fallback.py).
+
+
+SILENCE_ACTIONS = ("hangup", "transfer", "hangup_if_answered")
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """When the bot hands the caller to a human. Published: these are the algorithm's rules."""
+
+    max_consecutive_fallbacks: int = 2
+    min_asr_confidence: float = 0.45
+    max_low_confidence_turns: int = 2
+    max_call_seconds: int = 300
+    silence_prompt_s: float = 8.0
+    silence_prompts_before_end: int = 2
+    # After the last « Êtes-vous toujours là ? »: "hangup" (goodbye, then Asterisk hangs up),
+    # "transfer" (to an operator), or "hangup_if_answered": hang up when the bot has already
+    # answered the caller, otherwise transfer — a silent line may be a bad line or a caller
+    # who cannot speak, and nobody should be left without a person.
+    silence_action: str = "hangup_if_answered"
+
+    def __post_init__(self) -> None:
+        if self.silence_action not in SILENCE_ACTIONS:
+            raise ValueError(
+                f"silence_action must be one of {', '.join(SILENCE_ACTIONS)}, "
+                f"not {self.silence_action!r}"
+            )
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    audiosocket_port: int = 9092
+    websocket_port: int = 9093
+    http_port: int = 8080
+    workers: int = 0  # engine thread pool size; 0 = one per core
+    shutdown_grace_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class AmiSettings:
+    host: str = ""  # empty = no AMI (handoff still happens; context is then lost)
+    port: int = 5038
+    username: str = "voicebot"
+    secret: str = ""
+    ping_interval_s: float = 10.0
+    reconnect_max_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class RecordsSettings:
+    database_url: str = ""  # empty = SQLite under data_dir
+    retention_days: int = 30
+    caller_hash_key: str = ""  # VOICEBOT_CALLER_HASH_KEY; empty = read caller_hash_key_file
+    caller_hash_key_file: str = ""  # empty = default_caller_hash_key_file()
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    paths: PathSettings = field(default_factory=PathSettings)
+    asr: AsrSettings = field(default_factory=AsrSettings)
+    tts: TtsSettings = field(default_factory=TtsSettings)
+    vad: VadSettings = field(default_factory=VadSettings)
+    dialogue: DialogueSettings = field(default_factory=DialogueSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    ami: AmiSettings = field(default_factory=AmiSettings)
+    records: RecordsSettings = field(default_factory=RecordsSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
+
+    def replace(self, section: str, **changes: Any) -> Settings:
+        """A copy with some fields of one section changed (validated like a load)."""
+        current = getattr(self, section)
+        updated = _build_section(
+            section, type(current), {**_as_dict(current), **changes}, "override"
+        )
+        return dataclasses.replace(self, **{section: updated})
+
+
+CALLER_HASH_KEY_FILE_NAME = Path("allonantes-voicebot") / "caller-hash.key"
+
+
+def default_caller_hash_key_file(environ: Mapping[str, str] | None = None) -> Path:
+    """``${XDG_CONFIG_HOME:-$HOME/.config}/allonantes-voicebot/caller-hash.key``: where
+    `make setup` (scripts/caller-hash-key.sh) writes the key, outside the repository so that
+    it is never committed nor copied with the code."""
+    env = os.environ if environ is None else environ
+    config_home = env.get("XDG_CONFIG_HOME", "")
+    if not os.path.isabs(config_home):  # the XDG spec ignores a relative value
+        home = env.get("HOME") or os.path.expanduser("~")
+        config_home = os.path.join(home, ".config")
+    return Path(config_home) / CALLER_HASH_KEY_FILE_NAME
+
+
+def caller_hash_key_file(settings: Settings, environ: Mapping[str, str] | None = None) -> Path:
+    configured = settings.records.caller_hash_key_file
+    if configured:
+        return Path(os.path.expanduser(configured))
+    return default_caller_hash_key_file(environ)
+
+
+def read_caller_hash_key_file(path: Path) -> str:
+    """The key in ``path``, as written (surrounding whitespace aside). Raises ConfigError."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no key to hash callers' numbers: run `make setup` (it creates {path}), or set "
+            "VOICEBOT_CALLER_HASH_KEY in the environment (a deployment: in the service's "
+            "EnvironmentFile); VOICEBOT_CALLER_HASH_KEY_FILE names another key file"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the caller hash key file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"the caller hash key file {path} is not a regular file")
+    # Anyone who can read the key can hash every phone number and find a caller in the
+    # records: a key open to the group or to others is no key at all.
+    if info.st_mode & 0o077:
+        raise ConfigError(
+            f"the caller hash key file {path} is open to other users "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}): run `chmod 600 {path}`"
+        )
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not text"
+        raise ConfigError(f"cannot read the caller hash key file {path}: {reason}") from None
+    if not key:
+        raise ConfigError(
+            f"the caller hash key file {path} is empty: remove it and run `make setup` for a "
+            "new key (past callers will no longer be recognised), or set "
+            "VOICEBOT_CALLER_HASH_KEY"
+        )
+    return key
+
+
+def with_caller_hash_key(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings with ``records.caller_hash_key`` set: VOICEBOT_CALLER_HASH_KEY (already
+    in the settings when they were loaded), else the key file (VOICEBOT_CALLER_HASH_KEY_FILE,
+    else default_caller_hash_key_file). For the commands that store callers' numbers
+    (`voicebot serve`, `voicebot run`); raises ConfigError saying what to do. Without a key
+    no number could be recorded, and an empty HMAC key would leave a plain hash of a phone
+    number, which anyone can reverse by trying every number."""
+    if settings.records.caller_hash_key:
+        return settings
+    key = read_caller_hash_key_file(caller_hash_key_file(settings, environ))
+    return settings.replace("records", caller_hash_key=key)
+
+
+def _positive(**values: float) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, not {value}")
+
+
+def _as_dict(section: Any) -> dict[str, Any]:
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
+
+
+def _coerce(value: Any, target: Any, where: str) -> Any:
+    """Convert a YAML or environment value to the field's declared type."""
+    if target is Path:
+        return Path(os.path.expanduser(str(value)))
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on", "oui"):
+            return True
+        if text in ("0", "false", "no", "off", "non", ""):
+            return False
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if target in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            return target(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if target is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: expected text, got {type(value).__name__}")
+        return str(value)
+    raise ConfigError(f"{where}: unsupported setting type {target}")
+
+
+def _build_section(name: str, cls: type, raw: Mapping[str, Any], origin: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"{origin}: unknown setting {name}.{unknown[0]} (known: {', '.join(sorted(known))})"
+        )
+    values = {
+        key: _coerce(value, hints[key], f"{origin}: {name}.{key}") for key, value in raw.items()
+    }
+    try:
+        section = cls(**values)
+        validate = getattr(section, "validate", None)
+        if validate is not None:
+            validate()
+    except ValueError as exc:
+        raise ConfigError(f"{origin}: {name}: {exc}") from None
+    return section
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Defaults, then the YAML file (if any), then the environment. Raises ConfigError."""
+    env = os.environ if environ is None else environ
+    if path is None and env.get("VOICEBOT_CONFIG"):
+        path = Path(env["VOICEBOT_CONFIG"])
+    layered: dict[str, dict[str, Any]] = {}
+    origin = "defaults"
+    if path is not None:
+        origin = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read settings file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"settings file {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"settings file {path} must hold a mapping of sections")
+        for section, values in loaded.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: section {section!r} must be a mapping")
+            layered[str(section)] = dict(values)
+
+    sections = {f.name: f for f in dataclasses.fields(Settings)}
+    for name in layered:
+        if name not in sections:
+            raise ConfigError(f"{origin}: unknown section {name!r} (known: {', '.join(sections)})")
+    for section, key in SECRET_ENV.values():
+        if key in layered.get(section, {}):
+            raise ConfigError(
+                f"{origin}: {section}.{key} is a secret: set it in the environment, not in a file"
+            )
+
+    for variable, value in env.items():
+        if not variable.startswith("VOICEBOT_") or variable == "VOICEBOT_CONFIG":
+            continue
+        target = ENV_ALIASES.get(variable) or SECRET_ENV.get(variable)
+        if target is None:
+            target = _generic_env_target(variable, sections)
+        if target is not None:
+            layered.setdefault(target[0], {})[target[1]] = value
+
+    built = {
+        name: _build_section(
+            name,
+            _section_class(f),
+            layered.get(name, {}),
+            origin if name in layered else "defaults",
+        )
+        for name, f in sections.items()
+    }
+    return Settings(**built)
+
+
+def _section_class(f: dataclasses.Field[Any]) -> type:
+    hints = typing.get_type_hints(Settings)
+    cls = hints[f.name]
+    assert isinstance(cls, type) and not isinstance(cls, types.GenericAlias)
+    return cls
+
+
+def _generic_env_target(
+    variable: str, sections: Mapping[str, dataclasses.Field[Any]]
+) -> tuple[str, str] | None:
+    rest = variable[len("VOICEBOT_") :].lower()
+    for name, f in sections.items():
+        prefix = name + "_"
+        if rest.startswith(prefix):
+            key = rest[len(prefix) :]
+            if key in {g.name for g in dataclasses.fields(_section_class(f))}:
+                return (name, key)
+    return None

@@ -1,0 +1,1 @@
+"""The dialogue brain, and the only package that imports Rasa: agent, actions, knowledge base, training."""

@@ -1,0 +1,1 @@
+"""Speech engines: VAD, ASR (Vosk, Whisper), TTS (Piper, espeak-ng), French text for speech, models."""
