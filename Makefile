@@ -27,7 +27,7 @@ help:
 	@echo "make test   - set up everything needed and run the test suite"
 	@echo "make setup  - only set up (.venv, Debian packages, stand-in models, caller hash key)"
 	@echo "make train  - train the Rasa model (nlu/)"
-	@echo "make lint   - ruff + mypy"
+	@echo "make lint   - ruff + mypy + import-linter (the layers in .importlinter)"
 
 setup: system-deps $(STAMP) $(STANDINS) caller-key
 
@@ -63,6 +63,7 @@ lint: setup
 	$(VENV)/bin/ruff check voicebot telephony tests nlu scripts
 	$(VENV)/bin/ruff format --check voicebot telephony tests nlu scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test: setup lint
 	$(VENV)/bin/voicebot train --if-needed

@@ -60,10 +60,11 @@ def main() -> int:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    import rasa.core.agent  # noqa: F401  (timed here: RasaDialogue.load would import it)
+    from voicebot.dialogue.rasa_runtime import preload_rasa, quiet_rasa
 
+    preload_rasa()  # timed here: RasaDialogue.load would import it
     from voicebot.core.config import load_settings
-    from voicebot.dialogue.agent import RasaDialogue, quiet_rasa
+    from voicebot.dialogue.agent import RasaDialogue
 
     quiet_rasa()
 

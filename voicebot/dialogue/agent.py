@@ -12,10 +12,8 @@ operator) or ``end_call`` (the caller said goodbye).
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from voicebot.core.errors import CallError, ModelError
 from voicebot.core.interfaces import BotReply, Handoff
 from voicebot.core.logs import call_logger, redact_numbers
 from voicebot.dialogue.knowledge import KnowledgeBase, entity_values
+from voicebot.dialogue.rasa_runtime import quiet_rasa
 
 log = logging.getLogger(__name__)
 
@@ -41,24 +40,6 @@ DTMF_INTENTS = {
 MAX_TEXT_CHARS = 500
 # A caller's text must never be read as Rasa's "/intent{...}" shortcut.
 _INTENT_SHORTCUT = re.compile(r"^[\s/]+")
-
-
-def quiet_rasa() -> None:
-    """Rasa's structured logs print every debug line unless configured: keep warnings only.
-
-    Rasa and its dependencies also emit deprecation warnings on import that mean nothing to
-    an operator or a trainer: those are silenced too (other warnings still show).
-    """
-    os.environ.setdefault("RASA_TELEMETRY_ENABLED", "false")
-    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
-        warnings.filterwarnings("ignore", category=category)
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"(rasa|tensorflow|keras)")
-    from rasa.utils.log_utils import configure_structlog
-
-    root = logging.getLogger()
-    level = root.level
-    configure_structlog(logging.WARNING)
-    root.setLevel(level)  # Rasa lowers the whole process to WARNING: keep the bot's own logs
 
 
 def model_path(settings: Settings) -> Path:

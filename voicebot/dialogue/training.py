@@ -81,7 +81,7 @@ def train(settings: Settings, if_needed: bool = False) -> Path:
             log.info("model up to date (fingerprint %s): %s", current[:12], recorded[1])
             return recorded[1]
 
-    from voicebot.dialogue.agent import quiet_rasa
+    from voicebot.dialogue.rasa_runtime import quiet_rasa
 
     quiet_rasa()
     from rasa.model_training import train as rasa_train
