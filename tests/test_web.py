@@ -26,20 +26,12 @@ import pytest_asyncio
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
-from voicebot.console.app import (
-    CONTEXT,
-    COOKIE_NAME,
-    BadMessage,
-    BrowserTransport,
-    LiveBoard,
-    LoginThrottle,
-    Outbox,
-    WebLimits,
-    client_address,
-    make_app,
-    parse_start,
-    start_web,
-)
+from voicebot.console.app import make_app, start_web
+from voicebot.console.auth import COOKIE_NAME, LoginThrottle, client_address
+from voicebot.console.board import LiveBoard
+from voicebot.console.context import CONTEXT, BadMessage, WebLimits
+from voicebot.console.outbox import Outbox
+from voicebot.console.softphone import BrowserTransport, parse_start
 from voicebot.core.audio import FRAME_BYTES, AudioFrame
 from voicebot.core.config import Settings
 from voicebot.core.errors import ConfigError
@@ -314,7 +306,7 @@ async def test_five_wrong_tokens_close_the_door_for_a_minute(
 ) -> None:
     env, clock = throttled
     client = env.client
-    with caplog.at_level(logging.INFO, logger="voicebot.console.app"):
+    with caplog.at_level(logging.INFO, logger="voicebot.console.auth"):
         for n in range(5):
             refused = await _try_login(client, f"essai-{n}")
             assert refused.status == 403

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from telephony.audiosocket.codec import (
     Audio,
@@ -36,7 +36,7 @@ from voicebot.core.interfaces import (
     CallerHungUp,
     CallStarted,
     DtmfIn,
-    MediaTransport,
+    OnCall,
     TransportEvent,
 )
 from voicebot.core.logs import CallLogger, call_logger
@@ -51,8 +51,6 @@ DEFAULT_IDLE_TIMEOUT_S = 30.0
 # soxr quality at the telephone edge: "MQ" adds ~26 ms of filter delay where "HQ" adds ~66 ms
 # (each way, measured at 8<->16 kHz); its passband still covers the whole telephone band.
 EDGE_QUALITY = "MQ"
-
-OnCall = Callable[[MediaTransport], Awaitable[None]]
 
 
 class AudioSocketTransport:

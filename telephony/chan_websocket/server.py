@@ -24,7 +24,7 @@ import contextlib
 import re
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.exceptions import ConnectionClosed
@@ -57,7 +57,7 @@ from voicebot.core.interfaces import (
     CallerHungUp,
     CallStarted,
     DtmfIn,
-    MediaTransport,
+    OnCall,
     TransportEvent,
 )
 from voicebot.core.logs import CallLogger, call_logger
@@ -71,8 +71,6 @@ CALL_ID_VARIABLE = "ALLO_UUID"
 # Frames kept while Asterisk says XOFF (10 s of audio); older ones are dropped past that.
 DEFAULT_MAX_PENDING_FRAMES = 500
 DEFAULT_MAX_WRITE_BUFFER = 256 * 1024
-
-OnCall = Callable[[MediaTransport], Awaitable[None]]
 
 
 class WebSocketTransport:

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -221,6 +220,3 @@ def _banner(settings: Settings, server: PhoneServer) -> str:
         ]
     lines += ["  Ctrl-C pour arrêter.", ""]
     return "\n".join(lines)
-
-
-OnCall = Callable[[MediaTransport], Awaitable[None]]

@@ -7,7 +7,7 @@ fakes live at the process boundary (the Asterisk emulator).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -205,6 +205,11 @@ class MediaTransport(Protocol):
 
     async def end(self) -> None:
         """End the media session; Asterisk's dialplan continues (the handoff point)."""
+
+
+# Runs one transport as a call, until the call is over: how a server that accepts calls (the
+# AudioSocket and chan_websocket servers, the browser softphone) hands each one to the bot.
+OnCall = Callable[[MediaTransport], Awaitable[None]]
 
 
 class CallControl(Protocol):
