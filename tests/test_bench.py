@@ -23,7 +23,6 @@ import json
 import math
 import os
 import re
-import socket
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
@@ -36,6 +35,7 @@ import yaml
 
 from telephony.audiosocket.server import start_audiosocket_server
 from telephony.chan_websocket.server import start_websocket_server
+from telephony.emulator.net import free_port
 from tests.speech_helpers import espeak_pcm, french_prompt_pcm, silence
 from voicebot.core.audio import SILENCE_FRAME, AudioFrame, to_frames
 from voicebot.core.config import Settings, VadSettings, load_settings
@@ -50,20 +50,37 @@ from voicebot.core.interfaces import (
 )
 from voicebot.speech import standins
 from voicebot.speech.vad import SileroVad
-from voicebot.tools import bench
+from voicebot.tools.bench.call import CallResult, Spoken
+from voicebot.tools.bench.cli import run_bench
+from voicebot.tools.bench.clips import (
+    ESPEAK_WPM,
+    Clip,
+    analyse_clip,
+    audio_cache_dir,
+    prepare_clips,
+)
+from voicebot.tools.bench.lines import NOISE_LOOP_FRAMES, LineNoise
+from voicebot.tools.bench.records import match_records
+from voicebot.tools.bench.script import CYCLE, FIRST_STEP, QUESTIONS, call_script
+from voicebot.tools.bench.server import ServerProcess, settings_file_data
+from voicebot.tools.bench.summary import STAGES, broken_reasons, distribution, summarize
+from voicebot.tools.bench.traffic import CallRunner, RunData
+from voicebot.tools.bench.turns import Turn, replay_vad
+from voicebot.tools.bench.underruns import pacing, underrun_stages
+from voicebot.tools.bench.verdict import TARGETS, evaluate_targets, holds
 
 END_SILENCE_FRAMES = math.ceil(VadSettings().end_silence_ms / 20)
 
 
 @pytest.fixture(scope="module")
-def clips() -> dict[str, bench.Clip]:
+def clips() -> dict[str, Clip]:
     # the bench's own cache (bench-out/audio-cache): the VAD analysis runs once per machine
-    return bench.prepare_clips(VadSettings(), bench.audio_cache_dir())
+    return prepare_clips(VadSettings(), audio_cache_dir())
 
 
 @pytest.fixture(scope="module")
-def wideband_clips() -> dict[str, bench.Clip]:
-    return bench.prepare_clips(VadSettings(), bench.audio_cache_dir(), rate=16000)
+def wideband_clips() -> dict[str, Clip]:
+    return prepare_clips(VadSettings(), audio_cache_dir(), rate=16000)
 
 
 # --- pacing: underruns and who caused them -------------------------------------------------
@@ -75,7 +92,7 @@ def _steady(count: int, start: float = 0.0) -> list[tuple[float, float]]:
 
 def test_a_frame_later_than_the_tolerance_is_one_underrun() -> None:
     arrivals = [*_steady(10), (0.2 + 0.07, 0.02), *_steady(5, 0.29)]
-    result = bench.pacing(arrivals)
+    result = pacing(arrivals)
     assert result.frames == 16
     assert result.underruns == 1
     assert result.client_underruns == 0
@@ -85,40 +102,40 @@ def test_a_frame_later_than_the_tolerance_is_one_underrun() -> None:
 
 def test_lateness_within_the_tolerance_is_jitter_not_an_underrun() -> None:
     arrivals = [*_steady(10), (0.2 + 0.015, 0.02), *_steady(5, 0.235)]
-    result = bench.pacing(arrivals)
+    result = pacing(arrivals)
     assert result.underruns == 0
     assert max(result.lateness_ms) == pytest.approx(15.0, abs=0.01)
 
 
 def test_a_late_frame_explained_by_a_stall_of_the_bench_is_the_clients() -> None:
     arrivals = [*_steady(10), (0.2 + 0.07, 0.02), *_steady(5, 0.29)]
-    covering = bench.pacing(arrivals, stalls=[(0.19, 0.27)])
+    covering = pacing(arrivals, stalls=[(0.19, 0.27)])
     assert (covering.underruns, covering.client_underruns) == (0, 1)
     # a short stall does not explain 70 ms of lateness: the server is late
-    short = bench.pacing(arrivals, stalls=[(0.2, 0.215)])
+    short = pacing(arrivals, stalls=[(0.2, 0.215)])
     assert (short.underruns, short.client_underruns) == (1, 0)
     # nor does a stall at another time
-    elsewhere = bench.pacing(arrivals, stalls=[(0.05, 0.15)])
+    elsewhere = pacing(arrivals, stalls=[(0.05, 0.15)])
     assert (elsewhere.underruns, elsewhere.client_underruns) == (1, 0)
 
 
 def test_late_frames_are_put_down_to_the_stage_the_server_was_in() -> None:
     # a turn decided at 100.0: ASR final until 100.3, NLU until 100.5, TTS until 100.6
-    turn = bench.Turn(
+    turn = Turn(
         call_id="c1", kind="speech", clip="x", active_calls=1, at_s=0.0, wall_start=98.0,
         wall_voice_end=99.34, wall_decision=100.0, wall_first_voice=100.6,
         asr_ms=300.0, nlu_ms=200.0, tts_ms=100.0,
     )  # fmt: skip
     late = [(99.0, 99.05), (100.1, 100.15), (100.35, 100.4), (100.45, 100.55), (103.0, 103.05)]
-    counts = bench.underrun_stages([turn], late, setups=[(90.0, 90.5)])
+    counts = underrun_stages([turn], late, setups=[(90.0, 90.5)])
     assert counts == {"setup": 0, "listening": 1, "asr": 1, "nlu": 2, "tts": 1, "none": 1}
-    assert bench.underrun_stages([], [(90.2, 90.3)], setups=[(90.0, 90.5)])["setup"] == 1
+    assert underrun_stages([], [(90.2, 90.3)], setups=[(90.0, 90.5)])["setup"] == 1
 
 
 def test_distribution_of_values_ignores_missing_ones() -> None:
-    stats = bench.distribution([10.0, None, 20.0, 30.0, 40.0])
+    stats = distribution([10.0, None, 20.0, 30.0, 40.0])
     assert stats == {"n": 4, "p50": 25.0, "p95": 38.5, "max": 40.0, "mean": 25.0}
-    assert bench.distribution([None, None]) is None
+    assert distribution([None, None]) is None
 
 
 # --- caller clips, analysed by the project's VAD -----------------------------------------
@@ -126,7 +143,7 @@ def test_distribution_of_values_ignores_missing_ones() -> None:
 
 def test_a_real_french_prompt_is_one_utterance_with_a_known_end() -> None:
     speech = french_prompt_pcm("vm-sorry")
-    clip = bench.analyse_clip("asterisk:vm-sorry", "Désolé", speech, VadSettings())
+    clip = analyse_clip("asterisk:vm-sorry", "Désolé", speech, VadSettings())
     speech_frames = len(speech) // 320
     assert clip.decision - clip.voice_end == END_SILENCE_FRAMES
     # the last voiced frame lies near the end of the recording (the VAD's 32 ms windows and
@@ -137,8 +154,8 @@ def test_a_real_french_prompt_is_one_utterance_with_a_known_end() -> None:
     assert b"".join(clip.frames)[: len(speech)] == speech
 
 
-def _call_result(spoken: list[bench.Spoken], frames: int, rate: int = 8000) -> bench.CallResult:
-    return bench.CallResult(
+def _call_result(spoken: list[Spoken], frames: int, rate: int = 8000) -> CallResult:
+    return CallResult(
         call_id="c1", slot=0, transport="audiosocket", rate=rate, t0=0.0, wall0=1000.0,
         duration_s=frames * 0.02, ended_by="caller", violations=[], greeting_ms=None,
         sent=[i * 0.02 for i in range(frames)], spoken=spoken, times=[], durations=[], voiced=[],
@@ -147,7 +164,7 @@ def _call_result(spoken: list[bench.Spoken], frames: int, rate: int = 8000) -> b
 
 @pytest.mark.parametrize("frames_before", [40, 57, 203])
 def test_the_replay_finds_the_frame_a_vad_that_heard_the_whole_call_decides_on(
-    clips: dict[str, bench.Clip], frames_before: int
+    clips: dict[str, Clip], frames_before: int
 ) -> None:
     # Silero's scores depend on all the audio before: the decision frame moves with the
     # amount of silence before the clip, and only a replay of the whole call finds it.
@@ -161,29 +178,29 @@ def test_the_replay_finds_the_frame_a_vad_that_heard_the_whole_call_decides_on(
         if isinstance(event, SpeechEnded):
             expected = (index, round(event.at_s / 0.02) - 1)
             break
-    spoken = [bench.Spoken("speech", "espeak:naissance", frames_before, False, 1)]
-    heard = bench.replay_vad(_call_result(spoken, total), clips, VadSettings())
+    spoken = [Spoken("speech", "espeak:naissance", frames_before, False, 1)]
+    heard = replay_vad(_call_result(spoken, total), clips, VadSettings())
     assert heard[0] is not None
     assert (heard[0].decision_line, heard[0].voice_end) == expected
     assert heard[0].decision == heard[0].decision_line  # an 8 kHz line: the same frames
 
 
 def test_line_noise_is_at_its_level_and_the_same_for_the_same_frame() -> None:
-    noise = bench.LineNoise(-65.0, 320, seed=4)
+    noise = LineNoise(-65.0, 320, seed=4)
     quiet = np.frombuffer(noise.over(bytes(320), 7), dtype="<i2").astype(np.float64) / 32768
     assert -67.0 < 10 * np.log10(np.mean(quiet**2)) < -63.0
-    assert noise.over(bytes(320), 7) == noise.over(bytes(320), 7 + bench.NOISE_LOOP_FRAMES)
+    assert noise.over(bytes(320), 7) == noise.over(bytes(320), 7 + NOISE_LOOP_FRAMES)
     assert noise.over(bytes(320), 7) != noise.over(bytes(320), 8)
     loud = np.full(160, 32767, dtype="<i2").tobytes()
     assert np.frombuffer(noise.over(loud, 0), dtype="<i2").max() == 32767  # clipped, no wrap
-    assert bench.LineNoise(float("-inf"), 320, seed=4).over(loud, 3) == loud
+    assert LineNoise(float("-inf"), 320, seed=4).over(loud, 3) == loud
 
 
-def test_the_replay_hears_the_line_noise_the_call_sent(clips: dict[str, bench.Clip]) -> None:
+def test_the_replay_hears_the_line_noise_the_call_sent(clips: dict[str, Clip]) -> None:
     clip = clips["espeak:naissance"]
     before = 60
     total = before + len(clip.frames) + 20
-    noise = bench.LineNoise(-50.0, 320, seed=1)  # loud enough for Silero to hear it
+    noise = LineNoise(-50.0, 320, seed=1)  # loud enough for Silero to hear it
     line = [bytes(320)] * before + list(clip.frames) + [bytes(320)] * 20
     detector = SileroVad(VadSettings())
     expected = None
@@ -192,9 +209,9 @@ def test_the_replay_hears_the_line_noise_the_call_sent(clips: dict[str, bench.Cl
         if isinstance(event, SpeechEnded):
             expected = (index, round(event.at_s / 0.02) - 1)
             break
-    spoken = [bench.Spoken("speech", "espeak:naissance", before, False, 1)]
+    spoken = [Spoken("speech", "espeak:naissance", before, False, 1)]
     result = dataclasses.replace(_call_result(spoken, total), noise=noise)
-    heard = bench.replay_vad(result, clips, VadSettings())
+    heard = replay_vad(result, clips, VadSettings())
     assert heard[0] is not None and expected is not None
     assert (heard[0].decision_line, heard[0].voice_end) == expected
 
@@ -203,23 +220,23 @@ def test_a_clip_with_two_utterances_is_refused() -> None:
     speech = french_prompt_pcm("hello")
     twice = speech + silence(1.5) + speech
     with pytest.raises(AudioInputError, match="2 utterance"):
-        bench.analyse_clip("double", "Allo Allo", twice, VadSettings())
+        analyse_clip("double", "Allo Allo", twice, VadSettings())
 
 
 def test_the_call_script_starts_with_a_barge_in_and_rotates() -> None:
-    first = list(zip(range(4), bench.call_script(0), strict=False))
-    second = list(zip(range(4), bench.call_script(1), strict=False))
-    assert first[0][1] == second[0][1] == bench.FIRST_STEP
+    first = list(zip(range(4), call_script(0), strict=False))
+    second = list(zip(range(4), call_script(1), strict=False))
+    assert first[0][1] == second[0][1] == FIRST_STEP
     assert first[2][1] == second[1][1]
-    kinds = {step.kind for step in (bench.FIRST_STEP, *bench.CYCLE)}
+    kinds = {step.kind for step in (FIRST_STEP, *CYCLE)}
     assert kinds == {"speech", "barge_in", "dtmf"}
 
 
 # --- the per-stage split from the call records -------------------------------------------------
 
 
-def _turn(kind: str, start: float, voice_end: float, decision: float, voice: float) -> bench.Turn:
-    return bench.Turn(
+def _turn(kind: str, start: float, voice_end: float, decision: float, voice: float) -> Turn:
+    return Turn(
         call_id="c1",
         kind=kind,
         clip="x",
@@ -244,7 +261,7 @@ def test_record_times_split_a_turn_into_asr_nlu_and_tts() -> None:
             (110.3, "bot"),
         ]
     }
-    assert bench.match_records([spoken, key], rows) == 2
+    assert match_records([spoken, key], rows) == 2
     assert spoken.asr_ms == pytest.approx(340.0)
     assert spoken.nlu_ms == pytest.approx(200.0)
     assert spoken.tts_ms == pytest.approx(300.0)
@@ -256,7 +273,7 @@ def test_record_times_split_a_turn_into_asr_nlu_and_tts() -> None:
 def test_records_of_another_turn_are_not_matched() -> None:
     spoken = _turn("speech", 100.0, 102.0, 102.66, 103.5)
     rows = {"c1": [(101.0, "caller"), (101.2, "bot")], "c2": [(103.0, "caller"), (103.1, "bot")]}
-    assert bench.match_records([spoken], rows) == 0
+    assert match_records([spoken], rows) == 0
     assert spoken.asr_ms is None and spoken.nlu_ms is None
 
 
@@ -275,7 +292,7 @@ def test_each_record_serves_one_turn_and_only_after_its_decision() -> None:
             (116.1, "bot"),
         ]
     }
-    assert bench.match_records([late, second, first], rows) == 2
+    assert match_records([late, second, first], rows) == 2
     assert first.asr_ms == pytest.approx(840.0) and first.tts_ms == pytest.approx(400.0)
     assert second.asr_ms == pytest.approx(340.0) and second.nlu_ms == pytest.approx(100.0)
     assert late.asr_ms is None and late.nlu_ms is None
@@ -300,22 +317,22 @@ def test_a_missed_target_names_the_stage_that_costs_the_time() -> None:
     summary = _summary(
         (400.0, 900.0), 1500.0, {"asr": 700.0, "nlu": 80.0, "tts": 60.0, "endpoint_wait": 660.0}, 0
     )
-    verdicts = {v["target"]: v for v in bench.evaluate_targets(summary, 12, 35.0)}
+    verdicts = {v["target"]: v for v in evaluate_targets(summary, 12, 35.0)}
     p50 = verdicts["response latency p50 at 8 calls"]
     assert p50["met"] is False and p50["value"] == 400.0
     assert p50["where_the_time_goes"].startswith("most time in ASR final p95 700 ms")
     assert verdicts["concurrent calls with zero underruns"]["met"] is True
     assert verdicts["RSS per extra call"]["met"] is True
     fast = _summary((100.0, 250.0), 800.0, {"asr": 50.0, "nlu": 30.0, "tts": 20.0}, 0)
-    assert all(v["met"] for v in bench.evaluate_targets(fast, 16, 20.0))
-    unmeasured = bench.evaluate_targets(None, None, None)
+    assert all(v["met"] for v in evaluate_targets(fast, 16, 20.0))
+    unmeasured = evaluate_targets(None, None, None)
     assert all(v["met"] is None for v in unmeasured)
 
 
 def test_a_capacity_step_holds_only_without_underruns_and_under_a_second() -> None:
-    assert bench.holds(_summary((100, 200), 950.0, {}, 0)) == (True, "holds")
-    assert bench.holds(_summary((100, 200), 1200.0, {}, 0))[0] is False
-    assert bench.holds(_summary((100, 200), 500.0, {}, 1)) == (False, "1 underrun(s)")
+    assert holds(_summary((100, 200), 950.0, {}, 0)) == (True, "holds")
+    assert holds(_summary((100, 200), 1200.0, {}, 0))[0] is False
+    assert holds(_summary((100, 200), 500.0, {}, 1)) == (False, "1 underrun(s)")
 
 
 # --- the server the bench starts ------------------------------------------------------------------
@@ -329,8 +346,8 @@ def test_the_bench_server_gets_free_ports_its_own_records_and_no_secrets_in_file
     settings = load_settings(
         environ={"VOICEBOT_AMI_SECRET": "s3cret", "VOICEBOT_VAD_END_SILENCE_MS": "700"}
     )
-    server = bench.ServerProcess(settings, tmp_path)
-    data = bench.settings_file_data(settings)
+    server = ServerProcess(settings, tmp_path)
+    data = settings_file_data(settings)
     text = yaml.safe_dump(data)
     assert "s3cret" not in text and "secret" not in data["ami"]
     config = tmp_path / "settings.yml"
@@ -369,7 +386,7 @@ def test_bad_arguments_are_refused_before_anything_starts(tmp_path: Path) -> Non
         ({"noise_dbfs": 3.0}, "--line-noise"),
     ):
         with pytest.raises(VoicebotError, match=message):
-            bench.run_bench(settings, **{**base, **change})
+            run_bench(settings, **{**base, **change})
 
 
 # --- calibration: a scripted bot with known latencies ----------------------------------------------
@@ -438,7 +455,7 @@ class ScriptedBot:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 
 
-def _scheduling_slack_ms(data: bench.RunData) -> float:
+def _scheduling_slack_ms(data: RunData) -> float:
     """How late this machine ran the calibration's event loop, as the bench itself measured it
     during the run (``lags_ms``: its 5 ms probe's lateness). An answer crosses four wake-ups of
     that loop (the bot's reader hears the deciding frame, its timer, its pacer's tick, the
@@ -449,11 +466,11 @@ def _scheduling_slack_ms(data: bench.RunData) -> float:
 
 
 def _check_calibrated(
-    data: bench.RunData, bot: ScriptedBot, transport_ms: float = 0.0, input_ms: float = 0.0
+    data: RunData, bot: ScriptedBot, transport_ms: float = 0.0, input_ms: float = 0.0
 ) -> dict[str, Any]:
     """``transport_ms``/``input_ms``: what the transport itself adds on the way out and on
     the way in (its resamplers), by construction."""
-    summary = bench.summarize(data, None)
+    summary = summarize(data, None)
     answered = [t for t in data.turns if t.answered]
     assert answered, f"no turn answered: {data.errors}"
     delay_ms = REPLY_DELAY_S * 1000
@@ -484,13 +501,13 @@ def _check_calibrated(
 
 
 async def test_the_bench_measures_a_scripted_bot_over_audiosocket(
-    clips: dict[str, bench.Clip],
+    clips: dict[str, Clip],
 ) -> None:
     bot = ScriptedBot()
     server = await start_audiosocket_server("127.0.0.1", 0, bot)
     port = cast(asyncio.Server, server).sockets[0].getsockname()[1]
     try:
-        runner = bench.CallRunner("127.0.0.1", port, "audiosocket", clips, VadSettings(), None)
+        runner = CallRunner("127.0.0.1", port, "audiosocket", clips, VadSettings(), None)
         data = await runner.run(calls=2, duration_s=13.0, ramp_s=0.0)
     finally:
         server.close()
@@ -507,13 +524,13 @@ async def test_the_bench_measures_a_scripted_bot_over_audiosocket(
 
 
 async def _scripted_websocket_run(
-    transport: str, clips: dict[str, bench.Clip]
-) -> tuple[bench.RunData, ScriptedBot]:
+    transport: str, clips: dict[str, Clip]
+) -> tuple[RunData, ScriptedBot]:
     bot = ScriptedBot()
     server = await start_websocket_server("127.0.0.1", 0, bot)
     port = next(iter(server.sockets)).getsockname()[1]
     try:
-        runner = bench.CallRunner("127.0.0.1", port, transport, clips, VadSettings(), None)
+        runner = CallRunner("127.0.0.1", port, transport, clips, VadSettings(), None)
         data = await runner.run(calls=2, duration_s=13.0, ramp_s=0.0)
     finally:
         server.close()
@@ -523,14 +540,14 @@ async def _scripted_websocket_run(
 
 @pytest.fixture(scope="module")
 async def slin16_run(
-    wideband_clips: dict[str, bench.Clip],
-) -> tuple[bench.RunData, ScriptedBot]:
+    wideband_clips: dict[str, Clip],
+) -> tuple[RunData, ScriptedBot]:
     # one run serves the slin16 test and the slin test's comparison with it
     return await _scripted_websocket_run("websocket", wideband_clips)
 
 
 def test_the_bench_measures_a_scripted_bot_over_chan_websocket(
-    slin16_run: tuple[bench.RunData, ScriptedBot],
+    slin16_run: tuple[RunData, ScriptedBot],
 ) -> None:
     data, bot = slin16_run
     # The WebSocket transport resamples the bot's 8 kHz to slin16 with a soxr stream, which
@@ -548,12 +565,12 @@ def test_the_bench_measures_a_scripted_bot_over_chan_websocket(
     assert difference < 60 + _scheduling_slack_ms(data)
 
 
-def _median_response_ms(data: bench.RunData) -> float:
+def _median_response_ms(data: RunData) -> float:
     return float(np.median([t.response_ms for t in data.turns if t.response_ms is not None]))
 
 
 async def test_chan_websocket_in_slin_answers_without_the_resampling_delay(
-    clips: dict[str, bench.Clip], slin16_run: tuple[bench.RunData, ScriptedBot]
+    clips: dict[str, Clip], slin16_run: tuple[RunData, ScriptedBot]
 ) -> None:
     """Dialled with c(slin), chan_websocket carries the bot's own 8 kHz: no resampler, so no
     ~100 ms blocks on either side; only the play-out queue's 20 ms tick remains."""
@@ -606,7 +623,7 @@ def test_voicebot_bench_targets_a_running_server(
 ) -> None:
     settings = Settings().replace("paths", data_dir=tmp_path / "var")
     with _scripted_server_in_a_thread() as port:
-        code = bench.run_bench(
+        code = run_bench(
             settings,
             calls=1,
             duration_s=8.0,
@@ -643,7 +660,7 @@ def test_a_slow_server_is_a_finding_not_a_broken_run(
     report says so, and the bench still exits with 0."""
     settings = Settings().replace("paths", data_dir=tmp_path / "var")
     with _scripted_server_in_a_thread(reply_delay_s=60.0) as port:
-        code = bench.run_bench(
+        code = run_bench(
             settings,
             calls=1,
             duration_s=6.0,
@@ -666,10 +683,8 @@ def test_a_slow_server_is_a_finding_not_a_broken_run(
 def test_a_run_where_no_call_connects_is_broken(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    code = bench.run_bench(
+    port = free_port()  # a port nothing listens on
+    code = run_bench(
         Settings().replace("paths", data_dir=tmp_path / "var"),
         calls=1,
         duration_s=5.0,
@@ -696,13 +711,11 @@ def test_only_what_no_machine_speed_explains_breaks_a_run() -> None:
     slow = _summary((0.0, 0.0), 0.0, {}, 0)
     slow.update(calls_placed=2, errors=[], latency_ms={"response": None, "turn_gap": None})
     slow["audio"]["frames"] = 900
-    assert bench.broken_reasons(slow) == []  # nothing answered: a finding, not breakage
+    assert broken_reasons(slow) == []  # nothing answered: a finding, not breakage
     mute = {**slow, "audio": {"frames": 0}}
-    assert bench.broken_reasons(mute) == ["2 call(s) connected but the server sent no audio"]
+    assert broken_reasons(mute) == ["2 call(s) connected but the server sent no audio"]
     unreachable = {**slow, "calls_placed": 0, "errors": ["slot 0: cannot connect"]}
-    assert bench.broken_reasons(unreachable) == [
-        "no call could be connected: slot 0: cannot connect"
-    ]
+    assert broken_reasons(unreachable) == ["no call could be connected: slot 0: cannot connect"]
 
 
 # --- the real thing -----------------------------------------------------------------------------------
@@ -718,7 +731,7 @@ def test_voicebot_bench_runs_against_the_real_server(
     target's verdict: how fast this machine decodes is what the bench measures."""
     settings = Settings().replace("asr", engine="vosk", model=str(standins.vosk_ko_model_dir()))
     out = tmp_path / "bench"
-    code = bench.run_bench(
+    code = run_bench(
         settings,
         calls=2,
         duration_s=10.0,
@@ -737,7 +750,7 @@ def test_voicebot_bench_runs_against_the_real_server(
     assert not run["violations"], run["violations"]
     # every section, and every per-stage field whether measured or not
     assert set(run) >= {"turns", "latency_ms", "audio", "server", "bench", "records", "errors"}
-    assert set(run["latency_ms"]) == {key for key, _, _ in bench.STAGES}
+    assert set(run["latency_ms"]) == {key for key, _, _ in STAGES}
     for key, stats in run["latency_ms"].items():
         if stats is not None:
             assert set(stats) == {"n", "p50", "p95", "max", "mean"}, key
@@ -764,7 +777,7 @@ def test_voicebot_bench_runs_against_the_real_server(
     assert re.fullmatch(r"\d+ of \d+ answered turns matched in the call records", run["records"])
     assert result["server"]["started_by_bench"] and result["server"]["pid"]
     assert run["server"]["rss_peak_mb"] > 100 and run["server"]["cpu_percent_mean"] is not None
-    assert [t["target"] for t in result["targets"]] == [t.label for t in bench.TARGETS]
+    assert [t["target"] for t in result["targets"]] == [t.label for t in TARGETS]
     assert all(t["met"] in (True, False, None) for t in result["targets"])
     assert result["machine"]["cores"] >= 1
     report = (out / "report.md").read_text(encoding="utf-8")
@@ -777,8 +790,8 @@ def test_voicebot_bench_runs_against_the_real_server(
     assert " ERROR " not in server_log and "Traceback" not in server_log, server_log[-3000:]
 
 
-def test_speech_helpers_agree_with_the_bench_clips(clips: dict[str, bench.Clip]) -> None:
+def test_speech_helpers_agree_with_the_bench_clips(clips: dict[str, Clip]) -> None:
     # the bench's espeak audio is the same French speech the other tests use
     clip = clips["espeak:horaires"]
-    reference = espeak_pcm(bench.QUESTIONS["horaires"], "fr", words_per_minute=bench.ESPEAK_WPM)
+    reference = espeak_pcm(QUESTIONS["horaires"], "fr", words_per_minute=ESPEAK_WPM)
     assert b"".join(clip.frames)[: len(reference)] == reference

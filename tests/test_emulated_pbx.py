@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from telephony.emulator.dialplan import (
     separate_args,
     uri_encode,
 )
+from telephony.emulator.net import free_port
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "asterisk"
 EXTENSIONS = DEPLOY / "extensions.conf"
@@ -275,7 +275,7 @@ async def emulated_pbx(
         bot.ami_port = ami.port
     try:
         if bot is None:
-            audiosocket_port = ws_port = free_port()
+            audiosocket_port = ws_port = free_port()  # nobody listens: the bot is down
         else:
             servers.append(await asyncio.start_server(bot.audiosocket, "127.0.0.1", 0))
             audiosocket_port = servers[0].sockets[0].getsockname()[1]
@@ -297,13 +297,6 @@ async def emulated_pbx(
             ws_server.close()
             await ws_server.wait_closed()
         await ami.stop()
-
-
-def free_port() -> int:
-    """A port nobody listens on (bound then released): the bot is down."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def apps(result: CallResult) -> list[str]:

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import pytest
 import pytest_asyncio
 import sqlalchemy as sa
 
+from telephony.emulator.net import free_port
 from voicebot import cli
 from voicebot.core.config import PROJECT_ROOT, Settings, load_settings, with_caller_hash_key
 from voicebot.core.errors import ConfigError, VoicebotError
@@ -35,12 +35,6 @@ NUMBER = "0612345678"
 NUMBER_FORMS = ("0612345678", "06 12 34 56 78", "06.12.34.56.78", "612345678", "12345678")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """A real PostgreSQL 15 on 127.0.0.1 for this test session; stopped at the end."""
@@ -48,7 +42,7 @@ def postgres_server() -> Iterator[str]:
     # the postgres user.
     directory = tempfile.mkdtemp(prefix="voicebot-pg-")
     started = subprocess.run(
-        [str(POSTGRES_SCRIPT), "start", directory, str(_free_port())],
+        [str(POSTGRES_SCRIPT), "start", directory, str(free_port())],
         capture_output=True,
         text=True,
         timeout=120,
@@ -458,7 +452,7 @@ def test_bad_database_urls_get_a_clear_error(tmp_path: Path) -> None:
         CallRecords.open(base.replace("records", database_url="n'importe quoi"))
     with pytest.raises(ConfigError, match="unsupported database"):
         CallRecords.open(base.replace("records", database_url="mysql://x@127.0.0.1/db"))
-    closed_port = _free_port()
+    closed_port = free_port()
     with pytest.raises(VoicebotError, match="cannot open the call records database") as error:
         CallRecords.open(
             base.replace(

@@ -108,7 +108,7 @@ def _asr_eval(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _bench(settings: Settings, args: argparse.Namespace) -> int:
-    from voicebot.tools.bench import run_bench
+    from voicebot.tools.bench.cli import run_bench
 
     return run_bench(
         settings,

@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """Speech-engine figures: ASR real-time factor under concurrency, TTS latency, VAD cost, memory.
 
-    .venv/bin/python scripts/bench_speech.py [--vosk-model DIR] [--voice FILE.onnx] [--json]
+    .venv/bin/python -m voicebot.tools.bench.speech [--vosk-model DIR] [--voice FILE.onnx] [--json]
 
 - ASR: N calls speaking at once (N = 1, 2, 4, 8), each decoding the same real French
   prompt through its own Vosk recognizer in the shared engine pool, as fast as it can. The
@@ -33,8 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from voicebot.core.audio import read_wav, to_frames
 from voicebot.core.config import Settings, load_settings
@@ -245,7 +242,9 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m voicebot.tools.bench.speech", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument(
         "--vosk-model", help="a Vosk model folder (default: official, else stand-in)"
     )

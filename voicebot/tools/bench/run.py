@@ -1,0 +1,312 @@
+"""The benchmark run: prepare the caller clips, start (or reach) the server, warm it up, run
+N calls or climb the capacity steps, then put the result together (targets, machine, models,
+the command that reproduces it) and write the report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voicebot.core.config import SECRET_ENV, Settings
+from voicebot.core.errors import VoicebotError
+from voicebot.tools.bench.clips import Clip, audio_cache_dir, prepare_clips
+from voicebot.tools.bench.lines import LINE_NOISE_DBFS, LINE_RATES, WEBSOCKET_CODECS
+from voicebot.tools.bench.records import match_records, read_record_times
+from voicebot.tools.bench.report import write_report
+from voicebot.tools.bench.server import BENCH_POLICY_ENV, ServerProcess, parse_target
+from voicebot.tools.bench.summary import broken_reasons, summarize
+from voicebot.tools.bench.traffic import CallRunner, RunData
+from voicebot.tools.bench.verdict import evaluate_targets, holds, rss_slope
+from voicebot.tools.bench.watch import ServerWatch, listening_pid, wait_until_idle
+
+log = logging.getLogger(__name__)
+
+CAPACITY_STEPS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
+WARMUP_MIN_DURATION_S = 15.0  # shorter runs are smoke tests: no warm-up call
+WARMUP_DURATION_S = 10.0
+
+
+@dataclass
+class BenchContext:
+    settings: Settings
+    transport: str
+    host: str
+    port: int
+    out_dir: Path
+    started_server: ServerProcess | None
+    watch: ServerWatch | None
+    clips: dict[str, Clip]
+    records_url: str
+    idle_rss_mb: float | None = None
+    notes: list[str] = field(default_factory=list)
+    noise_dbfs: float = LINE_NOISE_DBFS
+
+
+async def measure(
+    context: BenchContext, calls: int, duration_s: float, ramp_s: float
+) -> tuple[RunData, dict[str, Any]]:
+    """One run of ``calls`` concurrent calls, with the per-stage split from the records."""
+    runner = CallRunner(
+        context.host,
+        context.port,
+        context.transport,
+        context.clips,
+        context.settings.vad,
+        context.watch,
+        context.noise_dbfs,
+    )
+    log.info(
+        "bench: %d call(s), %.0f s at full load, a call every %.1f s", calls, duration_s, ramp_s
+    )
+    data = await runner.run(calls, duration_s, ramp_s)
+    await asyncio.sleep(1.5)  # the server records the end of the last calls
+    try:
+        rows = await asyncio.get_running_loop().run_in_executor(
+            None, read_record_times, context.records_url, [r.call_id for r in data.results]
+        )
+        matched = match_records(data.turns, rows)
+        data.records_note = f"{matched} of {sum(t.answered for t in data.turns)} answered turns matched in the call records"
+    except VoicebotError as exc:
+        data.records_note = f"per-stage split unavailable: {exc}"
+    return data, summarize(data, context.idle_rss_mb)
+
+
+async def warm_up(context: BenchContext) -> None:
+    """One call before measuring: first decodes, caches and lazy allocations happen here,
+    so the idle RSS and the first turns are not counted as load."""
+    runner = CallRunner(
+        context.host,
+        context.port,
+        context.transport,
+        context.clips,
+        context.settings.vad,
+        None,
+        context.noise_dbfs,
+    )
+    log.info("bench: warm-up call")
+    await runner.run(1, WARMUP_DURATION_S, 0.0)
+    if context.watch is not None:
+        await wait_until_idle(context.watch, 60.0)
+
+
+async def run_async(
+    settings: Settings,
+    calls: int,
+    duration_s: float,
+    ramp_s: float,
+    transport: str,
+    find_capacity: bool,
+    target: str | None,
+    out_dir: Path,
+    noise_dbfs: float = LINE_NOISE_DBFS,
+) -> dict[str, Any]:
+    """Set up (or reach) the server, run the benchmark, write the report. The JSON result."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    if main is not None:  # SIGTERM (and SIGINT, even in a background job) stop the server
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(stop_signal, main.cancel)
+    clips = await loop.run_in_executor(
+        None, prepare_clips, settings.vad, audio_cache_dir(), LINE_RATES[transport]
+    )
+    load_before = os.getloadavg()
+    server: ServerProcess | None = None
+    if target is None:
+        server = ServerProcess(settings, out_dir)
+        host = server.host
+        port = server.websocket_port if transport in WEBSOCKET_CODECS else server.audiosocket_port
+        records_url = server.records_url
+    else:
+        from voicebot.records.store import database_url
+
+        host, port = parse_target(target)
+        records_url = database_url(settings)
+    try:
+        if server is not None:
+            await server.start(transport)
+            pid = server.pid
+        else:
+            pid = listening_pid(host, port)
+        watch = ServerWatch(pid)
+        context = BenchContext(
+            settings, transport, host, port, out_dir, server, watch, clips, records_url
+        )
+        context.noise_dbfs = noise_dbfs
+        if watch.process is None:
+            context.notes.append("server process not visible: no CPU/RSS figures")
+        elif not await wait_until_idle(watch):
+            context.notes.append("the server never settled below 20 % CPU before the run")
+        if duration_s >= WARMUP_MIN_DURATION_S:
+            await warm_up(context)
+        else:
+            context.notes.append("short run (smoke test): no warm-up call")
+        context.idle_rss_mb = watch.rss_mb()
+        if find_capacity:
+            result, runs = await _capacity(context, duration_s, ramp_s)
+        else:
+            data, summary = await measure(context, calls, duration_s, ramp_s)
+            result, runs = {"mode": "run", "run": summary}, [(data, summary)]
+        _finish(
+            context, result, runs, load_before, calls, duration_s, ramp_s, find_capacity, target
+        )
+        return result
+    finally:
+        if server is not None:
+            await server.stop()
+
+
+async def _capacity(
+    context: BenchContext, duration_s: float, ramp_s: float
+) -> tuple[dict[str, Any], list[tuple[RunData, dict[str, Any]]]]:
+    """Climb CAPACITY_STEPS until a step does not hold."""
+    runs: list[tuple[RunData, dict[str, Any]]] = []
+    capacity = 0
+    stopped_by = f"the last step ({CAPACITY_STEPS[-1]} calls) held"
+    for calls in CAPACITY_STEPS:
+        data, summary = await measure(context, calls, duration_s, ramp_s)
+        ok, why = holds(summary)
+        summary["holds"] = ok
+        summary["verdict"] = why
+        runs.append((data, summary))
+        log.info("bench: %d calls: %s", calls, why)
+        if not ok:
+            stopped_by = f"{calls} calls: {why}"
+            break
+        capacity = calls
+        if context.watch is not None:
+            await wait_until_idle(context.watch, 60.0)
+    result: dict[str, Any] = {
+        "mode": "capacity",
+        "capacity_calls": capacity,
+        "stopped_by": stopped_by,
+        "steps": [summary for _, summary in runs],
+    }
+    return result, runs
+
+
+def _finish(
+    context: BenchContext,
+    result: dict[str, Any],
+    runs: list[tuple[RunData, dict[str, Any]]],
+    load_before: tuple[float, float, float],
+    calls: int,
+    duration_s: float,
+    ramp_s: float,
+    find_capacity: bool,
+    target: str | None,
+) -> None:
+    """Targets, context, the report files."""
+    summaries = [summary for _, summary in runs]
+    at_8 = next((s for s in summaries if s["calls"] == 8), None)
+    if find_capacity:
+        zero_underrun = max(
+            (s["calls"] for s in summaries if s["audio"]["underruns"] == 0), default=0
+        )
+        held_steps = [s for s in summaries if s.get("holds")] or summaries
+        per_call = rss_slope(held_steps)
+    else:
+        only = summaries[0]
+        zero_underrun = (
+            only["calls"] if only["audio"]["underruns"] == 0 and only["calls"] >= 12 else None
+        )
+        per_call = only["server"]["rss_per_call_mb"]
+    result["targets"] = evaluate_targets(at_8, zero_underrun, per_call)
+    result["rss_per_call_mb"] = per_call
+    result["command"] = command_line(
+        calls, duration_s, ramp_s, context.transport, find_capacity, target
+    )
+    result["machine"] = {
+        **machine(),
+        "load_before": [round(v, 2) for v in load_before],
+        "load_after": [round(v, 2) for v in os.getloadavg()],
+    }
+    result["models"] = models_used(context.settings)
+    result["server"] = {
+        "started_by_bench": context.started_server is not None,
+        "pid": context.watch.process.pid if context.watch and context.watch.process else None,
+        "listening_after_s": round(context.started_server.ready_s, 1)
+        if context.started_server
+        else None,
+        "policy_overrides": BENCH_POLICY_ENV if context.started_server else {},
+        "vad_end_silence_ms": context.settings.vad.end_silence_ms,
+        "vad_floor_dbfs": context.settings.vad.floor_dbfs,
+    }
+    result["line_noise_dbfs"] = context.noise_dbfs
+    broken = [reason for summary in summaries for reason in broken_reasons(summary)]
+    server = context.started_server
+    if server is not None and server.process is not None and server.process.poll() is not None:
+        broken.append(
+            f"the server exited with code {server.process.returncode} during the run; end of "
+            f"{server.log_path}:\n{server.log_tail()}"
+        )
+    result["broken"] = broken
+    answered = sum(s["turns"]["measured"] - s["turns"]["unanswered"] for s in summaries)
+    if not broken and not answered:
+        # Engines slower than the run is long (Whisper on a slow CPU): say so, do not fail.
+        context.notes.append(
+            "no caller turn was answered within the run: the engines took longer than the "
+            "run (a finding about this machine's speed; see server.log)"
+        )
+    result["notes"] = context.notes
+    result["out_dir"] = str(context.out_dir)
+    write_report(context.out_dir, result, runs)
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": model, "cores": os.cpu_count() or 0}
+
+
+def models_used(settings: Settings) -> dict[str, str]:
+    """What the server loads with these settings (voicebot.speech.models' own resolution)."""
+    from voicebot.speech.models import resolve_asr, resolve_tts
+
+    described = {}
+    for kind, resolve in (("asr", resolve_asr), ("tts", resolve_tts)):
+        try:
+            chosen = resolve(settings)
+            described[kind] = f"{chosen.description} ({chosen.origin})"
+        except VoicebotError as exc:
+            described[kind] = f"unresolved ({exc})"
+    return described
+
+
+def command_line(
+    calls: int,
+    duration_s: float,
+    ramp_s: float,
+    transport: str,
+    find_capacity: bool,
+    target: str | None,
+) -> str:
+    """The command that reproduces a run, with the VOICEBOT_* variables that shaped it."""
+    secret = set(SECRET_ENV)
+    env = [
+        f"{k}={shlex.quote(v)}"
+        for k, v in sorted(os.environ.items())
+        if k.startswith("VOICEBOT_") and k not in secret and k != "VOICEBOT_LOG_LEVEL"
+    ]
+    args = ["voicebot", "bench"]
+    if find_capacity:
+        args.append("--find-capacity")
+    else:
+        args += ["--calls", str(calls)]
+    args += ["--duration", f"{duration_s:g}", "--ramp", f"{ramp_s:g}"]
+    if transport != "audiosocket":
+        args += ["--transport", transport]
+    if target:
+        args += ["--target", target]
+    return " ".join([*env, *args])
