@@ -85,8 +85,10 @@ def test_too_large_a_number_is_refused() -> None:
         (9, False, "neuvième"),
         (11, False, "onzième"),
         (21, False, "vingt et unième"),
+        (25, False, "vingt-cinquième"),
         (80, False, "quatre-vingtième"),
         (100, False, "centième"),
+        (200, False, "deux centième"),  # num2words alone says "deux centsième"
         (1000, False, "millième"),
     ],
 )

@@ -54,7 +54,8 @@ def test_number_too_large_is_refused() -> None:
 @pytest.mark.parametrize(
     ("number", "words"),
     [(1, "premier"), (2, "deuxième"), (5, "cinquième"), (9, "neuvième"), (11, "onzième"),
-     (21, "vingt et unième"), (80, "quatre-vingtième"), (1000, "millième")],
+     (19, "dix-neuvième"), (21, "vingt et unième"), (25, "vingt-cinquième"),
+     (80, "quatre-vingtième"), (200, "deux centième"), (1000, "millième")],
 )  # fmt: skip
 def test_ordinal_to_words(number: int, words: str) -> None:
     assert ordinal_to_words(number) == words
@@ -73,6 +74,7 @@ def test_ordinal_to_words(number: int, words: str) -> None:
         ("le 1er mai", "le premier mai"),
         ("la 1re fois", "la première fois"),
         ("le 3e étage", "le troisième étage"),
+        ("le 25e", "le vingt-cinquième"),
         ("à 14h30", "à quatorze heures trente"),
         ("dès 9 h", "dès neuf heures"),
         ("02 40 41", "zéro deux quarante quarante et un"),

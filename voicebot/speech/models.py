@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 import yaml
+from tqdm import tqdm
 
 from voicebot.core.config import PROJECT_ROOT, Settings
 from voicebot.core.errors import ModelError
@@ -385,48 +386,62 @@ def resolve_tts(settings: Settings) -> ResolvedModel:
 
 
 class Progress:
-    """A one-line progress bar on stderr (a line per 10 % when stderr is not a terminal)."""
+    """Download progress on stderr: a tqdm bar on a terminal; otherwise (a log, a pipe) one
+    line per 10 %, in tqdm's format, since tqdm would redraw its bar with carriage returns."""
 
-    def __init__(self, label: str, total: int | None, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, label: str, total: int | None, stream: TextIO | None = None, initial: int = 0
+    ) -> None:
         self.label = label
         self.total = total
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.started = time.monotonic()
-        self.done = 0
-        self._last_draw = 0.0
+        self.initial = initial
+        self.done = initial
         self._last_decile = -1
+        self._bar = (
+            tqdm(
+                total=total,
+                initial=initial,
+                desc=label,
+                file=self.stream,
+                unit="o",
+                unit_scale=True,
+                unit_divisor=1024,
+                mininterval=0.2,
+                dynamic_ncols=True,
+            )
+            if self.tty
+            else None
+        )
 
     def update(self, done: int) -> None:
-        self.done = done
-        now = time.monotonic()
-        if self.tty:
-            if now - self._last_draw >= 0.2:
-                self._last_draw = now
-                self.stream.write("\r" + self._line())
-                self.stream.flush()
+        if self._bar is not None:
+            self._bar.update(done - self.done)
         elif self.total:
             decile = int(10 * done / self.total)
             if decile != self._last_decile:
                 self._last_decile = decile
-                self.stream.write(self._line() + "\n")
+                self.stream.write(self._line(done) + "\n")
+        self.done = done
 
-    def _line(self) -> str:
-        elapsed = max(time.monotonic() - self.started, 1e-3)
-        rate = human_size(int(self.done / elapsed)) + "/s"
-        if self.total:
-            fraction = min(self.done / self.total, 1.0)
-            bar = "#" * int(30 * fraction)
-            return (
-                f"{self.label} [{bar:<30}] {fraction:6.1%} "
-                f"{human_size(self.done)}/{human_size(self.total)} {rate}"
-            )
-        return f"{self.label} {human_size(self.done)} {rate}"
+    def _line(self, done: int) -> str:
+        return tqdm.format_meter(
+            done,
+            self.total,
+            time.monotonic() - self.started,
+            prefix=self.label,
+            ascii=True,
+            unit="o",
+            unit_scale=True,
+            unit_divisor=1024,
+            initial=self.initial,
+        )
 
     def finish(self) -> None:
-        if self.tty:
-            self.stream.write("\r" + self._line() + "\n")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _offline_error(url: str, reason: object) -> ModelError:
@@ -483,8 +498,7 @@ def download(
             have = 0
         length = response.headers.get("Content-Length")
         total = have + int(length) if length and length.isdigit() else file.size
-        progress = Progress(label, total, progress_stream)
-        progress.update(have)
+        progress = Progress(label, total, progress_stream, initial=have)
         done = have
         with partial.open("ab" if resuming else "wb") as out:
             try:

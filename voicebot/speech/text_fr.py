@@ -4,8 +4,9 @@ A voice reads letters and digits as the phonemizer guesses them: "8h30" comes ou
 "huit h trente", "02 40 41 90 00" as "deux millions quarante...", "Bd" as a spelled word.
 ``normalize_for_speech`` rewrites what a caller must hear right — phone numbers (in pairs,
 as the French read them), times, dates, amounts, ordinals, street abbreviations — into
-plain French words. The number-to-words rules are the traditional French ones (hyphens
-below one hundred, "et un", "quatre-vingts", "deux cents", invariable "mille").
+plain French words. Numbers are spelled by num2words (``lang="fr"``), with the traditional
+French rules (hyphens below one hundred, "et un", "quatre-vingts", "deux cents", invariable
+"mille"); ``number_to_words`` and ``ordinal_to_words`` add what it lacks (see each).
 """
 
 from __future__ import annotations
@@ -13,99 +14,46 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-_UNITS = (
-    "zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf",
-    "dix", "onze", "douze", "treize", "quatorze", "quinze", "seize",
-)  # fmt: skip
-_TENS = {2: "vingt", 3: "trente", 4: "quarante", 5: "cinquante", 6: "soixante"}
+from num2words import num2words
+
 _MONTHS = (
     "janvier", "février", "mars", "avril", "mai", "juin",
     "juillet", "août", "septembre", "octobre", "novembre", "décembre",
 )  # fmt: skip
-_BIG = ((1_000_000_000, "milliard"), (1_000_000, "million"))
-MAX_NUMBER = 999_999_999_999
-
-
-def _below_100(n: int) -> str:
-    if n <= 16:
-        return _UNITS[n]
-    if n < 20:
-        return f"dix-{_UNITS[n - 10]}"
-    tens, unit = divmod(n, 10)
-    if tens in (7, 9):  # soixante-dix..., quatre-vingt-dix...: 60 or 80 plus 10..19
-        base = "soixante" if tens == 7 else "quatre-vingt"
-        rest = n - (60 if tens == 7 else 80)
-        if rest == 11 and tens == 7:
-            return "soixante et onze"
-        return f"{base}-{_below_100(rest)}"
-    if tens == 8:
-        return "quatre-vingts" if unit == 0 else f"quatre-vingt-{_UNITS[unit]}"
-    word = _TENS[tens]
-    if unit == 0:
-        return word
-    if unit == 1:
-        return f"{word} et un"
-    return f"{word}-{_UNITS[unit]}"
-
-
-def _below_1000(n: int, plural_ok: bool) -> str:
-    """0 < n < 1000. ``plural_ok``: "cents"/"quatre-vingts" may keep their s (not before mille)."""
-    hundreds, rest = divmod(n, 100)
-    parts: list[str] = []
-    if hundreds:
-        if hundreds == 1:
-            parts.append("cent")
-        else:
-            parts.append(f"{_UNITS[hundreds]} {'cents' if rest == 0 and plural_ok else 'cent'}")
-    if rest:
-        words = _below_100(rest)
-        if not plural_ok and words == "quatre-vingts":
-            words = "quatre-vingt"
-        parts.append(words)
-    return " ".join(parts)
+MAX_NUMBER = 999_999_999_999  # longer digit strings are codes, read digit by digit
+_PLURAL_BEFORE_IEME = re.compile(r"(vingt|cent)sième$")
 
 
 def number_to_words(n: int, feminine: bool = False) -> str:
     """An integer in French words: 21 → "vingt et un", 80 → "quatre-vingts", 2000 → "deux mille".
 
-    ``feminine`` ends "un" as "une" (une heure, vingt et une minutes).
+    ``feminine`` ends "un" as "une" (une heure, vingt et une minutes): num2words has no gender.
+    Above MAX_NUMBER raises ValueError, as before num2words (which goes on with "billion"):
+    such long digit strings are codes, read digit by digit.
     """
-    if n < 0:
-        return f"moins {number_to_words(-n, feminine)}"
-    if n > MAX_NUMBER:
+    if abs(n) > MAX_NUMBER:
         raise ValueError(f"number too large to read aloud: {n}")
-    if n == 0:
-        return "zéro"
-    parts: list[str] = []
-    rest = n
-    for value, name in _BIG:
-        count, rest = divmod(rest, value)
-        if count:
-            # million and milliard are nouns: "deux cents millions" keeps its s
-            parts.append(f"{_below_1000(count, True)} {name}{'s' if count > 1 else ''}")
-    thousands, rest = divmod(rest, 1000)
-    if thousands:
-        parts.append("mille" if thousands == 1 else f"{_below_1000(thousands, False)} mille")
-    if rest:
-        parts.append(_below_1000(rest, True))
-    words = " ".join(parts)
+    words: str = num2words(n, lang="fr")
     if feminine and (words == "un" or words.endswith((" un", "-un"))):
         words = words[:-2] + "une"
     return words
 
 
 def ordinal_to_words(n: int, feminine: bool = False) -> str:
-    """1 → "premier" ("première"), 2 → "deuxième", 21 → "vingt et unième", 80 → "quatre-vingtième"."""
+    """1 → "premier" ("première"), 2 → "deuxième", 21 → "vingt et unième", 80 → "quatre-vingtième".
+
+    num2words keeps the plural mark of the cardinal ("quatre-vingtsième", "deux centsième"):
+    the "s" of "vingts"/"cents" is dropped before "ième", as French spelling wants.
+    """
     if n == 1:
         return "première" if feminine else "premier"
-    words = number_to_words(n)
-    if words.endswith("cinq"):
-        return words + "uième"
-    if words.endswith("neuf"):
-        return words[:-1] + "vième"
-    if words.endswith(("cents", "vingts", "e")):  # deux cents → deux centième, onze → onzième
-        words = words[:-1]
-    return words + "ième"
+    if abs(n) > MAX_NUMBER:
+        raise ValueError(f"number too large to read aloud: {n}")
+    words: str = num2words(n, lang="fr", to="ordinal")
+    return _PLURAL_BEFORE_IEME.sub(r"\1ième", words)
+
+
+_DIGITS = tuple(number_to_words(digit) for digit in range(10))
 
 
 # --- phone numbers ----------------------------------------------------------------------
@@ -121,7 +69,7 @@ _PHONE_RE = re.compile(
 
 def _read_pair(pair: str) -> str:
     if pair[0] == "0":
-        return f"zéro {_UNITS[int(pair[1])]}"
+        return f"zéro {_DIGITS[int(pair[1])]}"
     return number_to_words(int(pair))
 
 
@@ -129,7 +77,7 @@ def _phone(match: re.Match[str]) -> str:
     rest = re.sub(r"\D", "", match.group("rest"))
     pairs = [rest[i : i + 2] for i in range(0, 8, 2)]
     if match.group("intl"):
-        head = ["plus trente-trois", _UNITS[int(match.group("first"))]]
+        head = ["plus trente-trois", _DIGITS[int(match.group("first"))]]
     else:
         head = [_read_pair("0" + match.group("first0"))]
     return ", ".join(head + [_read_pair(p) for p in pairs])
@@ -276,7 +224,7 @@ def _percent(match: re.Match[str]) -> str:
 def _integer(match: re.Match[str]) -> str:
     digits = re.sub(r"\D", "", match.group("n"))
     if len(digits) > 12:  # a long code: read digit by digit
-        return " ".join(_UNITS[int(d)] for d in digits)
+        return " ".join(_DIGITS[int(d)] for d in digits)
     return number_to_words(int(digits))
 
 

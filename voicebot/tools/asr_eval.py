@@ -36,11 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from voicebot.core.audio import SAMPLE_RATE, read_wav, to_frames
 from voicebot.core.config import Settings
 from voicebot.core.errors import AudioInputError, ModelError, VoicebotError
 from voicebot.core.interfaces import Asr, Utterance
-from voicebot.tools.text_score import WordErrors, align, normalize
+from voicebot.tools.text_score import WordErrors, score
 
 log = logging.getLogger(__name__)
 
@@ -268,11 +270,8 @@ async def evaluate_corpus(
                 key=entry.key,
                 reference=entry.reference,
                 hypothesis=utterance.text,
-                errors=align(normalize(entry.reference), normalize(utterance.text)),
-                errors_with_accents=align(
-                    normalize(entry.reference, keep_accents=True),
-                    normalize(utterance.text, keep_accents=True),
-                ),
+                errors=score(entry.reference, utterance.text),
+                errors_with_accents=score(entry.reference, utterance.text, keep_accents=True),
                 audio_s=audio_s,
                 processing_s=processing_s,
                 finalize_s=finalize_s,
@@ -285,10 +284,10 @@ async def evaluate_corpus(
 
 
 def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
+    """One of the values, the nearest to the fraction's rank (0 when there is none)."""
+    if not values:
         return 0.0
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+    return float(np.percentile(values, 100 * fraction, method="nearest"))
 
 
 def _mean(values: list[float]) -> float | None:

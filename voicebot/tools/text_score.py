@@ -17,8 +17,9 @@ the word error rate counts what was misheard, not how it was written:
 - accents are folded by default ("désolé" = "desole"): transcripts are often typed without
   them, and "a"/"à", "ou"/"où" sound the same. ``keep_accents=True`` keeps them.
 
+Numbers are spelled as the speech side spells them (num2words, ``voicebot.speech.text_fr``).
 The word error rate is the Levenshtein distance between the two word lists (substitutions,
-deletions, insertions) divided by the number of reference words.
+deletions, insertions; counted by jiwer) divided by the number of reference words.
 """
 
 from __future__ import annotations
@@ -28,93 +29,13 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import jiwer
+
+from voicebot.speech.text_fr import MAX_NUMBER, number_to_words, ordinal_to_words
+
 # --- numbers in words ---------------------------------------------------------------------
 
-_UNITS = (
-    "zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf",
-    "dix", "onze", "douze", "treize", "quatorze", "quinze", "seize",
-)  # fmt: skip
-_TENS = {2: "vingt", 3: "trente", 4: "quarante", 5: "cinquante", 6: "soixante"}
-MAX_SPELLED_NUMBER = 999_999_999_999  # longer digit strings are read digit by digit
-
-
-def _below_100(n: int) -> str:
-    if n < 17:
-        return _UNITS[n]
-    if n < 20:
-        return "dix-" + _UNITS[n - 10]
-    tens, unit = divmod(n, 10)
-    if tens in _TENS:
-        if unit == 0:
-            return _TENS[tens]
-        if unit == 1:
-            return f"{_TENS[tens]} et un"
-        return f"{_TENS[tens]}-{_UNITS[unit]}"
-    if tens == 7:  # 60 + 10..19
-        return "soixante et onze" if n == 71 else "soixante-" + _below_100(n - 60)
-    if n == 80:
-        return "quatre-vingts"
-    return "quatre-vingt-" + _below_100(n - 80)  # 81..99: no "et"
-
-
-def _below_1000(n: int) -> str:
-    hundreds, rest = divmod(n, 100)
-    if hundreds == 0:
-        return _below_100(rest)
-    head = "cent" if hundreds == 1 else f"{_UNITS[hundreds]} cent"
-    if rest == 0:
-        return head if hundreds == 1 else head + "s"
-    return f"{head} {_below_100(rest)}"
-
-
-def _invariable(words: str) -> str:
-    """Before "mille", "vingts" and "cents" lose their plural mark."""
-    if words.endswith(("vingts", "cents")):
-        return words[:-1]
-    return words
-
-
-def number_to_words(n: int) -> str:
-    """A whole number in French words (traditional spelling): 71 → "soixante et onze"."""
-    if n < 0:
-        return "moins " + number_to_words(-n)
-    if n > MAX_SPELLED_NUMBER:
-        raise ValueError(f"{n} is too large to be spelled out")
-    if n < 1000:
-        return _below_1000(n)
-    parts: list[str] = []
-    billions, n = divmod(n, 1_000_000_000)
-    millions, n = divmod(n, 1_000_000)
-    thousands, rest = divmod(n, 1000)
-    for count, noun in ((billions, "milliard"), (millions, "million")):
-        if count:
-            parts.append(f"{_below_1000(count)} {noun}" + ("s" if count > 1 else ""))
-    if thousands:
-        parts.append("mille" if thousands == 1 else _invariable(_below_1000(thousands)) + " mille")
-    if rest:
-        parts.append(_below_1000(rest))
-    return " ".join(parts)
-
-
-def ordinal_to_words(n: int, feminine: bool = False) -> str:
-    """1 → "premier" ("première"), 2 → "deuxième", 21 → "vingt et unième"."""
-    if n == 1:
-        return "première" if feminine else "premier"
-    words = number_to_words(n)
-    head, _, last = words.rpartition(" ")
-    if last.endswith(("vingts", "cents")):
-        last = last[:-1]
-    if last == "cinq":
-        last = "cinquième"
-    elif last == "neuf":
-        last = "neuvième"
-    elif last.endswith("-un") or last == "un":
-        last = last[:-2] + "unième"
-    elif last.endswith("e"):
-        last = last[:-1] + "ième"
-    else:
-        last = last + "ième"
-    return f"{head} {last}" if head else last
+_DIGITS = tuple(number_to_words(digit) for digit in range(10))
 
 
 def _digits_to_words(digits: str) -> str:
@@ -123,8 +44,8 @@ def _digits_to_words(digits: str) -> str:
     zeros = ["zéro"] * (len(digits) - len(stripped))
     if not stripped:
         return " ".join(zeros)
-    if int(stripped) > MAX_SPELLED_NUMBER:
-        return " ".join(_UNITS[int(d)] for d in digits)
+    if int(stripped) > MAX_NUMBER:  # a code, not an amount
+        return " ".join(_DIGITS[int(d)] for d in digits)
     return " ".join([*zeros, number_to_words(int(stripped))])
 
 
@@ -276,38 +197,14 @@ class WordErrors:
 
 
 def align(reference: Sequence[str], hypothesis: Sequence[str]) -> WordErrors:
-    """Minimum edit distance between two word lists, split into its three kinds of error."""
-    rows, cols = len(reference), len(hypothesis)
-    # cost[i][j]: edits to turn reference[:i] into hypothesis[:j].
-    cost = [[0] * (cols + 1) for _ in range(rows + 1)]
-    for i in range(rows + 1):
-        cost[i][0] = i
-    for j in range(cols + 1):
-        cost[0][j] = j
-    for i in range(1, rows + 1):
-        for j in range(1, cols + 1):
-            same = reference[i - 1] == hypothesis[j - 1]
-            cost[i][j] = min(
-                cost[i - 1][j - 1] + (0 if same else 1),
-                cost[i - 1][j] + 1,
-                cost[i][j - 1] + 1,
-            )
-    substitutions = deletions = insertions = 0
-    i, j = rows, cols
-    while i > 0 or j > 0:
-        if i > 0 and j > 0:
-            same = reference[i - 1] == hypothesis[j - 1]
-            if cost[i][j] == cost[i - 1][j - 1] + (0 if same else 1):
-                substitutions += 0 if same else 1
-                i, j = i - 1, j - 1
-                continue
-        if i > 0 and cost[i][j] == cost[i - 1][j] + 1:
-            deletions += 1
-            i -= 1
-        else:
-            insertions += 1
-            j -= 1
-    return WordErrors(substitutions, deletions, insertions, rows)
+    """Minimum edit distance between two word lists, split into its three kinds of error.
+
+    Counted by jiwer (``process_words``) on the words joined by spaces, so a word must not hold
+    whitespace (``normalize`` never makes one). When several alignments have the same number of
+    errors, jiwer's choice decides how they split into substitutions, deletions and insertions.
+    """
+    output = jiwer.process_words(" ".join(reference), " ".join(hypothesis))
+    return WordErrors(output.substitutions, output.deletions, output.insertions, len(reference))
 
 
 def score(reference: str, hypothesis: str, keep_accents: bool = False) -> WordErrors:
