@@ -95,11 +95,6 @@ class AudioSocketTransport:
     # --- state -----------------------------------------------------------------------------
 
     @property
-    def caller_rate(self) -> int:
-        """The sample rate Asterisk uses on this call (8000 until its first audio)."""
-        return self._edge.peer_rate
-
-    @property
     def closed(self) -> bool:
         return self._closed
 

@@ -96,11 +96,6 @@ def resample(pcm: bytes, in_rate: int, out_rate: int) -> bytes:
     return np.asarray(out, dtype="<i2").tobytes()
 
 
-def scale_volume(pcm: bytes, gain: float) -> bytes:
-    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) * gain
-    return np.clip(samples, -32768, 32767).astype("<i2").tobytes()
-
-
 class FrameSplitter:
     """Cuts a byte stream into fixed-size frames, keeping the remainder for the next push."""
 

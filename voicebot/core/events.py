@@ -82,9 +82,5 @@ class CallHub:
                 self._subscribers.discard(queue)
 
     @property
-    def subscriber_count(self) -> int:
-        return len(self._subscribers)
-
-    @property
     def listener_count(self) -> int:
         return len(self._listeners)

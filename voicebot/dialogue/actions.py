@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
 from typing import Any
 
 from rasa.utils.endpoints import EndpointConfig
@@ -396,7 +395,3 @@ def handoff_context(tracker: Tracker, reason: str) -> dict[str, Any]:
         "summary": " ".join(parts),
         "last_utterances": caller_texts(tracker),
     }
-
-
-def action_names() -> Sequence[str]:
-    return [cls.action_name for cls in ACTION_CLASSES]

@@ -33,7 +33,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Iterable
 from dataclasses import dataclass
 from http.client import HTTPException, IncompleteRead
 from pathlib import Path
@@ -770,8 +769,3 @@ def verify(settings: Settings, out: TextIO | None = None) -> int:
             failures += 1
             print(f"ÉCHEC {label} : {exc}", file=out)
     return 1 if failures else 0
-
-
-def official_names(settings: Settings, kinds: Iterable[str] = KINDS) -> list[str]:
-    wanted = set(kinds)
-    return [e.name for e in load_manifest(manifest_path(settings)).values() if e.kind in wanted]

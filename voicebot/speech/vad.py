@@ -105,10 +105,6 @@ class SileroVad:
     def in_speech(self) -> bool:
         return self._in_speech
 
-    @property
-    def stream_s(self) -> float:
-        return self.frames * FRAME_S
-
     def _score(self, frame: AudioFrame, floor_dbfs: float) -> float:
         upsampled = np.frombuffer(self._resampler.process(frame.pcm), dtype="<i2")
         self._pending = np.concatenate([self._pending, upsampled.astype(np.float32) / 32768.0])
