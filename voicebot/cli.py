@@ -124,6 +124,12 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
     )
 
 
+def _transparence(settings: Settings, args: argparse.Namespace) -> int:
+    from voicebot.console.transparency import write_card_command
+
+    return write_card_command(settings, Path(args.out))
+
+
 def _records(settings: Settings, args: argparse.Namespace) -> int:
     from voicebot.records.store import purge_command
 
@@ -224,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--line-noise=-inf for digital silence)",
     )
     p.set_defaults(handler=_bench)
+
+    p = sub.add_parser(
+        "transparence", help="the public algorithm card, as HTML and PDF (also /transparence)"
+    )
+    p.add_argument("--out", required=True, help="folder for transparence.html and .pdf")
+    p.set_defaults(handler=_transparence)
 
     records = sub.add_parser("records", help="call records")
     records_sub = records.add_subparsers(dest="records_command", required=True, metavar="COMMAND")

@@ -34,7 +34,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from voicebot.console import api, auth, softphone
+from voicebot.console import api, auth, softphone, transparency
 from voicebot.console.auth import LoginThrottle, check_access
 from voicebot.console.board import LiveBoard
 from voicebot.console.context import CONTEXT, STATIC_DIR, WebContext, WebLimits
@@ -71,6 +71,8 @@ def make_app(
     app.router.add_post("/login", auth.login)
     app.router.add_post("/logout", auth.logout)
     app.router.add_get("/healthz", _health)
+    app[transparency.CARD_PAGE] = transparency.CardPage()
+    app.router.add_get("/transparence", transparency.transparency_page)  # public, read-only
     app.router.add_get("/favicon.ico", _no_icon)
     app.router.add_get("/api/calls", api.api_calls)
     app.router.add_get("/api/calls/{call_id}", api.api_call)

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 COOKIE_NAME = "allonantes_console"
 COOKIE_MAX_AGE_S = 12 * 3600
-PUBLIC_PATHS = ("/login", "/healthz", "/favicon.ico")
+# /transparence: the public algorithm card, for anyone, read-only.
+PUBLIC_PATHS = ("/login", "/healthz", "/favicon.ico", "/transparence")
 PUBLIC_PREFIXES = ("/static/",)
 
 

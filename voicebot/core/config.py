@@ -178,6 +178,42 @@ class ConsoleSettings:
     token: str = ""
 
 
+_PHONE_CHARACTERS = frozenset("0123456789 +.-()")
+
+
+@dataclass(frozen=True)
+class TransparencySettings:
+    """The public algorithm card (``/transparence``, ``voicebot transparence``): who answers
+    the public's questions and data requests, and where evaluation reports are kept.
+
+    The defaults are AlloNantes's; a deployment overrides them in its settings file
+    (``transparency:`` section) or with ``VOICEBOT_TRANSPARENCY_<FIELD>``."""
+
+    service_name: str = "AlloNantes"
+    organisation: str = "Ville de Nantes et Nantes Métropole"
+    contact_name: str = "AlloNantes, l'accueil téléphonique de la Ville et de la Métropole"
+    contact_phone: str = "02 40 41 9000"
+    contact_postal: str = (
+        "Ville de Nantes — AlloNantes, 2 rue de l'Hôtel de Ville, 44094 Nantes Cedex 1"
+    )
+    contact_online: str = "https://metropole.nantes.fr"
+    # `voicebot asr eval --json` reports saved here are shown (the newest); empty = data_dir/evaluations
+    evaluation_dir: str = ""
+
+    def validate(self) -> None:
+        for name in ("service_name", "organisation", "contact_name", "contact_phone"):
+            if not getattr(self, name).strip():
+                raise ValueError(f"{name} must not be empty: the public needs someone to ask")
+        phone = self.contact_phone
+        if not set(phone) <= _PHONE_CHARACTERS or sum(c.isdigit() for c in phone) < 3:
+            raise ValueError(f"contact_phone must be a phone number, not {phone!r}")
+        if not self.contact_postal.strip() and not self.contact_online.strip():
+            raise ValueError("give contact_postal or contact_online: a channel besides the phone")
+        online = self.contact_online.strip()
+        if online and (not online.startswith(("https://", "http://")) or " " in online):
+            raise ValueError(f"contact_online must be an http(s) address, not {online!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     paths: PathSettings = field(default_factory=PathSettings)
@@ -190,6 +226,7 @@ class Settings:
     ami: AmiSettings = field(default_factory=AmiSettings)
     records: RecordsSettings = field(default_factory=RecordsSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    transparency: TransparencySettings = field(default_factory=TransparencySettings)
 
     def replace(self, section: str, **changes: Any) -> Settings:
         """A copy with some fields of one section changed (validated like a load)."""
