@@ -9,6 +9,7 @@ them, so ``voicebot --help`` stays instant.
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -130,7 +131,34 @@ def _transparence(settings: Settings, args: argparse.Namespace) -> int:
     return write_card_command(settings, Path(args.out))
 
 
+def _report(settings: Settings, args: argparse.Namespace) -> int:
+    from voicebot.console.dashboard import report_command
+
+    return report_command(
+        settings,
+        args.date_from,
+        args.date_to,
+        out_dir=Path(args.out) if args.out else None,
+        as_json=args.json,
+    )
+
+
+def _day(text: str) -> datetime.date:
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
+
+
 def _records(settings: Settings, args: argparse.Namespace) -> int:
+    if args.records_command == "export":
+        from voicebot.records.rights_commands import export_command
+
+        return export_command(settings, args.caller)
+    if args.records_command == "delete":
+        from voicebot.records.rights_commands import delete_command
+
+        return delete_command(settings, args.caller, yes=args.yes)
     from voicebot.records.store import purge_command
 
     return purge_command(settings, older_than=args.older_than)
@@ -242,6 +270,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = records_sub.add_parser("purge", help="delete records older than a duration (e.g. 30d)")
     p.add_argument("--older-than", default=None, help="e.g. 30d, 12h (default: the retention)")
     p.set_defaults(handler=_records)
+    p = records_sub.add_parser(
+        "export", help="every call kept for a phone number, with its transcript, as JSON"
+    )
+    p.add_argument("--caller", required=True, metavar="NUMBER", help="the caller's number")
+    p.set_defaults(handler=_records)
+    p = records_sub.add_parser("delete", help="erase every call kept for a phone number")
+    p.add_argument("--caller", required=True, metavar="NUMBER", help="the caller's number")
+    p.add_argument("--yes", action="store_true", help="no confirmation question")
+    p.set_defaults(handler=_records)
+
+    p = sub.add_parser(
+        "report", help="the ROI report of a period: HTML, PNG charts and JSON (also on the console)"
+    )
+    p.add_argument("--from", dest="date_from", required=True, type=_day, metavar="YYYY-MM-DD")
+    p.add_argument("--to", dest="date_to", required=True, type=_day, metavar="YYYY-MM-DD")
+    p.add_argument("--out", help="folder for the report (default: DATA_DIR/rapports/FROM_TO)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(handler=_report)
     return parser
 
 

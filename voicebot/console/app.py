@@ -18,7 +18,8 @@ one the server listens on the loopback address only (``auth``).
 The modules: ``auth`` (the token, its cookie, failed logins, the guard every request passes,
 the login pages), ``outbox`` (the queue to one browser), ``board`` (the live board), ``api``
 (the JSON API and the console's WebSocket), ``softphone`` (``BrowserTransport`` and its
-WebSocket), ``context`` (what they share) and this one, which puts them together with the
+WebSocket), ``dashboard`` (``/tableau-de-bord``, the ROI report, behind the token),
+``context`` (what they share) and this one, which puts them together with the
 pages and the security headers. The console never imports the call: it is given
 ``on_call``, which runs a transport as a call.
 """
@@ -34,7 +35,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from voicebot.console import api, auth, softphone, transparency
+from voicebot.console import api, auth, dashboard, softphone, transparency
 from voicebot.console.auth import LoginThrottle, check_access
 from voicebot.console.board import LiveBoard
 from voicebot.console.context import CONTEXT, STATIC_DIR, WebContext, WebLimits
@@ -73,6 +74,7 @@ def make_app(
     app.router.add_get("/healthz", _health)
     app[transparency.CARD_PAGE] = transparency.CardPage()
     app.router.add_get("/transparence", transparency.transparency_page)  # public, read-only
+    app.router.add_get(dashboard.PATH, dashboard.dashboard_page)  # ROI report, token
     app.router.add_get("/favicon.ico", _no_icon)
     app.router.add_get("/api/calls", api.api_calls)
     app.router.add_get("/api/calls/{call_id}", api.api_call)

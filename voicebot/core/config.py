@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -178,6 +179,35 @@ class ConsoleSettings:
     token: str = ""
 
 
+@dataclass(frozen=True)
+class ReportSettings:
+    """The ROI report (``voicebot report``, the console's « Tableau de bord »)."""
+
+    # An operator's average time for one call (talk and wrap-up): each call the bot resolved
+    # (net of repeat calls) is counted as this much operator time saved.
+    operator_handling_s: float = 240.0
+    # A resolved call is not counted as resolved when the same (hashed) number calls again
+    # within this many hours after it ended.
+    repeat_window_h: float = 24.0
+    # Days, hours, weekdays and weeks of the report are those of this time zone.
+    timezone: str = "Europe/Paris"
+
+    def validate(self) -> None:
+        _positive(
+            operator_handling_s=self.operator_handling_s, repeat_window_h=self.repeat_window_h
+        )
+        if self.operator_handling_s > 86400:
+            raise ValueError(
+                f"operator_handling_s is in seconds (at most a day), not {self.operator_handling_s}"
+            )
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"timezone must be a time zone name such as Europe/Paris, not {self.timezone!r}"
+            ) from None
+
+
 _PHONE_CHARACTERS = frozenset("0123456789 +.-()")
 
 
@@ -227,6 +257,7 @@ class Settings:
     records: RecordsSettings = field(default_factory=RecordsSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     transparency: TransparencySettings = field(default_factory=TransparencySettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
 
     def replace(self, section: str, **changes: Any) -> Settings:
         """A copy with some fields of one section changed (validated like a load)."""

@@ -11,7 +11,10 @@ All database work runs on one dedicated thread, so the event loop (and the calls
 never waits on the disk; the single thread also serialises the writes.
 
 This module holds what the call session writes; ``database`` the tables, the engine and the
-records thread; ``queries`` what the console reads; ``purge`` the deletion of old records.
+records thread; ``queries`` what the console reads; ``purge`` the deletion of old records;
+``report_queries`` what the ROI report reads (its figures: ``report``); ``rights`` a caller's
+calls found and erased through the keyed hash (``voicebot records export / delete``:
+``rights_commands``).
 ``CallRecords`` gathers them all; the names of the other modules that callers use are
 importable from here too.
 """
@@ -43,6 +46,8 @@ from voicebot.records.database import (
 )
 from voicebot.records.purge import RecordsPurge, parse_duration, purge_command
 from voicebot.records.queries import RecordsQueries
+from voicebot.records.report_queries import ReportQueries
+from voicebot.records.rights import CallerRights, number_forms
 
 __all__ = [
     "CHANNEL_ENDS",
@@ -72,7 +77,7 @@ def _redact_value(value: Any) -> Any:
     return value
 
 
-class CallRecords(RecordsQueries, RecordsPurge):
+class CallRecords(RecordsQueries, RecordsPurge, ReportQueries, CallerRights):
     """The call records store. Open once per process; every method is safe to await."""
 
     def __init__(
@@ -95,6 +100,30 @@ class CallRecords(RecordsQueries, RecordsPurge):
         if not normalized:
             return None
         return hmac.new(self._key, normalized.encode("ascii"), hashlib.sha256).hexdigest()
+
+    # ----- citizens' data rights (voicebot records export / delete) ----------------------
+
+    def caller_hashes(self, caller_number: str) -> tuple[str, ...]:
+        """The keyed hashes of every usual spelling of one number (``rights.number_forms``).
+        Raises ValueError without a key or without a number."""
+        if not self._key:
+            raise ValueError("no caller hash key: a number cannot be looked up")
+        hashes = (self.caller_hash(form) for form in number_forms(caller_number))
+        return tuple(dict.fromkeys(h for h in hashes if h is not None))
+
+    async def export_caller(
+        self, caller_number: str, timezone: str = "Europe/Paris"
+    ) -> list[dict[str, Any]]:
+        """Every call kept for this number, with its turns (no other caller's)."""
+        return await self.calls_with_hashes(self.caller_hashes(caller_number), timezone)
+
+    async def count_caller(self, caller_number: str) -> tuple[int, int]:
+        """(calls, turns) kept for this number."""
+        return await self.count_with_hashes(self.caller_hashes(caller_number))
+
+    async def delete_caller(self, caller_number: str) -> tuple[int, int]:
+        """Erase this number's calls and their turns; returns (calls, turns) deleted."""
+        return await self.erase_hashes(self.caller_hashes(caller_number))
 
     # ----- what the call session writes --------------------------------------------------
 
