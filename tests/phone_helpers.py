@@ -34,7 +34,7 @@ async def phone_server(
         dialogue=dialogue or runtime.services.dialogue,
     )
     server = await start_phone_server(
-        settings, with_web=False, runtime=dataclasses.replace(runtime, services=services)
+        settings, runtime=dataclasses.replace(runtime, services=services)
     )
     try:
         yield server

@@ -1,6 +1,6 @@
 """End to end in a real headless Chromium: the phone server, the console and the softphone.
 
-The whole server runs (voicebot.call.server: real Rasa dialogue, real ASR and voice on the
+The whole server runs (voicebot.app: real Rasa dialogue, real ASR and voice on the
 stand-in models, SQLite records); the only fake is at the process boundary: the Asterisk
 emulator places the phone call. Chromium is Debian's (/usr/bin/chromium), driven by
 Playwright; its fake microphone plays a real French recording (asterisk-core-sounds-fr).
@@ -21,7 +21,8 @@ import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from telephony.emulator import AudioSocketCaller
-from voicebot.call.server import PhoneServer, start_phone_server
+from voicebot.app import start_server
+from voicebot.call.server import PhoneServer
 from voicebot.core.audio import read_wav, write_wav
 from voicebot.core.config import Settings
 from voicebot.core.events import CallEvent, CallHub
@@ -84,7 +85,7 @@ async def running(
         prompt=rasa_dialogue.prompt,
     )
     runtime = Runtime(services, executor, engines.asr_description, engines.tts_description, 0.0)
-    server = await start_phone_server(settings, with_web=True, runtime=runtime)
+    server = await start_server(settings, with_web=True, runtime=runtime)
     assert server.http_port, "the console did not start"
     events: list[CallEvent] = []
     subscription = hub.subscribe()

@@ -85,13 +85,13 @@ def _talk(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from voicebot.call.server import serve
+    from voicebot.app import serve
 
     return serve(settings, with_web=not args.no_web)
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from voicebot.call.server import serve
+    from voicebot.app import serve
 
     return serve(settings, with_web=True, banner=True)
 

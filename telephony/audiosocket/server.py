@@ -40,6 +40,7 @@ from voicebot.core.interfaces import (
     TransportEvent,
 )
 from voicebot.core.logs import CallLogger, call_logger
+from voicebot.core.transport import serve_as_call
 
 LOGGER_NAME = "telephony.audiosocket.codec"
 READ_CHUNK = 4096
@@ -245,14 +246,7 @@ async def start_audiosocket_server(
         if transport is None:
             return
         transport.log.info("call connected from %s", transport.peer)
-        try:
-            await on_call(transport)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            transport.log.exception("the call handler failed: ending the media session")
-        finally:
-            await transport.end()
+        await serve_as_call(transport, on_call, transport.log)
 
     return await asyncio.start_server(handle, host, port)
 

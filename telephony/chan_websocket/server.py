@@ -61,6 +61,7 @@ from voicebot.core.interfaces import (
     TransportEvent,
 )
 from voicebot.core.logs import CallLogger, call_logger
+from voicebot.core.transport import serve_as_call
 
 LOGGER_NAME = "telephony.websocket"
 CALL_ID_PARAM = "allo_uuid"
@@ -300,16 +301,12 @@ async def start_websocket_server(
         transport.log.info(
             "call connected: channel %s, format %s", transport.start.channel, transport.start.format
         )
-        try:
-            if answer:
-                await transport.answer()
+
+        async def answered(_: object) -> None:  # ANSWER first, inside the call's guard
+            await transport.answer()
             await on_call(transport)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            transport.log.exception("the call handler failed: ending the media session")
-        finally:
-            await transport.end()
+
+        await serve_as_call(transport, answered if answer else on_call, transport.log)
 
     return await websocket_serve(
         handle,

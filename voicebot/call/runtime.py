@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from voicebot.call.session import SessionServices
+from voicebot.call.context import SessionServices
 from voicebot.core.config import Settings
 from voicebot.core.events import CallHub
 

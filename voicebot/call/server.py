@@ -1,8 +1,9 @@
-"""The phone server: AudioSocket and WebSocket media from Asterisk, AMI, console and softphone.
+"""The phone server: AudioSocket and WebSocket media from Asterisk, AMI and the call records.
 
 Every connection becomes one ``CallSession`` task. A failing call hands its caller to a
-human and ends there; the server and the other calls carry on. On SIGTERM the server stops
-accepting calls, hands the live ones to operators, and exits.
+human and ends there; the server and the other calls carry on. On shutdown the server stops
+accepting calls, hands the live ones to operators, and closes. The process around it (signals,
+the console on top, the daily purge, the banner) is ``voicebot.app``.
 """
 
 from __future__ import annotations
@@ -10,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
-import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicebot.call.runtime import Runtime, load_runtime, settle_heap
+from voicebot.call.runtime import Runtime, load_runtime
 from voicebot.call.session import CallSession
-from voicebot.core.config import Settings, with_caller_hash_key
+from voicebot.core.config import Settings
 from voicebot.core.events import CallHub
 from voicebot.core.interfaces import MediaTransport
 
@@ -33,12 +33,14 @@ class PhoneServer:
     sessions: dict[str, CallSession] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     listeners: list[Any] = field(default_factory=list)
-    web_runner: Any = None
     call_control: Any = None
     records: Any = None
     audiosocket_port: int = 0
     websocket_port: int = 0
+    # What runs on top of this server and hands it calls too (the web console, started by
+    # voicebot.app): its port, and how to close it once the media listeners are closed.
     http_port: int = 0
+    front_end_closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
     accepting: bool = True
 
     async def on_call(self, transport: MediaTransport) -> None:
@@ -84,8 +86,8 @@ class PhoneServer:
         for listener in self.listeners:
             with contextlib.suppress(Exception):
                 await listener.wait_closed()
-        if self.web_runner is not None:
-            await self.web_runner.cleanup()
+        for close in self.front_end_closers:
+            await close()
         if self.call_control is not None:
             with contextlib.suppress(Exception):
                 await self.call_control.close()
@@ -95,17 +97,17 @@ class PhoneServer:
         self.runtime.close()
 
 
-def _bound_port(listener: Any) -> int:
+def bound_port(listener: Any) -> int:
+    """The port a listening server is bound to (0 if none)."""
     sockets = getattr(listener, "sockets", None) or []
     for sock in sockets:
         return int(sock.getsockname()[1])
     return 0
 
 
-async def start_phone_server(
-    settings: Settings, with_web: bool = True, runtime: Runtime | None = None
-) -> PhoneServer:
-    """Load everything and start listening. Returns once the server takes calls."""
+async def start_phone_server(settings: Settings, runtime: Runtime | None = None) -> PhoneServer:
+    """Load everything and start listening for Asterisk's media. Returns once the server
+    takes calls; ``voicebot.app`` adds the web console on top of it."""
     from telephony.audiosocket.server import start_audiosocket_server
     from telephony.chan_websocket.server import start_websocket_server
     from voicebot.records.store import CallRecords
@@ -135,88 +137,6 @@ async def start_phone_server(
     )
     websocket = await start_websocket_server(host, settings.server.websocket_port, server.on_call)
     server.listeners = [audiosocket, websocket]
-    server.audiosocket_port = _bound_port(audiosocket)
-    server.websocket_port = _bound_port(websocket)
-    if with_web:
-        from voicebot.console.app import start_web
-
-        server.web_runner = await start_web(settings, services.hub, server.records, server.on_call)
-        for site in getattr(server.web_runner, "sites", []):
-            server_obj = getattr(site, "_server", None)
-            if server_obj is not None:
-                server.http_port = _bound_port(server_obj)
+    server.audiosocket_port = bound_port(audiosocket)
+    server.websocket_port = bound_port(websocket)
     return server
-
-
-def serve(settings: Settings, with_web: bool = True, banner: bool = False) -> int:
-    """`voicebot serve` / `voicebot run`: run until SIGTERM or Ctrl-C. Refuses to start
-    without the key that hashes callers' numbers (ConfigError, before anything loads): a
-    server without one could not record who called, and must not run as if it could."""
-    settings = with_caller_hash_key(settings)
-    return asyncio.run(_serve(settings, with_web, banner))
-
-
-async def _serve(settings: Settings, with_web: bool, banner: bool) -> int:
-    started = time.perf_counter()
-    server = await start_phone_server(settings, with_web=with_web)
-    # in thousands: a 6-digit count would read as a phone number to the log redaction
-    log.info("%dk loaded objects kept out of the garbage collector's way", settle_heap() // 1000)
-    ready_s = time.perf_counter() - started
-    host = settings.server.host
-    log.info(
-        "ready in %.1f s: AudioSocket %s:%d, WebSocket media %s:%d%s",
-        ready_s,
-        host,
-        server.audiosocket_port,
-        host,
-        server.websocket_port,
-        f", console http://{host}:{server.http_port}/" if with_web else "",
-    )
-    if banner:
-        print(_banner(settings, server), flush=True)
-    prerender = asyncio.create_task(server.runtime.prerender())
-    purge = asyncio.create_task(_purge_daily(server))
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("stop requested")
-    prerender.cancel()
-    purge.cancel()
-    await server.shutdown(settings.server.shutdown_grace_s)
-    log.info("stopped")
-    return 0
-
-
-async def _purge_daily(server: PhoneServer) -> None:
-    """Minimal retention: records older than the retention period go, at start and daily."""
-    retention_s = server.settings.records.retention_days * 86400.0
-    while True:
-        try:
-            removed = await server.records.purge(retention_s)
-            if removed:
-                log.info("records: purged %d call(s) older than the retention period", removed)
-        except Exception:
-            log.exception("records: purge failed; retrying tomorrow")
-        await asyncio.sleep(86400.0)
-
-
-def _banner(settings: Settings, server: PhoneServer) -> str:
-    host = settings.server.host
-    lines = [
-        "",
-        "  AlloNantes — assistant vocal automatique, prêt.",
-        f"  Reconnaissance vocale : {server.runtime.asr_description}",
-        f"  Voix : {server.runtime.tts_description}",
-        f"  Asterisk AudioSocket : {host}:{server.audiosocket_port}",
-        f"  Asterisk WebSocket (média) : ws://{host}:{server.websocket_port}",
-    ]
-    if server.http_port:
-        lines += [
-            f"  Console des opérateurs : http://{host}:{server.http_port}/",
-            f"  Appeler AlloNantes depuis le navigateur : http://{host}:{server.http_port}/appeler",
-        ]
-    lines += ["  Ctrl-C pour arrêter.", ""]
-    return "\n".join(lines)

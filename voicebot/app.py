@@ -1,0 +1,113 @@
+"""The bot as a process: `voicebot serve` and `voicebot run`.
+
+The phone server (``voicebot.call.server``) takes the calls; this module puts the process
+around it: the operators' console and the browser softphone on top of it, the daily purge of
+old records, the banner, and running until SIGTERM or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+from voicebot.call.runtime import Runtime, settle_heap
+from voicebot.call.server import PhoneServer, bound_port, start_phone_server
+from voicebot.core.config import Settings, with_caller_hash_key
+
+log = logging.getLogger(__name__)
+
+
+def serve(settings: Settings, with_web: bool = True, banner: bool = False) -> int:
+    """`voicebot serve` / `voicebot run`: run until SIGTERM or Ctrl-C. Refuses to start
+    without the key that hashes callers' numbers (ConfigError, before anything loads): a
+    server without one could not record who called, and must not run as if it could."""
+    settings = with_caller_hash_key(settings)
+    return asyncio.run(_serve(settings, with_web, banner))
+
+
+async def start_server(
+    settings: Settings, with_web: bool = True, runtime: Runtime | None = None
+) -> PhoneServer:
+    """The phone server, with the console and the softphone on top when ``with_web``.
+    Returns once it takes calls; ``server.shutdown()`` closes it all."""
+    server = await start_phone_server(settings, runtime=runtime)
+    if with_web:
+        from voicebot.console.app import start_web
+
+        runner = await start_web(
+            settings, server.runtime.services.hub, server.records, server.on_call
+        )
+        server.front_end_closers.append(runner.cleanup)
+        for site in getattr(runner, "sites", []):
+            server_obj = getattr(site, "_server", None)
+            if server_obj is not None:
+                server.http_port = bound_port(server_obj)
+    return server
+
+
+async def _serve(settings: Settings, with_web: bool, banner: bool) -> int:
+    started = time.perf_counter()
+    server = await start_server(settings, with_web=with_web)
+    # in thousands: a 6-digit count would read as a phone number to the log redaction
+    log.info("%dk loaded objects kept out of the garbage collector's way", settle_heap() // 1000)
+    ready_s = time.perf_counter() - started
+    host = settings.server.host
+    log.info(
+        "ready in %.1f s: AudioSocket %s:%d, WebSocket media %s:%d%s",
+        ready_s,
+        host,
+        server.audiosocket_port,
+        host,
+        server.websocket_port,
+        f", console http://{host}:{server.http_port}/" if with_web else "",
+    )
+    if banner:
+        print(_banner(settings, server), flush=True)
+    prerender = asyncio.create_task(server.runtime.prerender())
+    purge = asyncio.create_task(_purge_daily(server))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stop requested")
+    prerender.cancel()
+    purge.cancel()
+    await server.shutdown(settings.server.shutdown_grace_s)
+    log.info("stopped")
+    return 0
+
+
+async def _purge_daily(server: PhoneServer) -> None:
+    """Minimal retention: records older than the retention period go, at start and daily."""
+    retention_s = server.settings.records.retention_days * 86400.0
+    while True:
+        try:
+            removed = await server.records.purge(retention_s)
+            if removed:
+                log.info("records: purged %d call(s) older than the retention period", removed)
+        except Exception:
+            log.exception("records: purge failed; retrying tomorrow")
+        await asyncio.sleep(86400.0)
+
+
+def _banner(settings: Settings, server: PhoneServer) -> str:
+    host = settings.server.host
+    lines = [
+        "",
+        "  AlloNantes — assistant vocal automatique, prêt.",
+        f"  Reconnaissance vocale : {server.runtime.asr_description}",
+        f"  Voix : {server.runtime.tts_description}",
+        f"  Asterisk AudioSocket : {host}:{server.audiosocket_port}",
+        f"  Asterisk WebSocket (média) : ws://{host}:{server.websocket_port}",
+    ]
+    if server.http_port:
+        lines += [
+            f"  Console des opérateurs : http://{host}:{server.http_port}/",
+            f"  Appeler AlloNantes depuis le navigateur : http://{host}:{server.http_port}/appeler",
+        ]
+    lines += ["  Ctrl-C pour arrêter.", ""]
+    return "\n".join(lines)
