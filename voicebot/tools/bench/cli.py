@@ -19,11 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-from voicebot.core.config import PROJECT_ROOT, Settings
+from voicebot.core.config import LAYOUT, Settings
 from voicebot.core.errors import VoicebotError
 from voicebot.tools.bench.lines import LINE_NOISE_DBFS, LINE_RATES
 from voicebot.tools.bench.run import run_async
-from voicebot.tools.bench.server import parse_target
+from voicebot.tools.bench.server import parse_target, train_if_needed
 
 
 def run_bench(
@@ -54,8 +54,10 @@ def run_bench(
     if target is not None:
         parse_target(target)
     if out_dir is None:
-        out_dir = PROJECT_ROOT / "bench-out" / time.strftime("%Y%m%d-%H%M%S")
+        out_dir = LAYOUT.bench_out_dir / time.strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
+    if target is None:
+        train_if_needed(settings, out_dir)
     try:
         result = asyncio.run(
             run_async(

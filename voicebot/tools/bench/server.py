@@ -1,14 +1,17 @@
 """The server under test: a `voicebot serve --no-web` subprocess the bench starts on free
-loopback ports (its own records database, no AMI, the bench's policy), or a running server
-given by ``--target host:port``."""
+loopback ports (its own records database and caller hash key, no AMI, the bench's policy),
+after `voicebot train --if-needed` (``train_if_needed``), or a running server given by
+``--target host:port``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
+import io
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from telephony.emulator.net import free_port
-from voicebot.core.config import PROJECT_ROOT, SECRET_ENV, Settings
+from voicebot.core.config import LAYOUT, SECRET_ENV, Settings
 from voicebot.core.errors import VoicebotError
 from voicebot.tools.bench.lines import WEBSOCKET_CODECS
 
@@ -34,6 +37,58 @@ BENCH_POLICY_ENV = {
     "VOICEBOT_POLICY_MAX_CONSECUTIVE_FALLBACKS": "1000",
     "VOICEBOT_POLICY_MAX_LOW_CONFIDENCE_TURNS": "1000",
 }
+
+
+def write_settings_file(settings: Settings, folder: Path) -> Path:
+    """``folder/server-settings.yml``: the settings the bench's own subprocesses load."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "server-settings.yml"
+    config.write_text(yaml.safe_dump(settings_file_data(settings)), encoding="utf-8")
+    return config
+
+
+def child_cwd(settings: Settings) -> Path:
+    """Where the bench's subprocesses run: in a checkout, the checkout (`python -m
+    voicebot.cli` is then the checkout's code, and Rasa's training cache is ``.rasa/`` there,
+    as with `make train`); installed, the data folder (never the installed share folder)."""
+    if LAYOUT.source_checkout:
+        return LAYOUT.root
+    settings.paths.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings.paths.data_dir
+
+
+def train_if_needed(settings: Settings, out_dir: Path) -> None:
+    """`voicebot train --if-needed` before the bench starts its server, which loads the
+    trained Rasa model: trained when there is none yet (a fresh install) or nlu/ changed
+    since, as `make run` does; skipped when the settings name a model. A subprocess, like
+    the server (TensorFlow stays out of the bench); its messages go to stderr, stdout is the
+    report's (``--json``). Raises VoicebotError if training fails."""
+    if settings.dialogue.model:
+        return
+    config = write_settings_file(settings, out_dir)
+    command = [sys.executable, "-m", "voicebot.cli", "--config", str(config)]
+    command += ["train", "--if-needed"]
+    note = "voicebot bench: `voicebot train --if-needed` first (the server loads the Rasa model)"
+    print(note, file=sys.stderr, flush=True)
+    with subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=str(child_cwd(settings)),
+    ) as process:
+        assert process.stdout is not None
+        # newline="": Rasa's progress bars keep their carriage returns
+        output = io.TextIOWrapper(process.stdout, encoding="utf-8", errors="replace", newline="")
+        for line in output:
+            print(line, end="", file=sys.stderr, flush=True)
+    if process.returncode != 0:
+        raise VoicebotError(
+            f"training the Rasa model failed (exit code {process.returncode}), see above; "
+            "run `voicebot train` to retry"
+        )
 
 
 def settings_file_data(settings: Settings) -> dict[str, Any]:
@@ -54,7 +109,9 @@ def settings_file_data(settings: Settings) -> dict[str, Any]:
 
 class ServerProcess:
     """A `voicebot serve --no-web` subprocess on free loopback ports, for the bench only:
-    its own records database, no AMI, the bench's policy (BENCH_POLICY_ENV)."""
+    its own records database, no AMI, the bench's policy (BENCH_POLICY_ENV). The emulated
+    callers' numbers are hashed with a throwaway key: the bench needs no key file (a fresh
+    install has none) and never uses the operators' key."""
 
     def __init__(self, settings: Settings, out_dir: Path) -> None:
         self.settings = settings
@@ -66,6 +123,7 @@ class ServerProcess:
         self.log_path = out_dir / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.ready_s = 0.0
+        self.caller_hash_key = secrets.token_hex(32)
 
     @property
     def pid(self) -> int | None:
@@ -88,6 +146,7 @@ class ServerProcess:
                 "VOICEBOT_SERVER_WEBSOCKET_PORT": str(self.websocket_port),
                 "VOICEBOT_RECORDS_DATABASE_URL": self.records_url,
                 "VOICEBOT_AMI_HOST": "",
+                "VOICEBOT_CALLER_HASH_KEY": self.caller_hash_key,
                 **BENCH_POLICY_ENV,
             }
         )
@@ -97,11 +156,7 @@ class ServerProcess:
         return [sys.executable, "-m", "voicebot.cli", "--config", str(config), "serve", "--no-web"]
 
     async def start(self, port_of: str, timeout_s: float = SERVER_START_TIMEOUT_S) -> None:
-        import yaml
-
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        config = self.out_dir / "server-settings.yml"
-        config.write_text(yaml.safe_dump(settings_file_data(self.settings)), encoding="utf-8")
+        config = write_settings_file(self.settings, self.out_dir)
         with self.log_path.open("wb") as log_file:
             self.process = subprocess.Popen(
                 self.command(config),
@@ -109,7 +164,7 @@ class ServerProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                cwd=str(PROJECT_ROOT),
+                cwd=str(child_cwd(self.settings)),
                 start_new_session=True,  # Ctrl-C on the bench reaches us, and we stop it
             )
         port = self.websocket_port if port_of in WEBSOCKET_CODECS else self.audiosocket_port
