@@ -52,6 +52,9 @@ def call_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     settings = Settings()
     settings = settings.replace("paths", data_dir=data_dir)
     settings = settings.replace("asr", engine="whisper", model=str(whisper_base_dir()))
+    # A server's settings as `voicebot serve` makes them: with the caller-number key (this
+    # test session's, set below), so that the records keep the callers' keyed hashes.
+    settings = settings.replace("records", caller_hash_key=os.environ["VOICEBOT_CALLER_HASH_KEY"])
     return settings.replace("server", audiosocket_port=0, websocket_port=0, http_port=0)
 
 

@@ -135,6 +135,13 @@ async def record_of(server: PhoneServer, result: CallResult) -> dict[str, Any]:
     raise AssertionError(f"no finished record for {call_id}")
 
 
+async def calls_of_the_caller(server: PhoneServer) -> set[str]:
+    """The calls the records keep under the caller's keyed hash (never the number itself)."""
+    number_hash = server.records.caller_hash(CALLER_NUMBER)
+    assert number_hash is not None and CALLER_NUMBER not in number_hash
+    return {call["call_id"] for call in await server.records.calls_with_hashes([number_hash])}
+
+
 def prompt(server: PhoneServer, name: str) -> str:
     speak = server.runtime.services.prompt
     assert speak is not None
@@ -171,6 +178,7 @@ async def test_goodbye_hangs_up_and_transfers_reach_the_queue_with_their_reason(
         assert record["outcome"] == "resolved"
         assert record["channel_end"] == "hung_up_by_bot"
         assert record["caller_known"], "the caller's number (its keyed hash) was not recorded"
+        assert goodbye.variables["ALLO_UUID"] in await calls_of_the_caller(server)
         assert record["turns"][-1]["intent"] == "au_revoir"
 
         assert_queued(zero, "dtmf")

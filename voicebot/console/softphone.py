@@ -23,11 +23,11 @@ from voicebot.core.interfaces import (
     CallerHungUp,
     CallStarted,
     DtmfIn,
-    OnCall,
     TextIn,
     TransportEvent,
 )
 from voicebot.core.logs import call_logger
+from voicebot.core.transport import serve_as_call
 
 DTMF_DIGITS = frozenset("0123456789*#")
 MIN_BROWSER_RATE = 8000
@@ -238,7 +238,10 @@ async def softphone_ws(request: web.Request) -> web.StreamResponse:
     outbox.offer({"type": "ready", "call_id": call_id, "sample_rate": SAMPLE_RATE})
     context.browser_calls += 1
     context.sockets.add(ws)
-    call = asyncio.create_task(_run_call(context.on_call, transport), name=f"browser-{call_id}")
+    call = asyncio.create_task(
+        serve_as_call(transport, context.on_call, transport.log, failure="browser call failed"),
+        name=f"browser-{call_id}",
+    )
     context.calls.add(call)
     call.add_done_callback(context.calls.discard)
     transport.log.info("browser call started (%d Hz)", rate)
@@ -276,12 +279,3 @@ async def softphone_ws(request: web.Request) -> web.StreamResponse:
             transport.frames_dropped,
         )
     return ws
-
-
-async def _run_call(on_call: OnCall, transport: BrowserTransport) -> None:
-    try:
-        await on_call(transport)
-    except Exception:
-        transport.log.exception("browser call failed")
-    finally:
-        await transport.end()  # whatever happened, the page learns the call is over

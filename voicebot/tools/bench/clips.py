@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from voicebot.core.audio import FRAME_BYTES, SAMPLE_RATE, read_wav, resample, write_wav
-from voicebot.core.config import PROJECT_ROOT, VadSettings
+from voicebot.core.config import LAYOUT, VadSettings
 from voicebot.core.errors import AudioInputError, VoicebotError
 from voicebot.tools.bench.script import CYCLE, FIRST_STEP, QUESTIONS, REAL_PROMPTS
 
@@ -164,7 +164,7 @@ def prepare_clips(vad: VadSettings, cache_dir: Path, rate: int = SAMPLE_RATE) ->
 
 
 def audio_cache_dir() -> Path:
-    folder = PROJECT_ROOT / "bench-out" / "audio-cache"
+    folder = LAYOUT.bench_out_dir / "audio-cache"
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
