@@ -29,7 +29,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from voicebot.console.app import make_app
 from voicebot.console.transparency import gather_card, render_html
-from voicebot.console.transparency.card import AlgorithmCard
+from voicebot.console.transparency.model import AlgorithmCard
 from voicebot.core.config import PROJECT_ROOT, Settings, load_settings
 from voicebot.core.errors import ConfigError
 from voicebot.core.events import CallHub

@@ -17,15 +17,9 @@ from html import escape
 from pathlib import Path
 
 from voicebot.console.context import STATIC_DIR
-from voicebot.console.transparency.card import (
-    GROUP_LABELS,
-    AlgorithmCard,
-    Evaluation,
-    date_fr,
-    datetime_fr,
-    number_fr,
-    percent_fr,
-)
+from voicebot.console.transparency.model import AlgorithmCard, Evaluation
+from voicebot.console.transparency.topics import GROUP_LABELS
+from voicebot.console.transparency.words import date_fr, datetime_fr, number_fr, percent_fr
 from voicebot.core.errors import VoicebotError
 
 TITLE = "Comment fonctionne l'assistant automatique"
