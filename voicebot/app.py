@@ -11,10 +11,14 @@ import asyncio
 import logging
 import signal
 import time
+from typing import TYPE_CHECKING
 
 from voicebot.call.runtime import Runtime, settle_heap
 from voicebot.call.server import PhoneServer, bound_port, start_phone_server
 from voicebot.core.config import Settings, with_caller_hash_key
+
+if TYPE_CHECKING:
+    from voicebot.console.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +41,11 @@ async def start_server(
         from voicebot.console.app import start_web
 
         runner = await start_web(
-            settings, server.runtime.services.hub, server.records, server.on_call
+            settings,
+            server.runtime.services.hub,
+            server.records,
+            server.on_call,
+            process_metrics(settings, server.runtime),
         )
         server.front_end_closers.append(runner.cleanup)
         for site in getattr(runner, "sites", []):
@@ -45,6 +53,23 @@ async def start_server(
             if server_obj is not None:
                 server.http_port = bound_port(server_obj)
     return server
+
+
+def process_metrics(settings: Settings, runtime: Runtime) -> Metrics:
+    """The process's Prometheus metrics (served by the console at /metrics, loopback only),
+    with the models this process loaded."""
+    from voicebot.console.metrics import Metrics, ModelVersions
+    from voicebot.dialogue.training import latest_model
+
+    services = runtime.services
+    models = ModelVersions.describe(
+        services.asr,
+        runtime.asr_description,
+        services.tts,
+        runtime.tts_description,
+        latest_model(settings),  # the model RasaDialogue.load loaded
+    )
+    return Metrics(models)
 
 
 async def _serve(settings: Settings, with_web: bool, banner: bool) -> int:

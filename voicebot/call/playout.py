@@ -17,6 +17,10 @@ from voicebot.call.context import FRAME_S, LOGGER_NAME, TICK_FRAMES, CallContext
 from voicebot.call.report import TurnRecord
 from voicebot.core.audio import SILENCE_FRAME, AudioFrame
 
+# A frame the pacer sends later than this after its due time is an underrun: the caller
+# hears a gap (Asterisk does not re-time the audio).
+UNDERRUN_TOLERANCE_S = 0.040
+
 
 class Speaker:
     """The outgoing audio queue the pacer drains, one frame per tick."""
@@ -129,15 +133,20 @@ class Playout:
             await asyncio.sleep(0.002)
 
     async def pace(self) -> None:
-        """Send one frame every 20 ms in real time, speech or silence."""
+        """Send one frame every 20 ms in real time, speech or silence. A frame that leaves
+        more than UNDERRUN_TOLERANCE_S after its due time is published as an "underrun"."""
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
+        next_at = due = loop.time()
         while True:
+            late_s = loop.time() - due
+            if late_s > UNDERRUN_TOLERANCE_S:
+                self.ctx.book.publish("underrun", late_ms=round(late_s * 1000.0, 1))
             await self.send_next_frame()
             next_at += FRAME_S
+            due = next_at
             delay = next_at - loop.time()
             if delay < -0.2:  # the loop was starved: restart the schedule, never burst
-                next_at = loop.time()
+                next_at = loop.time()  # (the next frame still counts late against ``due``)
                 delay = 0
             await asyncio.sleep(max(delay, 0.0))
 

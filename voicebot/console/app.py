@@ -18,7 +18,8 @@ one the server listens on the loopback address only (``auth``).
 The modules: ``auth`` (the token, its cookie, failed logins, the guard every request passes,
 the login pages), ``outbox`` (the queue to one browser), ``board`` (the live board), ``api``
 (the JSON API and the console's WebSocket), ``softphone`` (``BrowserTransport`` and its
-WebSocket), ``dashboard`` (``/tableau-de-bord``, the ROI report, behind the token),
+WebSocket), ``metrics`` (``/metrics`` for Prometheus, loopback peers only, no token),
+``dashboard`` (``/tableau-de-bord``, the ROI report, behind the token),
 ``context`` (what they share) and this one, which puts them together with the
 pages and the security headers. The console never imports the call: it is given
 ``on_call``, which runs a transport as a call.
@@ -39,6 +40,7 @@ from voicebot.console import api, auth, dashboard, softphone, transparency
 from voicebot.console.auth import LoginThrottle, check_access
 from voicebot.console.board import LiveBoard
 from voicebot.console.context import CONTEXT, STATIC_DIR, WebContext, WebLimits
+from voicebot.console.metrics import Metrics, loopback_only, serve_metrics
 from voicebot.core.config import Settings
 from voicebot.core.errors import ConfigError
 from voicebot.core.events import CallHub
@@ -56,10 +58,12 @@ def make_app(
     limits: WebLimits | None = None,
     *,
     clock: Callable[[], float] = time.monotonic,
+    metrics: Metrics | None = None,
 ) -> web.Application:
-    """``clock`` times the failed logins (tests pass their own rather than wait a minute)."""
+    """``clock`` times the failed logins (tests pass their own rather than wait a minute);
+    ``metrics`` is served at /metrics to loopback peers only (a bare one when not given)."""
     limits = limits or WebLimits()
-    app = web.Application(middlewares=[auth.guard], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[loopback_only, auth.guard], client_max_size=64 * 1024)
     logins = LoginThrottle(
         limits.login_max_failures, limits.login_window_s, limits.login_addresses, clock
     )
@@ -82,6 +86,7 @@ def make_app(
     app.router.add_get("/api/live", api.api_live)
     app.router.add_get("/ws/console", api.console_ws)
     app.router.add_get("/ws/softphone", softphone.softphone_ws)
+    serve_metrics(app, hub, metrics or Metrics())
     app.router.add_static("/static/", STATIC_DIR, show_index=False, follow_symlinks=False)
     # aiosignal's newer typing of Signal does not match aiohttp 3.9's stubs: hence the casts.
     cast(Any, app.on_startup).append(_start_board)
@@ -92,11 +97,16 @@ def make_app(
 
 
 async def start_web(
-    settings: Settings, hub: CallHub, records: CallRecords, on_call: OnCall
+    settings: Settings,
+    hub: CallHub,
+    records: CallRecords,
+    on_call: OnCall,
+    metrics: Metrics | None = None,
 ) -> web.AppRunner:
-    """Serve the console and the softphone on server.host:server.http_port."""
+    """Serve the console and the softphone on server.host:server.http_port, and the
+    process's ``metrics`` at /metrics to loopback peers."""
     check_access(settings)
-    app = make_app(settings, hub, records, on_call)
+    app = make_app(settings, hub, records, on_call, metrics=metrics)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = settings.server.host, settings.server.http_port

@@ -33,6 +33,7 @@ class CallEvent:
     #   "bot"      {text, intent, confidence, entities}
     #   "handoff"  {reason, intent, entities, summary, last_utterances, context_delivered}
     #   "timing"   {stage timings of one turn, ms}  "ended"   {outcome, duration_s, handoff_reason}
+    #   "underrun" {late_ms}: a bot frame the pacer sent over 40 ms after its due time
     kind: str
     data: dict[str, Any] = field(default_factory=dict)
     at: float = field(default_factory=time.time)
