@@ -10,6 +10,7 @@ from typing import Any
 
 from voicebot.call.runtime import Runtime
 from voicebot.call.server import PhoneServer, start_phone_server
+from voicebot.core.interfaces import BotReply
 
 
 @contextlib.asynccontextmanager
@@ -48,3 +49,24 @@ async def phone_server(
             await server.call_control.close()
         if server.records is not None:
             await server.records.close()
+
+
+class BrokenDialogue:
+    """The real dialogue, except that one turn fails inside (a bug, a lost model file…)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    async def greet(self, call_id: str) -> BotReply:
+        reply: BotReply = await self.real.greet(call_id)
+        return reply
+
+    async def turn(self, call_id: str, text: str) -> BotReply:
+        raise RuntimeError("simulated failure inside the dialogue")
+
+    async def dtmf(self, call_id: str, digit: str) -> BotReply:
+        reply: BotReply = await self.real.dtmf(call_id, digit)
+        return reply
+
+    async def end(self, call_id: str) -> None:
+        await self.real.end(call_id)

@@ -18,11 +18,10 @@ import pytest
 
 from telephony.emulator import AmiEmulator, AudioSocketCaller, ChanWebSocketPeer, EmulatedPbx
 from telephony.emulator.dialplan import CallResult
-from tests.phone_helpers import phone_server
+from tests.phone_helpers import BrokenDialogue, phone_server
 from tests.speech_helpers import french_prompt_pcm
 from voicebot.call.runtime import Runtime
 from voicebot.call.server import PhoneServer
-from voicebot.core.interfaces import BotReply
 
 EXTENSIONS = Path(__file__).resolve().parent.parent / "deploy" / "asterisk" / "extensions.conf"
 SECRET = "s3cret-de-test"
@@ -245,29 +244,8 @@ async def test_low_asr_confidence_hands_off_with_its_reason(call_runtime: Runtim
         assert (await record_of(server, result))["context_delivered"] is True
 
 
-class FailingDialogue:
-    """The real dialogue, except that understanding a sentence fails (a bug, a lost file…)."""
-
-    def __init__(self, real: Any) -> None:
-        self.real = real
-
-    async def greet(self, call_id: str) -> BotReply:
-        reply: BotReply = await self.real.greet(call_id)
-        return reply
-
-    async def turn(self, call_id: str, text: str) -> BotReply:
-        raise RuntimeError("simulated failure inside the dialogue")
-
-    async def dtmf(self, call_id: str, digit: str) -> BotReply:
-        reply: BotReply = await self.real.dtmf(call_id, digit)
-        return reply
-
-    async def end(self, call_id: str) -> None:
-        await self.real.end(call_id)
-
-
 async def test_an_error_in_the_bot_hands_the_caller_to_a_person(call_runtime: Runtime) -> None:
-    failing = FailingDialogue(call_runtime.services.dialogue)
+    failing = BrokenDialogue(call_runtime.services.dialogue)
     async with switchboard(call_runtime, dialogue=failing) as (pbx, server):
         result = await place(pbx, "audiosocket", says("vm-goodbye"))
         assert_queued(result, "erreur")

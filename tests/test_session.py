@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.phone_helpers import BrokenDialogue
 from tests.speech_helpers import french_prompt_pcm
 from voicebot.call.runtime import Runtime
 from voicebot.call.session import FRAME_S, CallReport, CallSession, SessionServices
 from voicebot.core.audio import FRAME_BYTES, SILENCE_FRAME, AudioFrame, to_frames
 from voicebot.core.interfaces import (
     AudioIn,
-    BotReply,
     CallerActive,
     CallerHungUp,
     CallStarted,
@@ -357,27 +357,6 @@ async def test_maximum_time_with_the_bot_hands_off(call_runtime: Runtime) -> Non
     services = with_policy(call_runtime.services, max_call_seconds=3)
     report, _ = await run_call(services, [("wait_bot", None)], tail_s=20)
     assert report.handoff is not None and report.handoff.reason == "durée"
-
-
-class BrokenDialogue:
-    """The real dialogue, except that one turn fails inside (a bug, a lost model file…)."""
-
-    def __init__(self, real: Any) -> None:
-        self.real = real
-
-    async def greet(self, call_id: str) -> BotReply:
-        reply: BotReply = await self.real.greet(call_id)
-        return reply
-
-    async def turn(self, call_id: str, text: str) -> BotReply:
-        raise RuntimeError("simulated failure inside the dialogue")
-
-    async def dtmf(self, call_id: str, digit: str) -> BotReply:
-        reply: BotReply = await self.real.dtmf(call_id, digit)
-        return reply
-
-    async def end(self, call_id: str) -> None:
-        await self.real.end(call_id)
 
 
 async def test_internal_error_hands_the_caller_to_a_human(call_runtime: Runtime) -> None:
