@@ -45,6 +45,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from voicebot.core.config import ReportSettings
+from voicebot.core.french import date_fr
 
 # Intents that say nothing of what the caller wanted: never a call's topic. Asking for a
 # person is a reason to transfer (shown by reason), not a topic.
@@ -409,25 +410,6 @@ def duration_fr(seconds: float | None) -> str:
     if minutes:
         return f"{minutes}\u00a0min\u00a0{secs:02d}\u00a0s"
     return f"{secs}\u00a0s"
-
-
-def date_fr(day: dt.date) -> str:
-    months = (
-        "janvier",
-        "février",
-        "mars",
-        "avril",
-        "mai",
-        "juin",
-        "juillet",
-        "août",
-        "septembre",
-        "octobre",
-        "novembre",
-        "décembre",
-    )
-    first = "1er" if day.day == 1 else str(day.day)
-    return f"{first} {months[day.month - 1]} {day.year}"
 
 
 def hours_fr(hours: float) -> str:

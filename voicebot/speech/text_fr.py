@@ -16,10 +16,8 @@ from collections.abc import Callable
 
 from num2words import num2words
 
-_MONTHS = (
-    "janvier", "février", "mars", "avril", "mai", "juin",
-    "juillet", "août", "septembre", "octobre", "novembre", "décembre",
-)  # fmt: skip
+from voicebot.core.french import MONTHS
+
 MAX_NUMBER = 999_999_999_999  # longer digit strings are codes, read digit by digit
 _PLURAL_BEFORE_IEME = re.compile(r"(vingt|cent)sième$")
 
@@ -110,7 +108,7 @@ def _amount(match: re.Match[str]) -> str:
 _NUMERIC_DATE_RE = re.compile(
     r"(?<![\d/])(?P<d>[0-3]?\d)/(?P<m>[01]?\d)(?:/(?P<y>\d{4}|\d{2}))?(?![\d/])"
 )
-_MONTH_NAMES = "|".join(_MONTHS)
+_MONTH_NAMES = "|".join(MONTHS)
 _DAY_MONTH_RE = re.compile(
     rf"\b(?P<d>[0-3]?\d)(?P<er>er|ᵉʳ)?\s+(?P<m>{_MONTH_NAMES})\b(?:\s+(?P<y>\d{{4}})\b)?",
     re.IGNORECASE,
@@ -129,7 +127,7 @@ def _numeric_date(match: re.Match[str]) -> str:
     day, month = int(match.group("d")), int(match.group("m"))
     if not (1 <= day <= 31 and 1 <= month <= 12):
         return match.group(0)
-    said = f"{_day(day)} {_MONTHS[month - 1]}"
+    said = f"{_day(day)} {MONTHS[month - 1]}"
     year_text = match.group("y")
     if year_text:
         year = int(year_text) + (2000 if len(year_text) == 2 else 0)

@@ -57,9 +57,7 @@ from voicebot.console.transparency.topics import (
     gather_never,
 )
 from voicebot.console.transparency.words import (
-    MONTHS,
     NBSP,
-    date_fr,
     datetime_fr,
     duration_fr,
     number_fr,
@@ -67,6 +65,7 @@ from voicebot.console.transparency.words import (
     times_fr,
 )
 from voicebot.core.config import Settings
+from voicebot.core.french import MONTHS, date_fr
 from voicebot.dialogue import catalogue
 from voicebot.dialogue.knowledge import KnowledgeBase
 

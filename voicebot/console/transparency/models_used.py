@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from voicebot.console.transparency.model import ModelInfo
-from voicebot.console.transparency.words import date_fr
 from voicebot.core.config import Settings
 from voicebot.core.errors import ModelError
+from voicebot.core.french import date_fr
 from voicebot.dialogue import catalogue
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,9 @@ from pathlib import Path
 from voicebot.console.context import STATIC_DIR
 from voicebot.console.transparency.model import AlgorithmCard, Evaluation
 from voicebot.console.transparency.topics import GROUP_LABELS
-from voicebot.console.transparency.words import date_fr, datetime_fr, number_fr, percent_fr
+from voicebot.console.transparency.words import datetime_fr, number_fr, percent_fr
 from voicebot.core.errors import VoicebotError
+from voicebot.core.french import date_fr
 
 TITLE = "Comment fonctionne l'assistant automatique"
 STYLESHEET = STATIC_DIR / "style.css"

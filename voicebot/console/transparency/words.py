@@ -5,21 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+from voicebot.core.french import date_fr
+
 NBSP = "\u00a0"
-MONTHS = (
-    "janvier",
-    "février",
-    "mars",
-    "avril",
-    "mai",
-    "juin",
-    "juillet",
-    "août",
-    "septembre",
-    "octobre",
-    "novembre",
-    "décembre",
-)
 
 
 def number_fr(value: float, decimals: int = 2) -> str:
@@ -42,12 +30,6 @@ def duration_fr(seconds: float) -> str:
     if rest or not parts:
         parts.append(f"{number_fr(rest, 1)}{NBSP}seconde{'s' if rest >= 2 else ''}")
     return " ".join(parts)
-
-
-def date_fr(day: dt.date) -> str:
-    """2026-12-01 → « 1er décembre 2026 »."""
-    first = "1er" if day.day == 1 else str(day.day)
-    return f"{first} {MONTHS[day.month - 1]} {day.year}"
 
 
 def datetime_fr(moment: dt.datetime) -> str:
