@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from tests.phone_helpers import BrokenDialogue, phone_server
 from tests.speech_helpers import french_prompt_pcm
 from voicebot.call.runtime import Runtime
 from voicebot.call.server import PhoneServer
+from voicebot.core.events import CallEvent
 
 EXTENSIONS = Path(__file__).resolve().parent.parent / "deploy" / "asterisk" / "extensions.conf"
 SECRET = "s3cret-de-test"
@@ -52,11 +54,43 @@ async def wait_until_the_bot_is_quiet(media: Media, quiet_s: float = 1.0) -> Non
     raise AssertionError("the bot never went quiet")
 
 
+# The bot's state per call id while a switchboard runs, from its own events: on a loaded
+# machine a pause between two synthesised sentences can sound like the end of the greeting, and
+# a caller who spoke into it would be heard only in part. The tests' callers wait for both.
+_BOT_LISTENING: dict[str, asyncio.Event] = {}
+
+
+def _note_state(event: CallEvent) -> None:
+    if event.kind == "state":
+        listening = _BOT_LISTENING.setdefault(event.call_id, asyncio.Event())
+        if event.data.get("state") == "écoute":
+            listening.set()
+        else:
+            listening.clear()
+
+
+def _call_id(media: Media) -> str:
+    if isinstance(media, AudioSocketCaller):
+        return media.call_uuid
+    return parse_qs(urlsplit(media.uri).query)["allo_uuid"][0]
+
+
+async def wait_until_the_bot_listens(media: Media) -> None:
+    """The bot has spoken and gone quiet (as the caller hears it), and it is listening."""
+    await wait_until_the_bot_is_quiet(media)
+    listening = _BOT_LISTENING.setdefault(_call_id(media), asyncio.Event())
+    for _ in range(300):  # 60 s at most
+        if listening.is_set():
+            return
+        await media.play_silence(0.2)
+    raise AssertionError("the bot never listened")
+
+
 def says(recording: str) -> Script:
     """Listen to the greeting, say a real French recording, then stay on the line."""
 
     async def script(media: Media) -> None:
-        await wait_until_the_bot_is_quiet(media)
+        await wait_until_the_bot_listens(media)
         await media.play(french_prompt_pcm(recording))
         await media.play_silence(60.0)
 
@@ -66,7 +100,7 @@ def says(recording: str) -> Script:
 def says_twice(recording: str) -> Script:
     async def script(media: Media) -> None:
         for _ in range(2):
-            await wait_until_the_bot_is_quiet(media)
+            await wait_until_the_bot_listens(media)
             await media.play(french_prompt_pcm(recording))
         await media.play_silence(60.0)
 
@@ -112,7 +146,11 @@ async def switchboard(
                 globals_override={"ALLO_AUDIOSOCKET": f"127.0.0.1:{server.audiosocket_port}"},
                 websocket_uri=f"ws://127.0.0.1:{server.websocket_port}",
             )
-            yield pbx, server
+            stop_noting = server.runtime.services.hub.listen(_note_state)
+            try:
+                yield pbx, server
+            finally:
+                stop_noting()
     finally:
         await ami.stop()
 

@@ -109,10 +109,12 @@ class ChanWebSocketPeer:
         self._closed = asyncio.Event()
         self._new_command = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.uri = ""
 
     # --- connection ------------------------------------------------------------------------
 
     async def connect(self, uri: str, *, send_media_start: bool = True) -> None:
+        self.uri = uri  # with the v() parameters Asterisk puts in the query
         self._ws = await connect(uri, subprotocols=[Subprotocol(SUBPROTOCOL)], close_timeout=2)
         self._t0 = asyncio.get_running_loop().time()
         if send_media_start:
