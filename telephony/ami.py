@@ -259,21 +259,7 @@ class AmiCallControl:
         except AmiError as exc:
             call_logger("telephony.ami", call_id).warning("recherche du canal impossible : %s", exc)
             return None
-        matches = [
-            reply
-            for reply in replies
-            if reply.get("Event") == "Status"
-            and wanted in {value.lower() for value in _variable_values(reply, CALL_ID_VARIABLE)}
-        ]
-        callers = [
-            r for r in matches if not str(r.get("Channel", "")).startswith(_BOT_SIDE_CHANNELS)
-        ]
-        found = callers or matches
-        if not found:
-            return None
-        return _CallerLine(
-            str(found[0].get("Channel", "")), _caller_number(found[0].get("CallerIDNum"))
-        )
+        return status_caller_line(replies, wanted)
 
     async def _set_variables(
         self,
@@ -310,11 +296,7 @@ class AmiCallControl:
         reply = await self._request(manager, fields)
         if not expect_list:
             return reply
-        # A list action answers with a list; a refusal is a single Error response.
-        replies = reply if isinstance(reply, list) else [reply]
-        if replies and replies[0].get("Response") == "Error":
-            raise AmiError(f"{fields['Action']} refusé ({replies[0].get('Message', '')})")
-        return replies
+        return list_replies(reply, fields["Action"])
 
     async def _request(self, manager: _Manager, fields: dict[str, str]) -> Any:
         """Send one action; its answer, or AmiError at once if the link drops, or on timeout."""
@@ -412,6 +394,33 @@ class AmiCallControl:
         manager, self._manager = self._manager, None
         if manager is not None:
             manager.close()
+
+
+def list_replies(reply: Any, action: str) -> list[Any]:
+    """A list action's replies (it answers with a list); AmiError when it was refused (a
+    single Error response)."""
+    replies = reply if isinstance(reply, list) else [reply]
+    if replies and replies[0].get("Response") == "Error":
+        raise AmiError(f"{action} refusé ({replies[0].get('Message', '')})")
+    return replies
+
+
+def status_caller_line(replies: list[Any], wanted: str) -> _CallerLine | None:
+    """The caller's line among the replies to ``Action: Status``: the channel whose
+    ``ALLO_UUID`` is ``wanted`` (a UUID in lower case), the caller's side first."""
+    matches = [
+        reply
+        for reply in replies
+        if reply.get("Event") == "Status"
+        and wanted in {value.lower() for value in _variable_values(reply, CALL_ID_VARIABLE)}
+    ]
+    callers = [r for r in matches if not str(r.get("Channel", "")).startswith(_BOT_SIDE_CHANNELS)]
+    found = callers or matches
+    if not found:
+        return None
+    return _CallerLine(
+        str(found[0].get("Channel", "")), _caller_number(found[0].get("CallerIDNum"))
+    )
 
 
 def _variable_values(reply: Message, name: str) -> list[str]:

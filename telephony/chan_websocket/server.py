@@ -135,7 +135,7 @@ class WebSocketTransport:
         try:
             async for message in self._ws:
                 if isinstance(message, bytes):
-                    for frame in self._edge.to_internal(message):
+                    for frame in self.audio_in(message):
                         yield AudioIn(frame)
                     continue
                 try:
@@ -154,6 +154,10 @@ class WebSocketTransport:
         if not self._ended:
             self.log.info("Asterisk closed the media WebSocket (caller hung up)")
             yield CallerHungUp("hangup")
+
+    def audio_in(self, data: bytes) -> list[AudioFrame]:
+        """A binary message from Asterisk as the bot's 8 kHz frames."""
+        return self._edge.to_internal(data)
 
     async def send(self, frame: AudioFrame) -> None:
         if self._closed or self._ended:
