@@ -38,6 +38,10 @@ JSON_FORMAT = "json"
 MAX_TEXT_MESSAGE_LEN = 128  # chan_websocket ignores longer text messages
 
 SUBPROTOCOL = "media"
+# Bounds of MEDIA_START's framing (Asterisk sends 20 ms; slin allows at most 70 ms): one second,
+# at the highest signed-linear rate for the frame size.
+MAX_PTIME_MS = 1000
+MAX_FRAME_BYTES = 192000 * 2
 
 COMMANDS = frozenset(
     {
@@ -230,7 +234,7 @@ def parse_event(text: str) -> AsteriskEvent:
         name, args, fields = _split_plain(stripped)
     try:
         return _build_event(name, args, fields)
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise ProtocolError(
             f"chan_websocket: malformed {name} message {stripped!r} ({exc})"
         ) from None
@@ -239,7 +243,7 @@ def parse_event(text: str) -> AsteriskEvent:
 def _load_json(text: str) -> dict[str, Any]:
     try:
         body = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         raise ProtocolError(f"chan_websocket: invalid JSON control message {text!r}") from None
     if not isinstance(body, dict):
         raise ProtocolError(f"chan_websocket: a JSON control message must be an object: {text!r}")
@@ -272,7 +276,7 @@ def _split_plain(text: str) -> tuple[str, list[str], dict[str, Any]]:
 def _build_event(name: str, args: list[str], fields: dict[str, Any]) -> AsteriskEvent:
     if name == "MEDIA_START":
         variables = fields.get("channel_variables") or {}
-        return MediaStart(
+        start = MediaStart(
             connection_id=str(fields["connection_id"]),
             channel=str(fields["channel"]),
             channel_id=str(fields.get("channel_id", "")),
@@ -281,6 +285,8 @@ def _build_event(name: str, args: list[str], fields: dict[str, Any]) -> Asterisk
             ptime=int(fields.get("ptime", 20)),
             channel_variables={str(k): str(v) for k, v in dict(variables).items()},
         )
+        _check_framing(start)
+        return start
     if name == "MEDIA_XOFF":
         return MediaXoff()
     if name == "MEDIA_XON":
@@ -309,6 +315,15 @@ def _build_event(name: str, args: list[str], fields: dict[str, Any]) -> Asterisk
     if name == "ERROR":
         return DriverError(str(fields.get("error_text", " ".join(args))))
     return UnknownEvent(name, fields)
+
+
+def _check_framing(start: MediaStart) -> None:
+    """The frame size and ptime the transport cuts the bot's audio with must make sense."""
+    size = start.optimal_frame_size
+    if size < 0 or size > MAX_FRAME_BYTES or (start.sample_rate is not None and size % 2):
+        raise ValueError(f"optimal_frame_size {size}")
+    if not 0 < start.ptime <= MAX_PTIME_MS:
+        raise ValueError(f"ptime {start.ptime}")
 
 
 def _as_bool(value: Any) -> bool:

@@ -135,7 +135,12 @@ class WebSocketTransport:
         try:
             async for message in self._ws:
                 if isinstance(message, bytes):
-                    for frame in self.audio_in(message):
+                    try:
+                        frames = self.audio_in(message)
+                    except ProtocolError as exc:
+                        self.log.warning("%s (ignored)", exc)
+                        continue
+                    for frame in frames:
                         yield AudioIn(frame)
                     continue
                 try:
@@ -156,7 +161,10 @@ class WebSocketTransport:
             yield CallerHungUp("hangup")
 
     def audio_in(self, data: bytes) -> list[AudioFrame]:
-        """A binary message from Asterisk as the bot's 8 kHz frames."""
+        """A binary message from Asterisk as the bot's 8 kHz frames (ProtocolError if it is
+        not whole 16-bit samples)."""
+        if len(data) % 2:
+            raise ProtocolError(f"chan_websocket: odd-sized 16-bit audio ({len(data)} bytes)")
         return self._edge.to_internal(data)
 
     async def send(self, frame: AudioFrame) -> None:

@@ -115,7 +115,7 @@ async def console_ws(request: web.Request) -> web.StreamResponse:
 def _console_command(board: LiveBoard, outbox: Outbox, text: str) -> None:
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         raise BadMessage("Message illisible : JSON attendu.") from None
     if not isinstance(data, dict):
         raise BadMessage("Message illisible : un objet JSON est attendu.")

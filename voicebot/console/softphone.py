@@ -38,7 +38,7 @@ def parse_start(message: str) -> int:
     """The softphone's first message: ``{"type": "start", "sample_rate": 48000}``."""
     try:
         data = json.loads(message)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         raise BadMessage("Le premier message doit être du JSON.") from None
     if not isinstance(data, dict) or data.get("type") != "start":
         raise BadMessage('Le premier message doit être {"type": "start", "sample_rate": …}.')
@@ -143,7 +143,7 @@ class BrowserTransport:
     def receive_text(self, message: str) -> None:
         try:
             data = json.loads(message)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             raise BadMessage("Message illisible : JSON attendu.") from None
         if not isinstance(data, dict):
             raise BadMessage("Message illisible : un objet JSON est attendu.")

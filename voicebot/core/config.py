@@ -418,8 +418,13 @@ def _as_dict(section: Any) -> dict[str, Any]:
     return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
 
 
+_CONTAINERS = (dict, list, set, tuple)
+
+
 def _coerce(value: Any, target: Any, where: str) -> Any:
     """Convert a YAML or environment value to the field's declared type."""
+    if isinstance(value, _CONTAINERS):  # never printed: YAML aliases can make it enormous
+        raise ConfigError(f"{where}: expected a single value, got {type(value).__name__}")
     if target is Path:
         return Path(os.path.expanduser(str(value)))
     if target is bool:
@@ -436,7 +441,7 @@ def _coerce(value: Any, target: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         try:
             return target(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     if target is str:
         if isinstance(value, (dict, list)):
@@ -448,7 +453,7 @@ def _coerce(value: Any, target: Any, where: str) -> Any:
 def _build_section(name: str, cls: type, raw: Mapping[str, Any], origin: str) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(str(key) for key in set(raw) - known)
     if unknown:
         raise ConfigError(
             f"{origin}: unknown setting {name}.{unknown[0]} (known: {', '.join(sorted(known))})"
@@ -479,8 +484,14 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except OSError as exc:
             raise ConfigError(f"cannot read settings file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"settings file {path} is not UTF-8 text") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"settings file {path} is not valid YAML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"settings file {path}: values nested too deeply") from None
+        except ValueError as exc:  # a value YAML cannot build, such as the date 2026-02-30
+            raise ConfigError(f"settings file {path} holds an invalid value: {exc}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"settings file {path} must hold a mapping of sections")
         for section, values in loaded.items():
