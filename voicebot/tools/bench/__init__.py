@@ -48,4 +48,6 @@ The modules, in the order a run uses them:
 * ``run``: a whole run (warm-up, capacity steps, the result); ``report`` and ``plots``: its
   files; ``cli``: `voicebot bench` (``run_bench``);
 * ``speech``: the speech engines alone, without a call (``python -m voicebot.tools.bench.speech``).
+* ``soak``: N calls kept up for half an hour, the server's memory and open files sampled and
+  their trend judged (``scripts/soak.py``).
 """

@@ -10,6 +10,7 @@ import logging
 import os
 import shlex
 import signal
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ class BenchContext:
     idle_rss_mb: float | None = None
     notes: list[str] = field(default_factory=list)
     noise_dbfs: float = LINE_NOISE_DBFS
+    load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 async def measure(
@@ -96,18 +98,17 @@ async def warm_up(context: BenchContext) -> None:
         await wait_until_idle(context.watch, 60.0)
 
 
-async def run_async(
+@contextlib.asynccontextmanager
+async def bench_context(
     settings: Settings,
-    calls: int,
-    duration_s: float,
-    ramp_s: float,
     transport: str,
-    find_capacity: bool,
     target: str | None,
     out_dir: Path,
     noise_dbfs: float = LINE_NOISE_DBFS,
-) -> dict[str, Any]:
-    """Set up (or reach) the server, run the benchmark, write the report. The JSON result."""
+) -> AsyncIterator[BenchContext]:
+    """Everything a run needs before its first call: SIGTERM and SIGINT cancel it, the
+    caller clips are ready, the server is started (or reached with ``target``), watched and
+    settled. A server the bench started is stopped on the way out."""
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     if main is not None:  # SIGTERM (and SIGINT, even in a background job) stop the server
@@ -140,27 +141,52 @@ async def run_async(
             settings, transport, host, port, out_dir, server, watch, clips, records_url
         )
         context.noise_dbfs = noise_dbfs
+        context.load_before = load_before
         if watch.process is None:
             context.notes.append("server process not visible: no CPU/RSS figures")
         elif not await wait_until_idle(watch):
             context.notes.append("the server never settled below 20 % CPU before the run")
+        yield context
+    finally:
+        if server is not None:
+            await server.stop()
+
+
+async def run_async(
+    settings: Settings,
+    calls: int,
+    duration_s: float,
+    ramp_s: float,
+    transport: str,
+    find_capacity: bool,
+    target: str | None,
+    out_dir: Path,
+    noise_dbfs: float = LINE_NOISE_DBFS,
+) -> dict[str, Any]:
+    """Set up (or reach) the server, run the benchmark, write the report. The JSON result."""
+    async with bench_context(settings, transport, target, out_dir, noise_dbfs) as context:
         if duration_s >= WARMUP_MIN_DURATION_S:
             await warm_up(context)
         else:
             context.notes.append("short run (smoke test): no warm-up call")
-        context.idle_rss_mb = watch.rss_mb()
+        context.idle_rss_mb = context.watch.rss_mb() if context.watch is not None else None
         if find_capacity:
             result, runs = await _capacity(context, duration_s, ramp_s)
         else:
             data, summary = await measure(context, calls, duration_s, ramp_s)
             result, runs = {"mode": "run", "run": summary}, [(data, summary)]
         _finish(
-            context, result, runs, load_before, calls, duration_s, ramp_s, find_capacity, target
+            context,
+            result,
+            runs,
+            context.load_before,
+            calls,
+            duration_s,
+            ramp_s,
+            find_capacity,
+            target,
         )
         return result
-    finally:
-        if server is not None:
-            await server.stop()
 
 
 async def _capacity(

@@ -1,0 +1,97 @@
+"""The soak's mechanics on a one-minute run with two calls against the real `voicebot serve`
+(Vosk stand-in): samples taken, calls ended and replaced, the summary's fields there and
+adding up, its files written. Never the machine's speed nor the slope's verdict: a minute
+is too short to judge a trend (the figures are scripts/soak.py's, in docs/fiabilite.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from voicebot.core.config import Settings
+from voicebot.tools.bench.soak import (
+    FD_SLOPE_MAX_PER_H,
+    RSS_SLOPE_MAX_MB_PER_H,
+    SoakSample,
+    judge,
+    report_lines,
+    slope_per_hour,
+    soak_async,
+    soak_settings,
+)
+
+
+def _samples(values: list[tuple[float, float, int]]) -> list[SoakSample]:
+    return [SoakSample(t, rss, rss, 0, fds, 10, 2, 0, 0.5) for t, rss, fds in values]
+
+
+def test_the_slope_is_per_hour_and_the_warm_up_is_not_judged() -> None:
+    # 100 MB in the first (warm-up) minute, then +1 MB every 6 minutes: 10 MB/h
+    samples = _samples([(0.0, 100.0, 30), (30.0, 180.0, 40)])
+    samples += _samples([(60.0 + 360 * i, 200.0 + i, 40) for i in range(12)])
+    assert slope_per_hour(samples[2:], "rss_mb") == pytest.approx(10.0)
+    assert slope_per_hour(samples[2:], "fds") == pytest.approx(0.0)
+    result = judge(samples, 60.0, [10.0, 100.0, 200.0])
+    assert result["verdict"] == "PASS" and result["judged_samples"] == 12
+    assert result["rss_mb"]["start"] == 200.0 and result["rss_mb"]["end"] == 211.0
+    assert (result["late_frames"], result["late_frames_warmup"]) == (3, 1)
+    leaking = _samples([(60.0 * i, 200.0 + i, 40 + i) for i in range(12)])  # 60 MB/h, 60 fds/h
+    why = judge(leaking, 0.0, [])["why"]
+    assert len(why) == 2 and str(int(RSS_SLOPE_MAX_MB_PER_H)) in why[0]
+    assert f"{FD_SLOPE_MAX_PER_H:g}" in why[1]
+    assert judge(leaking[:3], 0.0, [])["verdict"] == "FAIL"  # too few samples to judge
+
+
+@pytest.mark.slow
+def test_a_one_minute_soak_samples_the_server_and_replaces_ended_calls(tmp_path: Path) -> None:
+    settings = soak_settings(Settings(), max_call_seconds=20)  # the bot ends calls after 20 s
+    out = tmp_path / "soak"
+    result = asyncio.run(
+        soak_async(
+            settings,
+            calls=2,
+            minutes=1.0,
+            out_dir=out,
+            sample_every_s=2.0,
+            caller_lengths=(12.0,),  # the callers of odd-numbered calls hang up after 12 s
+        )
+    )
+    assert "vosk" in result["models"]["asr"].lower()
+    assert not result["errors"] and not result["violations"], result["errors"]
+    # samples every 2 s over the minute, the warm-up (a third) left out of the judgement
+    assert 20 <= result["samples"] <= 31
+    assert result["warmup_s"] == 20.0 and 0 < result["judged_samples"] < result["samples"]
+    rows = list(csv.DictReader((out / "samples.csv").open(encoding="utf-8")))
+    assert len(rows) == result["samples"]
+    times = [float(r["t_s"]) for r in rows]
+    assert times == sorted(times) and times[-1] <= 60.0
+    assert all(float(r["rss_mb"]) >= float(r["server_rss_mb"]) > 100 for r in rows)
+    assert all(int(r["fds"]) > 0 and int(r["threads"]) > 0 for r in rows)
+    assert max(int(r["calls_up"]) for r in rows) == 2
+    assert sum(int(r["late_frames"]) for r in rows) <= result["late_frames"]
+    # calls ended (by the caller and by the bot) and new ones placed in their lines
+    assert result["calls_ended_during_run"] > 0 and result["calls_placed"] > 2
+    assert result["calls_placed"] - result["calls_ended_during_run"] <= 2  # up at the end
+    assert "caller" in result["calls_ended_by"]
+    assert any(way.startswith("bot") for way in result["calls_ended_by"]), result["calls_ended_by"]
+    assert sum(result["calls_ended_by"].values()) == result["calls_placed"]
+    assert result["turns"] > 0 and result["audio_frames"] > 0
+    assert result["late_frames"] == result["late_frames_warmup"] + result["late_frames_judged"]
+    # the figures are there and consistent, whatever their size
+    rss, fds = result["rss_mb"], result["fds"]
+    assert rss["min"] <= rss["start"] <= rss["max"] and rss["min"] <= rss["end"] <= rss["max"]
+    assert fds["min"] <= fds["start"] <= fds["max"] and fds["min"] <= fds["end"] <= fds["max"]
+    assert rss["slope_mb_per_h"] is not None and fds["slope_per_h"] is not None
+    assert rss["threshold_mb_per_h"] == RSS_SLOPE_MAX_MB_PER_H
+    assert result["verdict"] in ("PASS", "FAIL")
+    for when in ("before", "after"):
+        assert result["speed_reference"][when]["seconds"] > 0
+        assert result["idle"][when]["fds"] > 0
+    assert result["machine"]["cores"] >= 1 and len(result["machine"]["load_after"]) == 3
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8")) == result
+    printed = "\n".join(report_lines(result))
+    assert "MB/h" in printed and "Verdict: " + result["verdict"] in printed
