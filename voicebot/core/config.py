@@ -419,6 +419,21 @@ def _as_dict(section: Any) -> dict[str, Any]:
 
 
 _CONTAINERS = (dict, list, set, tuple)
+# PyYAML's scanner is quadratic in the depth of [ ] and { } (2,000 levels: seconds).
+MAX_YAML_NESTING = 100
+
+
+def yaml_nesting(text: str) -> int:
+    """The deepest [ ] / { } nesting in YAML text (brackets in strings count too: an upper
+    bound, far above any real file)."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+    return deepest
 
 
 def _coerce(value: Any, target: Any, where: str) -> Any:
@@ -481,7 +496,10 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     if path is not None:
         origin = str(path)
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            text = path.read_text(encoding="utf-8")
+            if yaml_nesting(text) > MAX_YAML_NESTING:
+                raise RecursionError  # PyYAML takes seconds, then exceeds Python's stack
+            loaded = yaml.safe_load(text) or {}
         except OSError as exc:
             raise ConfigError(f"cannot read settings file {path}: {exc.strerror}") from None
         except UnicodeDecodeError:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from voicebot.core.config import MAX_YAML_NESTING, yaml_nesting
 from voicebot.core.errors import KnowledgeBaseError
 
 STR_TAG = "tag:yaml.org,2002:str"
@@ -173,8 +174,12 @@ def _compose(path: Path) -> yaml.Node:
         raise KnowledgeBaseError(f"{path} : le fichier n'est pas en UTF-8") from None
     except OSError as exc:
         raise KnowledgeBaseError(f"{path} : illisible ({exc.strerror})") from None
+    if yaml_nesting(text) > MAX_YAML_NESTING:
+        raise KnowledgeBaseError(f"{path} : YAML imbriqué trop profondément")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise KnowledgeBaseError(f"{path} : YAML imbriqué trop profondément") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = f", ligne {mark.line + 1}" if mark is not None else ""
