@@ -379,7 +379,7 @@ class AmiCallControl:
     async def _keepalive(self) -> None:
         """Ping until the link dies: returns (or raises) when a reconnect is needed."""
         manager = self._manager
-        assert manager is not None
+        assert manager is not None  # noqa: S101 — set by the caller before this task starts; narrows the type
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(manager.lost.wait(), self.settings.ping_interval_s)

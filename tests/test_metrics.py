@@ -314,7 +314,7 @@ def _non_loopback_address() -> str | None:
         except OSError:
             return None
         address = str(probe.getsockname()[0])
-    return None if address.startswith("127.") or address == "0.0.0.0" else address
+    return None if address.startswith("127.") or address == "0.0.0.0" else address  # noqa: S104 — compares an address, binds nothing
 
 
 async def test_a_real_peer_on_the_network_is_refused(

@@ -206,7 +206,7 @@ def _handoff(hub: CallHub, call_id: str) -> None:
 
 
 async def test_no_token_refuses_a_non_loopback_host(tmp_path: Path) -> None:
-    settings = Settings().replace("server", host="0.0.0.0", http_port=0)
+    settings = Settings().replace("server", host="0.0.0.0", http_port=0)  # noqa: S104 — the refusal to listen on every address is the test
     records = CallRecords.open(Settings().replace("paths", data_dir=tmp_path))
     try:
         with pytest.raises(ConfigError, match="VOICEBOT_CONSOLE_TOKEN"):

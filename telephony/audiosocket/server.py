@@ -290,7 +290,7 @@ async def _accept(
         writer.transport.abort()
         return None
     first = messages[0]
-    assert isinstance(first, Uuid)  # the decoder accepts nothing else first
+    assert isinstance(first, Uuid)  # the decoder accepts nothing else first  # noqa: S101 — the decoder's invariant (it accepts nothing else first); narrows the type
     return AudioSocketTransport(
         reader,
         writer,

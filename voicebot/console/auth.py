@@ -3,8 +3,17 @@
 
 With ``VOICEBOT_CONSOLE_TOKEN`` set every page, API and WebSocket needs the token (login
 form, then a cookie; or ``Authorization: Bearer``); without a token the server refuses to
-listen anywhere but on the loopback address. An address that gives a wrong token 5 times
-within a minute is refused (HTTP 429) until the minute is up.
+listen anywhere but on the loopback address (``check_access``: the softphone, on the same
+server, follows the same rule), and answers only requests addressed to a loopback name (a
+web page that rebinds its own name to 127.0.0.1 is refused). An address that gives a wrong
+token 5 times within a minute is refused (HTTP 429) until the minute is up.
+
+Another web site may not drive the console through the operator's browser: a form post or a
+WebSocket whose ``Origin`` is not this server (or ``console.public_origin``, behind a TLS
+proxy) is refused with 403 and logged (never with the token or the cookie). A request with
+no ``Origin`` at all is let through to the token check: browsers always send one on a
+WebSocket and on a cross-site post, so only a non-browser client (a script holding the
+token, the tests, curl) omits it, and such a client could write any ``Origin`` anyway.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from yarl import URL
 
 from voicebot.console.context import CONTEXT, STATIC_DIR, WebContext, json_error
 from voicebot.core.config import Settings
@@ -162,12 +172,50 @@ class LoginThrottle:
             del self._failures[oldest]
 
 
+def is_websocket_upgrade(request: web.Request) -> bool:
+    """A WebSocket handshake, whatever its path."""
+    upgrade = request.headers.get("Upgrade", "")
+    return "websocket" in (part.strip().lower() for part in upgrade.split(","))
+
+
 def _same_origin(request: web.Request) -> bool:
-    """A browser's Origin must be this server (no other site may drive the console)."""
+    """A browser's Origin must be this server, or the public address a TLS-terminating proxy
+    serves it at (no other site may drive the console). No Origin: not a browser."""
     origin = request.headers.get("Origin")
     if origin is None:
-        return True  # not a browser request
-    return origin == f"{request.scheme}://{request.host}"
+        return True
+    public = request.app[CONTEXT].settings.console.public_origin
+    return origin == f"{request.scheme}://{request.host}" or (bool(public) and origin == public)
+
+
+def _loopback_host(request: web.Request) -> bool:
+    """The request names this machine (``Host``): a page whose own name was rebound to
+    127.0.0.1 (DNS rebinding) sends its own name, and is refused."""
+    try:
+        host = URL(f"http://{request.host}").host
+    except ValueError:
+        return False
+    return host is not None and is_loopback(host)
+
+
+def _refused(request: web.Request, why: str, detail: str, message: str) -> web.Response:
+    """403, logged with the peer, the method and the path (never a header's secret)."""
+    log.warning(
+        "console: %s %s from %s refused: %s %.100r",
+        request.method,
+        request.path,
+        client_address(request.remote),
+        why,
+        detail,
+    )
+    return json_error(403, message)
+
+
+def secure_cookie(request: web.Request) -> bool:
+    """The login cookie is sent over TLS only when the browser reaches the console over TLS:
+    the server's own (request.secure) or a TLS-terminating proxy's (console.public_origin)."""
+    public = request.app[CONTEXT].settings.console.public_origin
+    return request.secure or public.startswith("https://")
 
 
 @web.middleware
@@ -175,12 +223,16 @@ async def guard(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     path = request.path
-    is_api = path.startswith(("/api/", "/ws/"))
-    if (request.method == "POST" or path.startswith("/ws/")) and not _same_origin(request):
-        return json_error(403, "Origine refusée.")
+    websocket = is_websocket_upgrade(request) or path.startswith("/ws/")
+    is_api = websocket or path.startswith("/api/")
+    if (request.method == "POST" or websocket) and not _same_origin(request):
+        origin = request.headers.get("Origin", "")
+        return _refused(request, "foreign Origin", origin, "Origine refusée.")
     context = request.app[CONTEXT]
     token = context.settings.console.token
     public = path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+    if not token and not public and not _loopback_host(request):
+        return _refused(request, "not a loopback Host", request.host, "Hôte refusé.")
     if token and not public:
         state = _auth_state(request, token)
         target = _safe_next(path)
@@ -270,7 +322,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         max_age=COOKIE_MAX_AGE_S,
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        secure=secure_cookie(request),
         path="/",
     )
     raise response

@@ -175,7 +175,7 @@ class Outbox:
         while self._pending:
             item = self._pending.popleft()
             if isinstance(item, _Resync):
-                assert self._snapshot is not None
+                assert self._snapshot is not None  # noqa: S101 — a resync is queued only with a snapshot; narrows the type
                 # Taken now, after every change queued so far: the changes it replaced, and
                 # those dropped while it waited, are all in it.
                 self._resync_pending = False

@@ -4,10 +4,13 @@ Defaults are embedded here so that ``make run`` works with no file at all. A YAM
 (``--config`` or ``VOICEBOT_CONFIG``) overrides them, then environment variables override
 the file: ``VOICEBOT_<SECTION>_<FIELD>`` for any field (``VOICEBOT_VAD_END_SILENCE_MS=700``),
 plus the short aliases documented in ``ENV_ALIASES``. Secrets (AMI password, console
-token, the caller-number hashing key) are only ever read from the environment, never from a
-settings file; the hashing key may instead come from its own key file, which `make setup`
-creates outside the repository (``with_caller_hash_key``: only the commands that store
-callers' numbers ask for it).
+token, the caller-number hashing key) are never read from a settings file: each comes from
+the environment (``VOICEBOT_CONSOLE_TOKEN``…), else from a file named by the same variable
+with ``_FILE`` (``VOICEBOT_CONSOLE_TOKEN_FILE``), else from systemd's credentials folder
+(``$CREDENTIALS_DIRECTORY/console-token``, ``LoadCredential=``; ``SECRET_CREDENTIALS``).
+A secret file other users may read or change is refused (``read_secret_file``). The hashing
+key's file is read only by the commands that store callers' numbers
+(``with_caller_hash_key``); `make setup` creates one outside the repository.
 """
 
 from __future__ import annotations
@@ -110,11 +113,18 @@ ENV_ALIASES: dict[str, tuple[str, str]] = {
     "VOICEBOT_AMI_USERNAME": ("ami", "username"),
     "VOICEBOT_CALLER_HASH_KEY_FILE": ("records", "caller_hash_key_file"),
 }
-# Secrets: environment only, never in a settings file.
+# Secrets: never in a settings file. The environment, else the file named by the variable
+# with "_FILE", else systemd's credential of that name (SECRET_CREDENTIALS).
 SECRET_ENV: dict[str, tuple[str, str]] = {
     "VOICEBOT_AMI_SECRET": ("ami", "secret"),
     "VOICEBOT_CONSOLE_TOKEN": ("console", "token"),
     "VOICEBOT_CALLER_HASH_KEY": ("records", "caller_hash_key"),
+}
+# The credential names in $CREDENTIALS_DIRECTORY (the unit's LoadCredential=NAME:/path).
+SECRET_CREDENTIALS: dict[str, str] = {
+    "VOICEBOT_AMI_SECRET": "ami-secret",
+    "VOICEBOT_CONSOLE_TOKEN": "console-token",
+    "VOICEBOT_CALLER_HASH_KEY": "caller-hash-key",
 }
 
 
@@ -247,6 +257,27 @@ class RecordsSettings:
 @dataclass(frozen=True)
 class ConsoleSettings:
     token: str = ""
+    # The address browsers use when a TLS-terminating reverse proxy serves the console
+    # ("https://console.example.fr", no path): pages, forms and WebSockets from that origin are
+    # accepted besides the server's own, and an https one makes the login cookie Secure.
+    # Empty: the server's own address only (and Secure only when the server itself does TLS).
+    public_origin: str = ""
+
+    def validate(self) -> None:
+        origin = self.public_origin
+        if not origin:
+            return
+        scheme, _, rest = origin.partition("://")
+        if (
+            scheme not in ("http", "https")
+            or not rest
+            or any(c in rest for c in "/?#@ \t")
+            or origin != origin.lower()
+        ):
+            raise ValueError(
+                "public_origin must be scheme://host[:port] in lower case, no path "
+                f"(as a browser writes Origin), not {origin!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -354,45 +385,110 @@ def default_caller_hash_key_file(environ: Mapping[str, str] | None = None) -> Pa
 
 
 def caller_hash_key_file(settings: Settings, environ: Mapping[str, str] | None = None) -> Path:
+    """records.caller_hash_key_file (VOICEBOT_CALLER_HASH_KEY_FILE), else systemd's credential
+    ``caller-hash-key`` when the service has one, else default_caller_hash_key_file."""
     configured = settings.records.caller_hash_key_file
     if configured:
         return Path(os.path.expanduser(configured))
+    credential = credential_file("VOICEBOT_CALLER_HASH_KEY", environ)
+    if credential is not None:
+        return credential
     return default_caller_hash_key_file(environ)
 
 
-def read_caller_hash_key_file(path: Path) -> str:
-    """The key in ``path``, as written (surrounding whitespace aside). Raises ConfigError."""
+def credential_file(variable: str, environ: Mapping[str, str] | None = None) -> Path | None:
+    """systemd's credential for the secret ``variable`` (``$CREDENTIALS_DIRECTORY/<name>``,
+    LoadCredential=), when the service was given one; None otherwise."""
+    env = os.environ if environ is None else environ
+    directory = env.get("CREDENTIALS_DIRECTORY", "")
+    if not os.path.isabs(directory):
+        return None
+    path = Path(directory) / SECRET_CREDENTIALS[variable]
+    return path if path.exists() else None
+
+
+def read_secret_file(
+    path: Path,
+    what: str,
+    *,
+    missing: str = "",
+    empty: str = "",
+    systemd_credential: bool = False,
+) -> str:
+    """The secret in ``path``, as written (surrounding whitespace aside). Raises ConfigError
+    naming the file and the fix. ``what`` names the secret ("console token file");
+    ``missing`` and ``empty`` replace the default advice for those two cases.
+
+    A file other users may read, or change, is refused: whoever reads the console token
+    drives the console, whoever reads the AMI secret drives Asterisk, and whoever reads the
+    caller hash key can hash every phone number and find a caller in the records. Only its
+    owner may have any access (0600 or 0400). ``systemd_credential``: a file of
+    ``$CREDENTIALS_DIRECTORY``, a folder systemd keeps for this service alone, where it may
+    grant the service's user read access by an ACL, which shows in the mode as the group's
+    read bit: there only the others' bits and the group's write bit are refused."""
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise ConfigError(
-            f"no key to hash callers' numbers: run `make setup` (it creates {path}), or set "
-            "VOICEBOT_CALLER_HASH_KEY in the environment (a deployment: in the service's "
-            "EnvironmentFile); VOICEBOT_CALLER_HASH_KEY_FILE names another key file"
-        ) from None
+        raise ConfigError(missing or f"the {what} {path} does not exist") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read the caller hash key file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read the {what} {path}: {exc.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"the caller hash key file {path} is not a regular file")
-    # Anyone who can read the key can hash every phone number and find a caller in the
-    # records: a key open to the group or to others is no key at all.
-    if info.st_mode & 0o077:
+        raise ConfigError(f"the {what} {path} is not a regular file")
+    if info.st_mode & (0o027 if systemd_credential else 0o077):
         raise ConfigError(
-            f"the caller hash key file {path} is open to other users "
-            f"(mode {stat.S_IMODE(info.st_mode):04o}): run `chmod 600 {path}`"
+            f"the {what} {path} is open to other users "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}): run `chmod 600 {path}` "
+            "(owned by the user the bot runs as)"
         )
     try:
-        key = path.read_text(encoding="utf-8").strip()
+        secret = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not text"
-        raise ConfigError(f"cannot read the caller hash key file {path}: {reason}") from None
-    if not key:
-        raise ConfigError(
-            f"the caller hash key file {path} is empty: remove it and run `make setup` for a "
-            "new key (past callers will no longer be recognised), or set "
-            "VOICEBOT_CALLER_HASH_KEY"
-        )
-    return key
+        raise ConfigError(f"cannot read the {what} {path}: {reason}") from None
+    if not secret:
+        raise ConfigError(f"the {what} {path} is empty" + (f": {empty}" if empty else ""))
+    return secret
+
+
+def read_caller_hash_key_file(path: Path, *, systemd_credential: bool = False) -> str:
+    """The key in ``path``, as written (surrounding whitespace aside). Raises ConfigError."""
+    return read_secret_file(
+        path,
+        "caller hash key file",
+        systemd_credential=systemd_credential,
+        missing=(
+            f"no key to hash callers' numbers: run `make setup` (it creates {path}), or set "
+            "VOICEBOT_CALLER_HASH_KEY in the environment (a deployment: the service's "
+            "LoadCredential=caller-hash-key or EnvironmentFile); VOICEBOT_CALLER_HASH_KEY_FILE "
+            "names another key file"
+        ),
+        empty=(
+            "remove it and run `make setup` for a new key (past callers will no longer be "
+            "recognised), or set VOICEBOT_CALLER_HASH_KEY"
+        ),
+    )
+
+
+def _secrets_from_files(environ: Mapping[str, str]) -> dict[str, tuple[str, str, str]]:
+    """The AMI secret and the console token the environment does not hold, read from
+    ``<VARIABLE>_FILE`` or systemd's credential: variable → (section, field, secret). The
+    caller hash key is not read here: only the commands that store numbers need it
+    (``with_caller_hash_key``), and its ``_FILE`` variable is a setting."""
+    found: dict[str, tuple[str, str, str]] = {}
+    for variable, (section, key) in SECRET_ENV.items():
+        if environ.get(variable) or variable == "VOICEBOT_CALLER_HASH_KEY":
+            continue
+        what = f"{variable.removeprefix('VOICEBOT_').lower().replace('_', ' ')} file"
+        named = environ.get(f"{variable}_FILE", "")
+        if named:
+            secret = read_secret_file(Path(os.path.expanduser(named)), what)
+        else:
+            credential = credential_file(variable, environ)
+            if credential is None:
+                continue
+            secret = read_secret_file(credential, what, systemd_credential=True)
+        found[variable] = (section, key, secret)
+    return found
 
 
 def with_caller_hash_key(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:
@@ -404,7 +500,9 @@ def with_caller_hash_key(settings: Settings, environ: Mapping[str, str] | None =
     number, which anyone can reverse by trying every number."""
     if settings.records.caller_hash_key:
         return settings
-    key = read_caller_hash_key_file(caller_hash_key_file(settings, environ))
+    path = caller_hash_key_file(settings, environ)
+    credential = path == credential_file("VOICEBOT_CALLER_HASH_KEY", environ)
+    key = read_caller_hash_key_file(path, systemd_credential=credential)
     return settings.replace("records", caller_hash_key=key)
 
 
@@ -535,6 +633,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             target = _generic_env_target(variable, sections)
         if target is not None:
             layered.setdefault(target[0], {})[target[1]] = value
+    for section, key, secret in _secrets_from_files(env).values():
+        layered.setdefault(section, {})[key] = secret
 
     built = {
         name: _build_section(
@@ -551,7 +651,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
 def _section_class(f: dataclasses.Field[Any]) -> type:
     hints = typing.get_type_hints(Settings)
     cls = hints[f.name]
-    assert isinstance(cls, type) and not isinstance(cls, types.GenericAlias)
+    assert isinstance(cls, type) and not isinstance(cls, types.GenericAlias)  # noqa: S101 — the Settings class's own annotations; narrows the type
     return cls
 
 

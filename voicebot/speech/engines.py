@@ -40,7 +40,7 @@ def _silero(settings: VadSettings) -> Vad:
 
 def load_asr(settings: Settings, executor: Executor, chosen: ResolvedModel) -> Asr:
     """Load the chosen ASR model. Raises ModelError (with the fix) if it cannot be loaded."""
-    assert chosen.path is not None
+    assert chosen.path is not None  # noqa: S101 — a resolved model has a path; narrows the type
     if chosen.engine == "vosk":
         from voicebot.speech.asr_vosk import VoskAsr
 
@@ -77,7 +77,7 @@ def load_engines(settings: Settings, executor: Executor) -> Engines:
 
     engine: PiperTts | EspeakTts
     if chosen_tts.engine == "piper":
-        assert chosen_tts.path is not None
+        assert chosen_tts.path is not None  # noqa: S101 — a resolved Piper voice has a path; narrows the type
         engine = PiperTts.load(chosen_tts.path, settings.tts, executor)
     else:
         engine = EspeakTts(settings.tts, executor)

@@ -292,7 +292,7 @@ def evaluate_expression(text: str) -> str:
     value = parser.parse_or()
     if parser.pos != len(tokens):
         kind, token = tokens[parser.pos]
-        if kind == "op" and token != ")":
+        if kind == "op" and token != ")":  # noqa: S105 — a lexer token, not a password
             raise DialplanError(f"operator {token!r} in $[{text}] is not emulated")
         raise DialplanError(f"syntax error in $[{text}] at {token!r}")
     return value.text
@@ -342,7 +342,7 @@ class _ExpressionParser:
         kind, token = self.tokens[self.pos]
         self.pos += 1
         if kind == "op":
-            if token == "(":
+            if token == "(":  # noqa: S105 — a lexer token, not a password
                 value = self.parse_or()
                 if self._peek() != ")":
                     raise DialplanError(f"syntax error in $[{self.source}]: missing ')'")

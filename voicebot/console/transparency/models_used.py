@@ -77,7 +77,7 @@ def espeak_version() -> str:
     if executable is None:
         return "non installé"
     try:
-        output = subprocess.run(
+        output = subprocess.run(  # noqa: S603 — the espeak-ng found on PATH, a fixed argument, no shell
             [executable, "--version"], capture_output=True, text=True, timeout=10, check=False
         ).stdout
     except (OSError, subprocess.SubprocessError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -114,10 +115,19 @@ def frame_index(end_s: float) -> int:
     return round(end_s / FRAME_S) - 1
 
 
+def _espeak() -> str:
+    """espeak-ng's full path; VoicebotError with the fix when it is not installed."""
+    found = shutil.which("espeak-ng")
+    if found is None:
+        raise VoicebotError("espeak-ng is not installed: apt-get install espeak-ng")
+    return found
+
+
 def espeak_speech(text: str, cache_dir: Path) -> bytes:
     """French speech from espeak-ng (8 kHz), cached by text and espeak-ng version."""
-    version = subprocess.run(
-        ["espeak-ng", "--version"], capture_output=True, text=True, check=False
+    espeak = _espeak()
+    version = subprocess.run(  # noqa: S603 — a fixed argument, no shell
+        [espeak, "--version"], capture_output=True, text=True, check=False
     ).stdout.strip()
     key = hashlib.sha256(f"{version}|fr|{ESPEAK_WPM}|{text}".encode()).hexdigest()[:20]
     cached = cache_dir / f"espeak-{key}.wav"
@@ -127,8 +137,8 @@ def espeak_speech(text: str, cache_dir: Path) -> bytes:
     with tempfile.TemporaryDirectory() as folder:
         wav = Path(folder) / "speech.wav"
         try:
-            subprocess.run(
-                ["espeak-ng", "-v", "fr", "-s", str(ESPEAK_WPM), "-w", str(wav), "--", text],
+            subprocess.run(  # noqa: S603 — an argument list after `--`, no shell
+                [espeak, "-v", "fr", "-s", str(ESPEAK_WPM), "-w", str(wav), "--", text],
                 check=True,
                 capture_output=True,
                 timeout=60,

@@ -72,14 +72,14 @@ def train_if_needed(settings: Settings, out_dir: Path) -> None:
     command += ["train", "--if-needed"]
     note = "voicebot bench: `voicebot train --if-needed` first (the server loads the Rasa model)"
     print(note, file=sys.stderr, flush=True)
-    with subprocess.Popen(
+    with subprocess.Popen(  # noqa: S603 — this interpreter and fixed arguments, no shell
         command,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=str(child_cwd(settings)),
     ) as process:
-        assert process.stdout is not None
+        assert process.stdout is not None  # noqa: S101 — stdout=PIPE above; narrows the type
         # newline="": Rasa's progress bars keep their carriage returns
         output = io.TextIOWrapper(process.stdout, encoding="utf-8", errors="replace", newline="")
         for line in output:
@@ -158,7 +158,7 @@ class ServerProcess:
     async def start(self, port_of: str, timeout_s: float = SERVER_START_TIMEOUT_S) -> None:
         config = write_settings_file(self.settings, self.out_dir)
         with self.log_path.open("wb") as log_file:
-            self.process = subprocess.Popen(
+            self.process = subprocess.Popen(  # noqa: S603 — this interpreter and fixed arguments, no shell
                 self.command(config),
                 env=self.environment(),
                 stdin=subprocess.DEVNULL,

@@ -86,7 +86,7 @@ def listening_pid(host: str, port: int) -> int | None:
     """The pid of a local process listening on the port (None if remote or not visible)."""
     import psutil
 
-    if host not in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):
+    if host not in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):  # noqa: S104 — compares an address, binds nothing
         return None
     try:
         for conn in psutil.net_connections(kind="tcp"):
