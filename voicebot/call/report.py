@@ -7,7 +7,10 @@ console and the softphone follow live, and the row in the call records.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -17,6 +20,7 @@ from voicebot.core.logs import CallLogger
 
 TurnSource = Literal["speech", "dtmf", "text", "reply", "prompt"]
 CALLER_SOURCES = ("speech", "dtmf", "text")
+SLOW_WRITE_S = 2.0  # a records write slower than this is logged (a locked or busy database)
 
 
 class Recorder(Protocol):
@@ -176,7 +180,9 @@ def _rounded(value: float | None) -> float | None:
 class CallBook:
     """Writes what happens in one call: the report, the hub events and the call records.
 
-    A records failure is logged and never costs the caller their call."""
+    A records failure is logged and never costs the caller their call, and neither does a
+    slow or locked database: the call's writes go out in order from a writer of their own,
+    off the conversation's path (the call's end waits for them, once the caller has left)."""
 
     def __init__(
         self, report: CallReport, hub: CallHub, records: Recorder | None, log: CallLogger
@@ -186,6 +192,8 @@ class CallBook:
         self.records = records
         self.log = log
         self.call_id = "?"
+        self._writes: deque[tuple[str, tuple[Any, ...]]] = deque()
+        self._writer: asyncio.Task[None] | None = None
 
     def start(self, call_id: str, log: CallLogger) -> None:
         self.call_id = call_id
@@ -212,7 +220,7 @@ class CallBook:
     async def call_ended(self) -> None:
         report = self.report
         handoff = report.handoff
-        await self.record(
+        self.enqueue(
             "end_call",
             self.call_id,
             report.outcome,
@@ -221,6 +229,7 @@ class CallBook:
             report.context_delivered,
             report.channel_end,
         )
+        await self.flush()
         self.publish(
             "ended",
             outcome=report.outcome,
@@ -251,11 +260,38 @@ class CallBook:
         self.hub.publish(CallEvent(self.call_id, kind, data))
 
     async def record(self, method: str, *args: Any) -> None:
-        records = self.records
-        if records is None:
+        """Queue one write to the call records; returns at once (see the class docstring)."""
+        self.enqueue(method, *args)
+
+    def enqueue(self, method: str, *args: Any) -> None:
+        if self.records is None:
             return
-        try:
-            await getattr(records, method)(*args)
-        except Exception:
-            # A records failure must never cost the caller their call.
-            self.log.exception("call records: %s failed", method)
+        self._writes.append((method, args))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write_all())
+
+    async def flush(self) -> None:
+        """Wait until every queued write is done (or has failed, logged)."""
+        while self._writer is not None and not self._writer.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._writer)
+
+    async def _write_all(self) -> None:
+        records = self.records
+        while self._writes and records is not None:
+            method, args = self._writes.popleft()
+            started = time.monotonic()
+            try:
+                await getattr(records, method)(*args)
+            except Exception:
+                # A records failure must never cost the caller their call.
+                self.log.exception("call records: %s failed", method)
+                continue
+            waited = time.monotonic() - started
+            if waited > SLOW_WRITE_S:
+                self.log.warning(
+                    "call records: %s took %.1f s (database busy or locked); "
+                    "the call went on meanwhile",
+                    method,
+                    waited,
+                )
