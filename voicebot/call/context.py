@@ -27,7 +27,8 @@ FRAME_S = 0.02
 TICK_FRAMES = 25  # the conversation checks silence and call duration every 0.5 s of call time
 LOGGER_NAME = "voicebot.call.session"  # one log per call, whichever part of it writes
 
-# (kind, value, arrival): "utterance", "dtmf", "text", "tick" or "shutdown"; the wall-clock
+# (kind, value, arrival): "utterance", "dtmf", "text", "tick", "shutdown" or "error" (an
+# exception from a part of the call outside the conversation, raised there); the wall-clock
 # time (perf_counter) the turn arrived, or the VAD decided the caller had finished speaking.
 Turn = tuple[str, Any, float]
 

@@ -28,6 +28,12 @@ from voicebot.core.interfaces import (
 )
 from voicebot.core.logs import redact_numbers
 
+# A final result that takes longer than this (plus so much per second of speech) is a hung
+# recognizer, not a slow one: far beyond a decode queued behind every other call's on a
+# loaded machine (issue 10 bounds one decode to max(2x the speech, 3 s)).
+ASR_HANG_GUARD_S = 30.0
+ASR_HANG_PER_SECOND = 2.0
+
 
 class Listener:
     """The caller's side of one call: VAD, ASR feed, barge-in, DTMF and typed turns."""
@@ -145,11 +151,24 @@ class Listener:
                 finally:
                     self.asr_queue.task_done()
                 continue
+            length_s = pushed * FRAME_S
             pushed = 0
             decided = frame
             ctx.begin_thinking()
             self.asr_queue.task_done()
-            utterance = await stream.finalize()
+            try:
+                utterance = await asyncio.wait_for(
+                    stream.finalize(), ASR_HANG_GUARD_S + ASR_HANG_PER_SECOND * length_s
+                )
+            except Exception as exc:
+                # The recognizer raised or hangs: the turn would never come and the caller
+                # would wait in silence (a bot that is thinking is not a silent line). The
+                # conversation gets the failure and hands the caller to a person.
+                if isinstance(exc, asyncio.TimeoutError):
+                    exc = TimeoutError(f"no ASR result after {length_s:.1f} s of speech")
+                ctx.log.error("ASR failed (%s): %s", type(exc).__name__, exc)
+                ctx.turns.put_nowait(("error", exc, time.perf_counter()))
+                return
             if utterance.is_empty:
                 ctx.log.info("empty utterance ignored")
                 ctx.set_state(State.LISTENING)

@@ -48,6 +48,8 @@ class TurnPolicy:
                 return
             hung_up.cancel()
             kind, value, arrived = get_turn.result()
+            if kind == "error":  # a part of the call failed off this path (the ASR)
+                raise value
             if kind == "tick":
                 if await self._on_tick():
                     return
