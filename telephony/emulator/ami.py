@@ -23,7 +23,8 @@ What it does, as Asterisk does it:
 * events can be pushed to logged-in clients (``emit_event``).
 
 For tests it also keeps every action received, can drop every connection (an Asterisk
-restart or a network cut), and can go silent (``mute``) to test timeouts.
+restart or a network cut; ``cut_on``: when a chosen action arrives, before it is carried
+out), and can go silent (``mute``) to test timeouts.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 AMI_VERSION = "13.0.0"
@@ -112,6 +114,9 @@ class AmiEmulator:
         self.logins: list[tuple[str, bool]] = []
         self.connection_times: list[float] = []  # loop time of each accepted connection
         self.mute = False  # True: read everything, answer nothing (a hung Asterisk)
+        # A network cut at a chosen moment: the first message this returns True for is not
+        # answered (nor carried out): every connection is cut instead, once.
+        self.cut_on: Callable[[dict[str, str]], bool] | None = None
         self.host = "127.0.0.1"
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
@@ -217,6 +222,10 @@ class AmiEmulator:
     async def _handle(self, session: _Session, message: dict[str, str]) -> bool:
         """Answer one message; False closes the connection."""
         self.actions.append(message)
+        if self.cut_on is not None and self.cut_on(message):
+            self.cut_on = None
+            await self.drop_connections()
+            return False
         if self.mute:
             return True
         action = message.get("Action", "")
