@@ -9,6 +9,7 @@ the official model, by `voicebot asr eval`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.speech_helpers import espeak_pcm, line_noise, silence
+from voicebot.call.runtime import Runtime
 from voicebot.core.audio import AudioFormat, AudioFrame, to_frames
 from voicebot.core.config import AsrSettings
 from voicebot.core.errors import ModelError
@@ -117,6 +119,76 @@ async def test_the_stream_is_reused_and_timings_restart_per_utterance(
     assert all(w.end_s <= second.audio_s + 0.05 for w in second.words)
     # the second utterance of a call is decoded by an adapted, warm recognizer: same words
     assert second.text.split()[:2] == first.text.split()[:2]
+
+
+async def idle_after_close(asr: VoskAsr, expected: int) -> None:
+    """The recognizer goes back to the pool in the executor: wait for it (hang guard only)."""
+    for _ in range(1000):
+        if asr.pool.idle == expected:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{asr.pool.idle} idle recognizers, expected {expected}")
+
+
+async def test_a_call_leaves_its_recognizer_warm_and_cleared_for_the_next_call(
+    executor: ThreadPoolExecutor, asr: VoskAsr, speech: bytes
+) -> None:
+    pooled = VoskAsr(asr.model, asr.model_dir, AsrSettings(warm_recognizers=0), executor)
+    first_call = pooled.start_stream("call-a")
+    heard, _ = await transcribe(first_call, speech)
+    frames = to_frames(speech)
+    for frame in frames[: len(frames) // 2]:  # the caller hangs up in the middle of a sentence
+        await first_call.push(frame)
+    first_call.close()
+    await idle_after_close(pooled, 1)
+
+    second_call = pooled.start_stream("call-b")
+    quiet, _ = await transcribe(second_call, line_noise(1.0))
+    assert quiet.is_empty, quiet.text  # nothing of the first caller's half sentence
+    again, _ = await transcribe(second_call, speech)
+    assert pooled.pool.built == 1  # the same recognizer served both calls
+    assert again.text.split()[:2] == heard.text.split()[:2]
+    # its clock ran through both calls: word times are still relative to the utterance
+    assert again.words[0].start_s == pytest.approx(heard.words[0].start_s, abs=0.1)
+    assert all(w.end_s <= again.audio_s + 0.05 for w in again.words)
+
+
+async def test_warm_up_leaves_recognizers_waiting_and_the_pool_keeps_no_more_than_asked(
+    executor: ThreadPoolExecutor, asr: VoskAsr, speech: bytes
+) -> None:
+    settings = AsrSettings(warm_recognizers=2, idle_recognizers=2)
+    pooled = VoskAsr(asr.model, asr.model_dir, settings, executor)
+    assert await pooled.warm_up([speech]) == 2
+    assert pooled.pool.built == 2
+    calls = [pooled.start_stream(f"c{i}") for i in range(3)]
+    for stream in calls:
+        utterance, _ = await transcribe(stream, speech)
+        assert not utterance.is_empty
+        assert utterance.words[0].start_s < 1.0  # the warm-up audio is not in the times
+    assert pooled.pool.built == 3  # two warm ones, then a new one for the third call
+    for stream in calls:
+        stream.close()
+    await idle_after_close(pooled, 2)
+    await asyncio.sleep(0.1)
+    assert pooled.pool.idle == 2  # the third is dropped: ~50 MB each
+
+
+async def test_the_server_warms_recognizers_on_its_own_prompts(
+    executor: ThreadPoolExecutor, asr: VoskAsr, call_runtime: Runtime
+) -> None:
+    assert await call_runtime.warm_asr(seconds=1.0) == 0  # Whisper: nothing to warm
+    settings = AsrSettings(warm_recognizers=1, idle_recognizers=1)
+    pooled = VoskAsr(asr.model, asr.model_dir, settings, executor)
+    services = dataclasses.replace(call_runtime.services, asr=pooled)
+    runtime = dataclasses.replace(call_runtime, services=services)
+    assert await runtime.warm_asr(seconds=2.0) == 1
+    assert pooled.pool.built == 1
+    assert pooled.pool.take().fed_bytes >= 2.0 * 16000  # it heard 2 s of the bot's prompts
+
+
+def test_more_warm_recognizers_than_the_pool_keeps_is_refused() -> None:
+    with pytest.raises(ValueError, match="warm_recognizers"):
+        AsrSettings(warm_recognizers=5, idle_recognizers=2).validate()
 
 
 async def test_silence_is_an_empty_utterance(asr: VoskAsr) -> None:

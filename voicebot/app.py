@@ -90,7 +90,7 @@ async def _serve(settings: Settings, with_web: bool, banner: bool) -> int:
     )
     if banner:
         print(_banner(settings, server), flush=True)
-    prerender = asyncio.create_task(server.runtime.prerender())
+    prepare = asyncio.create_task(server.runtime.prepare())
     purge = asyncio.create_task(_purge_daily(server))
 
     stop = asyncio.Event()
@@ -99,7 +99,7 @@ async def _serve(settings: Settings, with_web: bool, banner: bool) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stop requested")
-    prerender.cancel()
+    prepare.cancel()
     purge.cancel()
     await server.shutdown(settings.server.shutdown_grace_s)
     log.info("stopped")

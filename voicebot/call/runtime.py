@@ -14,10 +14,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from voicebot.call.context import SessionServices
+from voicebot.core.audio import SAMPLE_RATE
 from voicebot.core.config import Settings
 from voicebot.core.events import CallHub
 
 log = logging.getLogger(__name__)
+
+# 15 s of varied French speech takes a new recognizer most of the way to a used one's speed
+# (see voicebot.speech.asr_vosk.RecognizerPool).
+WARM_UP_AUDIO_S = 15.0
+BYTES_PER_SECOND = SAMPLE_RATE * 2
 
 
 @dataclass
@@ -38,6 +44,37 @@ class Runtime:
         count: int = await prerender(static_texts())
         log.info("pre-rendered %d new answers in %.1f s", count, time.perf_counter() - started)
         return count
+
+    async def warm_asr(self, seconds: float = WARM_UP_AUDIO_S) -> int:
+        """Warm the ASR's recognizers on the bot's own prompts, so that the first calls'
+        first answers cost what later ones cost. Returns how many recognizers are warm."""
+        asr = self.services.asr
+        warm_up = getattr(asr, "warm_up", None)
+        static_texts = getattr(self.services.dialogue, "static_texts", None)
+        if warm_up is None or static_texts is None:
+            return 0
+        started = time.perf_counter()
+        clips: list[bytes] = []
+        heard_s = 0.0
+        for text in static_texts():
+            pcm = b"".join([frame.pcm async for frame in self.services.tts.speak(text)])
+            clips.append(pcm)
+            heard_s += len(pcm) / BYTES_PER_SECOND
+            if heard_s >= seconds:
+                break
+        warm: int = await warm_up(clips)
+        log.info(
+            "%d speech recognizers warmed on %.0f s of prompts in %.1f s",
+            warm,
+            heard_s,
+            time.perf_counter() - started,
+        )
+        return warm
+
+    async def prepare(self) -> None:
+        """What a server does once it answers calls: the prompts, then the recognizers."""
+        await self.prerender()
+        await self.warm_asr()
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -143,12 +143,22 @@ class AsrSettings:
     whisper_threads: int = 2
     whisper_beam_size: int = 1
     whisper_workers: int = 1  # CTranslate2 replicas decoding in parallel (each whisper_threads)
+    # Vosk recognizers are kept between calls (a new one is several times slower on its first
+    # utterances): this many are warmed at start-up on the bot's prompts, at most
+    # idle_recognizers wait between calls (~50 MB each).
+    warm_recognizers: int = 4
+    idle_recognizers: int = 12
 
     def validate(self) -> None:
         if self.engine not in ("vosk", "whisper"):
             raise ValueError(f"engine must be 'vosk' or 'whisper', not {self.engine!r}")
         _positive(max_utterance_s=self.max_utterance_s, whisper_threads=self.whisper_threads)
         _positive(whisper_beam_size=self.whisper_beam_size, whisper_workers=self.whisper_workers)
+        if not 0 <= self.warm_recognizers <= self.idle_recognizers:
+            raise ValueError(
+                "warm_recognizers must be between 0 and idle_recognizers "
+                f"({self.idle_recognizers}), not {self.warm_recognizers}"
+            )
 
 
 @dataclass(frozen=True)

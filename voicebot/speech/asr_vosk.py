@@ -19,9 +19,13 @@ by the ASR itself; the session decides what to do with a long turn.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +51,82 @@ def utterance_confidence(words: tuple[Word, ...]) -> float:
     return sum(w.confidence * k for w, k in zip(words, weights, strict=True)) / sum(weights)
 
 
+@dataclass
+class Recognizer:
+    """A Vosk recognizer and how much audio it was ever fed: its word times count from its
+    first byte, across ``Reset()`` and across the calls that used it."""
+
+    kaldi: vosk.KaldiRecognizer
+    fed_bytes: int = 0
+
+
+class RecognizerPool:
+    """Recognizers kept between calls, because a new one is slow.
+
+    A ``KaldiRecognizer`` expands the parts of the decoding graph its audio visits and keeps
+    them, across utterances and calls. Measured on the stand-in (2026-12-02, 2-core EPYC,
+    busy): a new recognizer spent 0.6-2.1 s of CPU per second of unseen French speech, one
+    that had decoded 14 s of other French speech before 0.26-0.4 s. So a call takes a used
+    recognizer when one is idle, gives it back when it ends, and the server warms a few at
+    start-up on the bot's own prompts (``warm_one``), so that even the first calls answer
+    fast. A warm recognizer holds ~50 MB: at most ``keep`` stay idle.
+    """
+
+    def __init__(self, model: vosk.Model, keep: int) -> None:
+        self._model = model
+        self._keep = keep
+        self._idle: list[Recognizer] = []
+        self._lock = threading.Lock()  # taken from executor threads
+        self.built = 0
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    def _build(self) -> Recognizer:
+        kaldi = vosk.KaldiRecognizer(self._model, SAMPLE_RATE)
+        kaldi.SetWords(True)
+        return Recognizer(kaldi)
+
+    def take(self) -> Recognizer:
+        """An idle recognizer (the most recently used: the warmest), else a new one. Blocking:
+        building one takes ~50 ms, so call it from the executor."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+            self.built += 1
+        return self._build()
+
+    def give_back(self, recognizer: Recognizer) -> None:
+        """Clear what it heard (a caller's words never reach the next call) and keep it.
+        Blocking (from the executor). ``FinalResult()``, not ``Reset()``: after a reset, the
+        audio of a sentence the caller hung up in was still decoded into the next call's
+        first utterance (seen in tests); a finalised recognizer starts its next utterance on
+        a new feature pipeline, and keeps its expanded graph all the same."""
+        recognizer.kaldi.FinalResult()
+        with self._lock:
+            if len(self._idle) < self._keep:
+                self._idle.append(recognizer)
+
+    def warm_one(self, clips: Sequence[bytes]) -> None:
+        """Build one more recognizer, decode ``clips`` (8 kHz s16le) through it and keep it.
+        Blocking (from the executor)."""
+        with self._lock:
+            if len(self._idle) >= self._keep:
+                return
+            self.built += 1
+        recognizer = self._build()
+        for pcm in clips:
+            for start in range(0, len(pcm), WARM_CHUNK_BYTES):
+                recognizer.kaldi.AcceptWaveform(pcm[start : start + WARM_CHUNK_BYTES])
+            recognizer.kaldi.FinalResult()
+            recognizer.fed_bytes += len(pcm)
+        self.give_back(recognizer)
+
+
+WARM_CHUNK_BYTES = 3200  # 200 ms: what a caller's stream feeds between two partials
+
+
 class VoskStream:
     """One caller's recognizer. Not thread-safe: calls are serialised by an asyncio lock."""
 
@@ -54,18 +134,15 @@ class VoskStream:
         self._asr = asr
         self.call_id = call_id
         self.log = call_logger(__name__, call_id)
-        # Built on first use, inside the executor: creating a recognizer takes ~50 ms, which
-        # on the event loop delays every other call's 20 ms audio when a call comes in.
-        # Kept for the whole call, although it holds ~18 MB once it has decoded: its first
-        # utterance costs ~0.6 s of CPU (measured on the stand-in: the lookahead graph's cache
-        # fills), the next ones ~30 ms for the same audio. Dropping it after each utterance
-        # saved the memory but cost so much CPU that 8 calls fell behind.
-        self._kaldi: vosk.KaldiRecognizer | None = None
+        # Taken from the pool on first use, inside the executor (building a new one takes
+        # ~50 ms, which on the event loop would delay every other call's audio), and kept
+        # for the whole call: dropping it after each utterance saved memory but cost so
+        # much CPU that 8 calls fell behind.
+        self._taken: Recognizer | None = None
         self._lock = asyncio.Lock()
         self._segments: list[dict[str, Any]] = []
         self._partial = ""
         self._utterance_bytes = 0
-        self._stream_bytes = 0  # audio of the previous utterances: Vosk's clock keeps running
         self.truncated = False
         self._max_bytes = int(asr.settings.max_utterance_s * SAMPLE_RATE) * 2
         self._closed = False
@@ -78,13 +155,15 @@ class VoskStream:
         texts = [s.get("text", "") for s in self._segments] + [self._partial]
         return " ".join(t for t in texts if t)
 
+    def _current(self) -> Recognizer:
+        """The call's recognizer (call from the executor only: the first access takes it)."""
+        if self._taken is None:
+            self._taken = self._asr.pool.take()
+        return self._taken
+
     @property
     def _recognizer(self) -> vosk.KaldiRecognizer:
-        """The call's recognizer (call from the executor only: the first access builds it)."""
-        if self._kaldi is None:
-            self._kaldi = vosk.KaldiRecognizer(self._asr.model, SAMPLE_RATE)
-            self._kaldi.SetWords(True)
-        return self._kaldi
+        return self._current().kaldi
 
     def _accept(self, pcm: bytes) -> str | None:
         before = self._running_text()
@@ -114,21 +193,26 @@ class VoskStream:
             return None
         self._utterance_bytes += len(frame.pcm)
         async with self._lock:
+            if self._closed:  # closed while this frame waited: the recognizer may be reused
+                return None
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._asr.executor, self._accept, frame.pcm)
 
-    def _final(self) -> list[dict[str, Any]]:
-        last = json.loads(self._recognizer.FinalResult())
+    def _final(self) -> tuple[list[dict[str, Any]], Recognizer]:
+        taken = self._current()
+        last = json.loads(taken.kaldi.FinalResult())
         segments = [*self._segments, last] if last.get("text") else list(self._segments)
-        return segments
+        return segments, taken
 
     async def finalize(self) -> Utterance:
         """The whole utterance; the stream is then ready for the next one."""
         started = time.perf_counter()
         async with self._lock:
+            if self._closed:
+                return Utterance(text="")
             loop = asyncio.get_running_loop()
-            segments = await loop.run_in_executor(self._asr.executor, self._final)
-        offset = self._stream_bytes / (SAMPLE_RATE * 2)
+            segments, taken = await loop.run_in_executor(self._asr.executor, self._final)
+        offset = taken.fed_bytes / (SAMPLE_RATE * 2)
         words = tuple(
             Word(
                 text=str(item["word"]),
@@ -147,7 +231,7 @@ class VoskStream:
             audio_s=self.audio_s,
             decode_s=time.perf_counter() - started,
         )
-        self._stream_bytes += self._utterance_bytes
+        taken.fed_bytes += self._utterance_bytes
         self._utterance_bytes = 0
         self._segments = []
         self._partial = ""
@@ -155,8 +239,18 @@ class VoskStream:
         return utterance
 
     def close(self) -> None:
+        """The call is over: its recognizer goes back to the pool, cleared, in the executor.
+        Not while a decode of this stream is running: that one is dropped instead."""
+        if self._closed:
+            return
         self._closed = True
         self._segments = []
+        recognizer, self._taken = self._taken, None
+        if recognizer is None or self._lock.locked():
+            return
+        recognizer.fed_bytes += self._utterance_bytes  # an utterance the caller hung up in
+        with contextlib.suppress(RuntimeError):  # the executor is shutting down: nothing to keep
+            self._asr.executor.submit(self._asr.pool.give_back, recognizer)
 
 
 class VoskAsr:
@@ -171,6 +265,7 @@ class VoskAsr:
         self.model_dir = model_dir
         self.settings = settings
         self.executor = executor
+        self.pool = RecognizerPool(model, settings.idle_recognizers)
 
     @classmethod
     def load(cls, model_dir: Path, settings: AsrSettings, executor: Executor) -> VoskAsr:
@@ -192,6 +287,15 @@ class VoskAsr:
 
     def start_stream(self, call_id: str) -> VoskStream:
         return VoskStream(self, call_id)
+
+    async def warm_up(self, clips: Sequence[bytes]) -> int:
+        """Warm ``settings.warm_recognizers`` recognizers on ``clips`` (the bot's own prompts,
+        8 kHz s16le), one at a time so that calls keep the other executor threads. Returns
+        how many are idle and warm."""
+        loop = asyncio.get_running_loop()
+        for _ in range(self.settings.warm_recognizers - self.pool.idle):
+            await loop.run_in_executor(self.executor, self.pool.warm_one, clips)
+        return self.pool.idle
 
     @property
     def description(self) -> str:
