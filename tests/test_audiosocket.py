@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
 
 from telephony.audiosocket.codec import (
+    AUDIO_KIND_RATES,
     Audio,
     AudioSocketDecoder,
     Dtmf,
@@ -205,3 +207,148 @@ def test_encoders() -> None:
             encode_audio(bad_pcm, rate)
     with pytest.raises(ValueError):
         encode_dtmf("x")
+
+
+# --- what mutation testing showed unpinned (`make mutation`) -------------------------------
+# Asterisk's enum ast_audiosocket_msg_kind (include/asterisk/res_audiosocket.h) and the rate
+# of each signed-linear format it names (main/codec_builtin.c: slin 8 kHz … slin192).
+ASTERISK_AUDIO_KINDS = {
+    0x10: 8000,  # AST_AUDIOSOCKET_KIND_AUDIO (slin)
+    0x11: 12000,  # _AUDIO_SLIN12
+    0x12: 16000,  # _AUDIO_SLIN16
+    0x13: 24000,  # _AUDIO_SLIN24
+    0x14: 32000,  # _AUDIO_SLIN32
+    0x15: 44100,  # _AUDIO_SLIN44
+    0x16: 48000,  # _AUDIO_SLIN48
+    0x17: 96000,  # _AUDIO_SLIN96
+    0x18: 192000,  # _AUDIO_SLIN192
+}
+ASTERISK_KINDS = {0x00, 0x01, 0x03, 0xFF, *ASTERISK_AUDIO_KINDS}
+
+
+def test_the_kind_table_is_asterisks() -> None:
+    assert AUDIO_KIND_RATES == ASTERISK_AUDIO_KINDS
+    for kind in range(256):
+        decoder = AudioSocketDecoder(require_uuid_first=False)
+        if kind in ASTERISK_KINDS:
+            assert decoder.feed(bytes([kind])) == []  # a known kind: wait for its length
+            assert decoder.pending_bytes == 1
+        else:
+            with pytest.raises(ProtocolError, match=f"unknown message kind 0x{kind:02x}$"):
+                decoder.feed(bytes([kind]))
+
+
+@pytest.mark.parametrize(("kind", "rate"), sorted(ASTERISK_AUDIO_KINDS.items()))
+def test_the_largest_frame_is_100_ms_at_each_rate(kind: int, rate: int) -> None:
+    # Our bound, not Asterisk's (it sends 20 ms): 100 ms of 16-bit samples at the kind's rate.
+    limit = rate // 10 * 2
+    assert max_audio_bytes(rate) == limit
+    frame = bytes([kind]) + limit.to_bytes(2, "big") + bytes(limit)
+    assert started().feed(frame) == [Audio(bytes(limit), rate)]
+    assert encode_audio(bytes(limit), rate) == frame
+    too_long = bytes([kind]) + (limit + 2).to_bytes(2, "big")
+    with pytest.raises(ProtocolError, match=rf"{limit + 2}-byte payload \(expected 1 to {limit}\)"):
+        started().feed(too_long)  # refused on the header alone
+    with pytest.raises(ValueError, match=f"more than 100 ms at {rate} Hz"):
+        encode_audio(bytes(limit + 2), rate)
+
+
+def test_a_legal_1600_byte_frame_and_the_smallest() -> None:
+    decoder = started()
+    assert decoder.feed(b"\x10\x06\x40" + b"\x01\x02" * 800) == [Audio(b"\x01\x02" * 800, 8000)]
+    assert decoder.feed(b"\x10\x00\x02\xff\x7f") == [Audio(b"\xff\x7f", 8000)]
+    assert encode_audio(b"\xff\x7f") == b"\x10\x00\x02\xff\x7f"
+
+
+def test_a_one_byte_audio_length_waits_for_its_payload() -> None:
+    # Asterisk refuses only a length under 1 (res_audiosocket.c: `*length < 1`): a one-byte
+    # audio header is not refused on its own; the odd payload is, once it arrives.
+    decoder = started()
+    assert decoder.feed(b"\x10\x00\x01") == []
+    with pytest.raises(ProtocolError, match=r"odd-sized 16-bit audio payload \(1 bytes\)"):
+        decoder.feed(b"\x00")
+
+
+def test_error_payloads() -> None:
+    # Asterisk's protocol: an error message, with an optional one-byte application code.
+    decoder = started()
+    assert decoder.feed(b"\xff\x00\x00" + b"\xff\x00\x01\x01" + b"\xff\x00\x01\x04") == [
+        Error(None),
+        Error(1),
+        Error(4),
+    ]
+    # Longer codes are read big-endian like the length; 64 bytes is our bound for them.
+    assert started().feed(b"\xff\x00\x02\x01\x02") == [Error(0x0102)]
+    assert started().feed(b"\xff\x00\x40" + bytes(63) + b"\x07") == [Error(7)]
+    with pytest.raises(ProtocolError, match=r"65-byte payload \(expected at most 64\)"):
+        started().feed(b"\xff\x00\x41")
+    assert encode_error(0xFF) == b"\xff\x00\x01\xff"
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (b"\x01\x00\x0f", r"kind 0x01 with a 15-byte payload \(expected 16\)"),
+        (b"\x03\x00\x02", r"kind 0x03 with a 2-byte payload \(expected 1\)"),
+        (b"\x00\x00\x01", r"kind 0x00 with a 1-byte payload \(expected 0\)"),
+        (b"\x12\x00\x00", r"kind 0x12 with a 0-byte payload \(expected 1 to 3200\)"),
+    ],
+)
+def test_length_errors_name_the_kind_and_the_lengths(message: bytes, expected: str) -> None:
+    with pytest.raises(ProtocolError, match=expected):
+        AudioSocketDecoder(require_uuid_first=False).feed(message)
+
+
+def test_every_dtmf_key_asterisk_sends() -> None:
+    # ast_audiosocket_send_frame writes the digit's ASCII byte (f->subclass.integer).
+    keys = "0123456789*#ABCD"
+    stream = b"".join(b"\x03\x00\x01" + key.encode() for key in keys)
+    assert started().feed(stream) == [Dtmf(key) for key in keys]
+    assert [encode_dtmf(key) for key in keys] == [b"\x03\x00\x01" + k.encode() for k in keys]
+    for byte in b"E e\x00\xff":
+        with pytest.raises(ProtocolError, match=f"DTMF byte 0x{byte:02x} is not a key"):
+            started().feed(b"\x03\x00\x01" + bytes([byte]))
+    for bad in ["", "12", "E"]:
+        with pytest.raises(ValueError, match="not a DTMF key"):
+            encode_dtmf(bad)
+
+
+def test_uuid_rules_without_and_with_require_uuid_first() -> None:
+    decoder = AudioSocketDecoder(require_uuid_first=False)
+    assert decoder.feed(b"\x00\x00\x00" + UUID_MESSAGE) == [Hangup(), Uuid(CALL)]
+    with pytest.raises(ProtocolError, match="second UUID message on the same connection"):
+        decoder.feed(UUID_MESSAGE)
+    decoder = AudioSocketDecoder()
+    with pytest.raises(ProtocolError, match=r"expected the UUID message \(kind 0x01\) first"):
+        decoder.feed(b"\x00\x00\x00")
+    decoder = started()  # after the UUID, any kind may come
+    assert decoder.feed(b"\x00\x00\x00") == [Hangup()]
+
+
+def test_a_failed_decoder_keeps_its_error_and_drops_its_buffer() -> None:
+    decoder = started()
+    assert decoder.feed(b"\x03\x00") == []
+    assert decoder.pending_bytes == 2
+    with pytest.raises(ProtocolError) as first:
+        decoder.feed(b"\x01Z")
+    assert decoder.pending_bytes == 0
+    with pytest.raises(ProtocolError) as again:
+        decoder.feed(b"")
+    assert again.value is first.value
+    decoder.eof()  # already failed: no second error at the end of the stream
+
+
+def test_eof_reports_the_pending_bytes() -> None:
+    decoder = started()
+    decoder.feed(b"\x03\x00")
+    with pytest.raises(ProtocolError, match=r"inside a message \(2 bytes pending\)"):
+        decoder.eof()
+
+
+def test_messages_are_frozen_values() -> None:
+    for message in (Uuid(CALL), Audio(b"\x00\x00"), Dtmf("1"), Error(1)):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(message, dataclasses.fields(message)[0].name, None)
+    assert Audio(b"\x00\x00") == Audio(b"\x00\x00", 8000)  # the rate defaults to slin's
+    assert Error() == Error(None)
+    assert len({Hangup(), Hangup()}) == 1
