@@ -13,16 +13,19 @@ from pathlib import Path
 import pytest
 
 from voicebot.core.config import Settings
+from voicebot.tools.bench.call import CallResult
 from voicebot.tools.bench.soak import (
     FD_SLOPE_MAX_PER_H,
     RSS_SLOPE_MAX_MB_PER_H,
     SoakSample,
+    bot_audio_by_interval,
     judge,
     report_lines,
     slope_per_hour,
     soak_async,
     soak_settings,
 )
+from voicebot.tools.bench.traffic import RunData
 
 
 def _samples(values: list[tuple[float, float, int]]) -> list[SoakSample]:
@@ -44,6 +47,18 @@ def test_the_slope_is_per_hour_and_the_warm_up_is_not_judged() -> None:
     assert len(why) == 2 and str(int(RSS_SLOPE_MAX_MB_PER_H)) in why[0]
     assert f"{FD_SLOPE_MAX_PER_H:g}" in why[1]
     assert judge(leaking[:3], 0.0, [])["verdict"] == "FAIL"  # too few samples to judge
+
+
+def test_the_bot_audio_ratio_is_what_the_callers_heard_over_the_time_their_calls_were_up() -> None:
+    # a call up from 1 s to 3 s of the run; its server sent 20 ms frames for its first second
+    times = [0.02 * i for i in range(50)]
+    call = CallResult(
+        "c", 0, "audiosocket", 8000, 101.0, 0.0, 2.0, None, [], None, [], [], times,
+        [0.02] * 50, [False] * 50,
+    )  # fmt: skip
+    data = RunData(1, 4.0, 0.0, "audiosocket", 0.0, results=[call], loop_t0=100.0)
+    received, up = bot_audio_by_interval(data, [0.0, 2.0, 4.0])
+    assert list(up) == pytest.approx([1.0, 1.0]) and list(received) == pytest.approx([1.0, 0.0])
 
 
 @pytest.mark.slow
@@ -73,6 +88,9 @@ def test_a_one_minute_soak_samples_the_server_and_replaces_ended_calls(tmp_path:
     assert all(int(r["fds"]) > 0 and int(r["threads"]) > 0 for r in rows)
     assert max(int(r["calls_up"]) for r in rows) == 2
     assert sum(int(r["late_frames"]) for r in rows) <= result["late_frames"]
+    ratios = [float(r["bot_audio_ratio"]) for r in rows if r["bot_audio_ratio"]]
+    assert ratios and min(ratios) >= 0  # a burst after a stall may exceed 1 in one interval
+    assert 0 < result["bot_audio_ratio_judged"] <= 1.5
     # calls ended (by the caller and by the bot) and new ones placed in their lines
     assert result["calls_ended_during_run"] > 0 and result["calls_placed"] > 2
     assert result["calls_placed"] - result["calls_ended_during_run"] <= 2  # up at the end

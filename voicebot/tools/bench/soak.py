@@ -33,7 +33,10 @@ the least-squares slope of each series must stay under its threshold:
 Late frames are the bench's underruns (``underruns.pacing``): a bot frame arriving more than
 ``UNDERRUN_TOLERANCE_S`` after the previous one ended, the bench's own stalls counted apart.
 They are counted, per sample interval too, not judged: on a shared machine they measure the
-contention as much as the server. A machine speed reference is timed before and after: one
+contention as much as the server. So does the bot audio ratio: the seconds of bot audio the
+callers received over the seconds their calls were up (the server's pacer sends speech or
+silence for every 20 ms of a call: 1 when it keeps real time). A server starved of CPU falls
+behind, and what it has not yet sent waits in memory: read an RSS slope with this ratio. A machine speed reference is timed before and after: one
 Vosk decode of a fixed French recording (``speech.PROMPT``, 7.4 s), with the soak's model.
 """
 
@@ -92,7 +95,35 @@ class SoakSample:
     calls_up: int
     calls_ended: int
     load_1min: float
-    late_frames: int = 0  # server-side late frames due in the interval ending here
+    # After the run, from what the callers heard in the interval ending here:
+    late_frames: int = 0  # server-side late frames
+    bot_audio_ratio: float | None = None  # bot audio received / time the calls were up
+
+
+LIVE_FIELDS = [f.name for f in dataclasses.fields(SoakSample)][:-2]
+
+
+class SampleLog:
+    """samples.csv, a row as each sample is taken (an interrupted soak keeps them), rewritten
+    at the end with the columns known only after the run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as file:
+            csv.writer(file).writerow(LIVE_FIELDS)
+
+    def append(self, sample: SoakSample) -> None:
+        with self.path.open("a", newline="", encoding="utf-8") as file:
+            csv.writer(file).writerow([getattr(sample, name) for name in LIVE_FIELDS])
+
+    def rewrite(self, samples: Sequence[SoakSample]) -> None:
+        names = [f.name for f in dataclasses.fields(SoakSample)]
+        with self.path.open("w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file)
+            writer.writerow(names)
+            for sample in samples:
+                writer.writerow([getattr(sample, name) for name in names])
 
 
 class SoakRunner(CallRunner):
@@ -163,6 +194,7 @@ async def sample_server(
     until: float,
     every_s: float,
     samples: list[SoakSample],
+    sample_log: SampleLog,
 ) -> None:
     """Append a SoakSample every ``every_s`` (loop clock from ``t0``) until ``until``."""
     loop = asyncio.get_running_loop()
@@ -175,19 +207,19 @@ async def sample_server(
             log.error("soak: the server process is gone")
             return
         rss, own, children, fds, threads = seen
-        samples.append(
-            SoakSample(
-                round(now - t0, 2),
-                round(rss, 1),
-                round(own, 1),
-                children,
-                fds,
-                threads,
-                runner.active,
-                runner.ended,
-                round(os.getloadavg()[0], 2),
-            )
+        sample = SoakSample(
+            round(now - t0, 2),
+            round(rss, 1),
+            round(own, 1),
+            children,
+            fds,
+            threads,
+            runner.active,
+            runner.ended,
+            round(os.getloadavg()[0], 2),
         )
+        samples.append(sample)
+        sample_log.append(sample)
         if now >= next_note:
             next_note += PROGRESS_EVERY_S
             log.info(
@@ -214,6 +246,27 @@ def late_frame_times(data: RunData) -> tuple[list[float], int]:
         client += paced.client_underruns
         due_times += [result.t0 - data.loop_t0 + due for due, _ in paced.late]
     return sorted(due_times), client
+
+
+def bot_audio_by_interval(data: RunData, edges: Sequence[float]) -> tuple[Any, Any]:
+    """Per interval between ``edges`` (s since the first call): seconds of bot audio the
+    callers received, and seconds the calls were up. The server's pacer sends audio (speech
+    or silence) for every 20 ms of a call: the ratio is 1 when it keeps real time, and falls
+    when it cannot (a starved server sends late and fewer frames)."""
+    bins = np.asarray(edges, dtype=float)
+    received = np.zeros(len(bins) - 1)
+    up = np.zeros(len(bins) - 1)
+    for result in data.results:
+        start = result.t0 - data.loop_t0
+        if result.times:
+            counts, _ = np.histogram(
+                np.asarray(result.times) + start, bins=bins, weights=result.durations
+            )
+            received += counts
+        up += np.clip(
+            np.minimum(bins[1:], start + result.duration_s) - np.maximum(bins[:-1], start), 0, None
+        )
+    return received, up
 
 
 def speed_reference(settings: Settings) -> dict[str, Any]:
@@ -278,6 +331,7 @@ async def soak_async(
         raise VoicebotError("the warm-up must be shorter than the soak")
     speed_before = await loop.run_in_executor(None, speed_reference, settings)
     samples: list[SoakSample] = []
+    sample_log = SampleLog(out_dir / "samples.csv")
     problems: list[str] = []
     async with bench_context(settings, transport, None, out_dir) as context:
         watch = context.watch
@@ -299,7 +353,9 @@ async def soak_async(
         ramp_s = min(RAMP_S, total_s / 10 / calls)
         t0 = loop.time()
         sampler = asyncio.create_task(
-            sample_server(server_process, runner, t0, t0 + total_s, sample_every_s, samples)
+            sample_server(
+                server_process, runner, t0, t0 + total_s, sample_every_s, samples, sample_log
+            )
         )
         log.info("soak: %d calls for %.0f min", calls, minutes)
         try:
@@ -318,11 +374,16 @@ async def soak_async(
         models = models_used(settings)
     speed_after = await loop.run_in_executor(None, speed_reference, settings)
     late, client_late = late_frame_times(data)
-    previous = 0.0
-    for sample in samples:
-        sample.late_frames = sum(1 for due in late if previous < due <= sample.t_s)
-        previous = sample.t_s
+    edges = [0.0] + [sample.t_s for sample in samples]
+    received, up = bot_audio_by_interval(data, edges)
+    for index, sample in enumerate(samples):
+        sample.late_frames = sum(1 for due in late if edges[index] < due <= edges[index + 1])
+        sample.bot_audio_ratio = round(received[index] / up[index], 3) if up[index] else None
     result = judge(samples, warmup_s, late)
+    judged = np.array([sample.t_s >= warmup_s for sample in samples], dtype=bool)
+    result["bot_audio_ratio_judged"] = (
+        round(float(received[judged].sum() / up[judged].sum()), 3) if up[judged].sum() else None
+    )
     result.update(
         {
             "calls": calls,
@@ -360,7 +421,10 @@ async def soak_async(
     if problems or not summary["calls_placed"]:
         result["verdict"] = "FAIL"
         result["why"].extend(problems or ["no call could be placed"])
-    write_files(out_dir, samples, result)
+    sample_log.rewrite(samples)
+    (out_dir / "summary.json").write_text(
+        json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+    )
     return result
 
 
@@ -437,19 +501,6 @@ def _round(value: float | None, digits: int) -> float | None:
     return round(value, digits) if value is not None else None
 
 
-def write_files(out_dir: Path, samples: Sequence[SoakSample], result: dict[str, Any]) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    names = [f.name for f in dataclasses.fields(SoakSample)]
-    with (out_dir / "samples.csv").open("w", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file)
-        writer.writerow(names)
-        for sample in samples:
-            writer.writerow([getattr(sample, name) for name in names])
-    (out_dir / "summary.json").write_text(
-        json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-    )
-
-
 def report_lines(result: dict[str, Any]) -> list[str]:
     """The summary in words, as printed at the end."""
     rss, fds, machine_ = result["rss_mb"], result["fds"], result["machine"]
@@ -489,12 +540,18 @@ def report_lines(result: dict[str, Any]) -> list[str]:
         f"server-side of {result['audio_frames']} frames ({result['late_frames_warmup']} in the "
         f"warm-up, {result['late_frames_judged']} after); {result['late_frames_client']} "
         "explained by the bench's own stalls",
+        f"Bot audio after the warm-up: {_percent(result['bot_audio_ratio_judged'])} of real time "
+        "(100 % when the server's pacer keeps up; less when the machine starves it)",
         f"Errors: {len(result['errors'])} bench-side, {result['server_log_errors']} "
         f"error line(s) in server.log, {len(result['violations'])} protocol violation(s)",
         f"Verdict: {result['verdict']}"
         + (f" ({'; '.join(result['why'])})" if result["why"] else ""),
         f"Samples and summary: {result['out_dir']}/samples.csv, summary.json",
     ]
+
+
+def _percent(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio * 100:.0f} %"
 
 
 def _get(values: dict[str, Any] | None, key: str) -> Any:
