@@ -153,6 +153,30 @@ async def test_a_call_leaves_its_recognizer_warm_and_cleared_for_the_next_call(
     assert all(w.end_s <= again.audio_s + 0.05 for w in again.words)
 
 
+async def test_a_call_that_hangs_up_mid_decode_gives_its_recognizer_back_after_the_decode(
+    executor: ThreadPoolExecutor, asr: VoskAsr, speech: bytes
+) -> None:
+    """The caller hangs up while Kaldi decodes: the coroutine is cancelled, the job goes on.
+    Clearing the recognizer for the pool at the same time aborted the whole server (Kaldi's
+    ``Assertion failed: (queue_.empty())``, seen in the soak test)."""
+    pooled = VoskAsr(asr.model, asr.model_dir, AsrSettings(warm_recognizers=0), executor)
+    stream = pooled.start_stream("hangs-up")
+    whole = AudioFrame(speech * 3)  # one long job: seconds of Kaldi on a new recognizer
+    pushing = asyncio.create_task(stream.push(whole))
+    for _ in range(1000):  # hang guard only: until the job runs in the executor
+        if stream._job is not None and stream._job.running():
+            break
+        await asyncio.sleep(0.005)
+    pushing.cancel()
+    stream.close()
+    await idle_after_close(pooled, 1)
+    assert pooled.pool.built == 1
+    after, _ = await transcribe(pooled.start_stream("next"), speech)
+    assert not after.is_empty
+    assert after.words[0].start_s < 1.0
+    assert pooled.pool.built == 1
+
+
 async def test_warm_up_leaves_recognizers_waiting_and_the_pool_keeps_no_more_than_asked(
     executor: ThreadPoolExecutor, asr: VoskAsr, speech: bytes
 ) -> None:

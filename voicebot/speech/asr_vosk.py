@@ -23,11 +23,11 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import Executor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import vosk
 
@@ -124,25 +124,32 @@ class RecognizerPool:
         self.give_back(recognizer)
 
 
+_T = TypeVar("_T")
+
 WARM_CHUNK_BYTES = 3200  # 200 ms: what a caller's stream feeds between two partials
 
 
 class VoskStream:
-    """One caller's recognizer. Not thread-safe: calls are serialised by an asyncio lock."""
+    """One caller's recognizer. Not thread-safe: its jobs run one at a time in the executor."""
 
     def __init__(self, asr: VoskAsr, call_id: str) -> None:
         self._asr = asr
         self.call_id = call_id
         self.log = call_logger(__name__, call_id)
-        # Taken from the pool on first use, inside the executor (building a new one takes
+        # Taken from the pool by the first job, inside the executor (building a new one takes
         # ~50 ms, which on the event loop would delay every other call's audio), and kept
         # for the whole call: dropping it after each utterance saved memory but cost so
         # much CPU that 8 calls fell behind.
         self._taken: Recognizer | None = None
+        # The last job given to the executor. A job goes on when the coroutine that awaited it
+        # is cancelled (the caller hangs up): the next job, and giving the recognizer back to
+        # the pool, wait for it — two threads in one Kaldi decoder abort the whole process.
+        self._job: Future[Any] | None = None
         self._lock = asyncio.Lock()
         self._segments: list[dict[str, Any]] = []
         self._partial = ""
         self._utterance_bytes = 0
+        self._utterance_at: int | None = None  # the recognizer's clock when this utterance began
         self.truncated = False
         self._max_bytes = int(asr.settings.max_utterance_s * SAMPLE_RATE) * 2
         self._closed = False
@@ -156,24 +163,32 @@ class VoskStream:
         return " ".join(t for t in texts if t)
 
     def _current(self) -> Recognizer:
-        """The call's recognizer (call from the executor only: the first access takes it)."""
+        """The call's recognizer (in a job only: the first one takes it from the pool)."""
         if self._taken is None:
             self._taken = self._asr.pool.take()
         return self._taken
 
-    @property
-    def _recognizer(self) -> vosk.KaldiRecognizer:
-        return self._current().kaldi
+    async def _run(self, job: Callable[..., _T], *args: Any) -> _T:
+        previous = self._job
+        if previous is not None and not previous.done():
+            await asyncio.wait({asyncio.wrap_future(previous)})
+        self._job = self._asr.executor.submit(job, *args)
+        return await asyncio.wrap_future(self._job)
 
     def _accept(self, pcm: bytes) -> str | None:
+        taken = self._current()
+        if self._utterance_at is None:
+            self._utterance_at = taken.fed_bytes
         before = self._running_text()
-        if self._recognizer.AcceptWaveform(pcm):
-            segment = json.loads(self._recognizer.Result())
+        accepted = taken.kaldi.AcceptWaveform(pcm)
+        taken.fed_bytes += len(pcm)
+        if accepted:
+            segment = json.loads(taken.kaldi.Result())
             if segment.get("text"):
                 self._segments.append(segment)
             self._partial = ""
         else:
-            self._partial = json.loads(self._recognizer.PartialResult()).get("partial", "")
+            self._partial = json.loads(taken.kaldi.PartialResult()).get("partial", "")
         now = self._running_text()
         return now if now != before else None
 
@@ -195,14 +210,14 @@ class VoskStream:
         async with self._lock:
             if self._closed:  # closed while this frame waited: the recognizer may be reused
                 return None
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._asr.executor, self._accept, frame.pcm)
+            return await self._run(self._accept, frame.pcm)
 
-    def _final(self) -> tuple[list[dict[str, Any]], Recognizer]:
+    def _final(self) -> tuple[list[dict[str, Any]], int]:
         taken = self._current()
+        began = taken.fed_bytes if self._utterance_at is None else self._utterance_at
         last = json.loads(taken.kaldi.FinalResult())
         segments = [*self._segments, last] if last.get("text") else list(self._segments)
-        return segments, taken
+        return segments, began
 
     async def finalize(self) -> Utterance:
         """The whole utterance; the stream is then ready for the next one."""
@@ -210,9 +225,8 @@ class VoskStream:
         async with self._lock:
             if self._closed:
                 return Utterance(text="")
-            loop = asyncio.get_running_loop()
-            segments, taken = await loop.run_in_executor(self._asr.executor, self._final)
-        offset = taken.fed_bytes / (SAMPLE_RATE * 2)
+            segments, began = await self._run(self._final)
+        offset = began / (SAMPLE_RATE * 2)  # Vosk's word times count from its first byte
         words = tuple(
             Word(
                 text=str(item["word"]),
@@ -231,26 +245,31 @@ class VoskStream:
             audio_s=self.audio_s,
             decode_s=time.perf_counter() - started,
         )
-        taken.fed_bytes += self._utterance_bytes
         self._utterance_bytes = 0
+        self._utterance_at = None
         self._segments = []
         self._partial = ""
         self.truncated = False
         return utterance
 
+    def _give_back(self) -> None:
+        """In a worker thread, once no job of this stream runs."""
+        recognizer, self._taken = self._taken, None
+        if recognizer is not None:
+            self._asr.pool.give_back(recognizer)
+
     def close(self) -> None:
-        """The call is over: its recognizer goes back to the pool, cleared, in the executor.
-        Not while a decode of this stream is running: that one is dropped instead."""
+        """The call is over: its recognizer goes back to the pool, cleared, after its last job
+        (which may still run if the coroutine awaiting it was cancelled)."""
         if self._closed:
             return
         self._closed = True
-        self._segments = []
-        recognizer, self._taken = self._taken, None
-        if recognizer is None or self._lock.locked():
+        job = self._job
+        if job is not None and not job.done():
+            job.add_done_callback(lambda _: self._give_back())  # runs in that worker thread
             return
-        recognizer.fed_bytes += self._utterance_bytes  # an utterance the caller hung up in
         with contextlib.suppress(RuntimeError):  # the executor is shutting down: nothing to keep
-            self._asr.executor.submit(self._asr.pool.give_back, recognizer)
+            self._asr.executor.submit(self._give_back)
 
 
 class VoskAsr:
