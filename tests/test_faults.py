@@ -420,6 +420,49 @@ async def test_the_voice_failing(call_runtime: Runtime) -> None:
         await nothing_lost(board, before)
 
 
+async def test_a_burst_of_turns_leaves_the_event_loop_to_the_other_calls(
+    call_runtime: Runtime,
+) -> None:
+    """Keys pressed on many lines at once (the fault matrix's probe of 20 calls): Rasa's
+    turns are CPU on the event loop and never wait, so turns that became ready together ran
+    in one pass of the loop, back to back, with every call's pacer waiting (19 turns held
+    every line silent for 1.9 s in the 20-call matrix). Each turn must now end in a pass of
+    its own, with the loop's other work (a ticker here, the pacers in a call) run between
+    two turns. Counted in passes of the loop, not in seconds."""
+    import uuid
+
+    dialogue = call_runtime.services.dialogue
+    passes = 0
+    running = True
+
+    async def ticker() -> None:  # one count per pass of the event loop
+        nonlocal passes
+        while running:
+            passes += 1
+            await asyncio.sleep(0)
+
+    ended_in: list[int] = []
+
+    async def press(call_id: str) -> Any:
+        reply = await dialogue.dtmf(call_id, "1")
+        ended_in.append(passes)
+        return reply
+
+    ids = [f"burst-{uuid.uuid4()}" for _ in range(CALLS + 2)]
+    ticking = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0)
+    try:
+        replies = await asyncio.gather(*(press(call_id) for call_id in ids))
+    finally:
+        running = False
+        await ticking
+        for call_id in ids:
+            await dialogue.end(call_id)
+    assert all(reply.texts for reply in replies), replies
+    # Without the dialogue's turn gate every turn ended in the same pass of the loop.
+    assert len(set(ended_in)) == len(ids), f"turns ended in passes {ended_in}"
+
+
 async def test_the_records_database_locked(call_runtime: Runtime) -> None:
     async with switchboard(call_runtime) as board:
         lines, before = await live_calls(board)

@@ -11,9 +11,13 @@ operator) or ``end_call`` (the caller said goodbye).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import time
+import weakref
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +98,36 @@ def nlu_result(parse_data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class TurnGate:
+    """One dialogue turn computed per pass of the event loop.
+
+    Rasa's ``parse_message`` and ``handle_message`` are coroutines that never give the loop
+    back (the in-memory tracker store and the in-process actions never wait): a turn is
+    ~0.1 s of CPU on the loop. When several calls' turns become ready at once (keys pressed
+    together, the fault matrix's 20 calls), the loop ran them all in one pass, back to back,
+    and no call's pacer sent a frame meanwhile: 19 turns held every line silent for 1.9 s,
+    just under AudioSocket's 2-second hang-up. Here a turn takes the gate, gives the loop
+    back once while holding it (the others queue on the gate instead of running in the same
+    pass), then computes; the pacers run between two turns."""
+
+    def __init__(self) -> None:
+        # one lock per event loop: the dialogue is loaded once per process, and tests run it
+        # under several loops
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        async with lock:
+            await asyncio.sleep(0)  # the loop's other ready work (pacers) runs first
+            yield
+
+
 class RasaDialogue:
     """The Dialogue of voicebot.core.interfaces, backed by a Rasa Agent and the knowledge base."""
 
@@ -102,6 +136,7 @@ class RasaDialogue:
         self.trackers = trackers  # the in-memory tracker store: one tracker per call id
         self.kb = kb
         self.settings = settings
+        self.gate = TurnGate()
 
     @classmethod
     def load(cls, settings: Settings) -> RasaDialogue:
@@ -194,16 +229,17 @@ class RasaDialogue:
         from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
 
         clog = call_logger(__name__, call_id)
-        parse_data = await self.agent.parse_message(text)
-        output = CollectingOutputChannel()
-        message = UserMessage(
-            text,
-            output,
-            sender_id=call_id,
-            parse_data=parse_data,
-            metadata=metadata,
-        )
-        messages = await self.agent.handle_message(message) or []
+        async with self.gate.turn():  # CPU on the event loop: one turn per pass (TurnGate)
+            parse_data = await self.agent.parse_message(text)
+            output = CollectingOutputChannel()
+            message = UserMessage(
+                text,
+                output,
+                sender_id=call_id,
+                parse_data=parse_data,
+                metadata=metadata,
+            )
+            messages = await self.agent.handle_message(message) or []
         texts: list[str] = []
         handoff: Handoff | None = None
         end_call = False
