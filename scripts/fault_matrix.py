@@ -2,8 +2,13 @@
 """The fault matrix (issue 15), full version: a real `voicebot serve` subprocess, 20 calls
 through the emulated Asterisk (AMI and deploy/asterisk/extensions.conf, AudioSocket), and one
 fault per row injected while they are live. Prints a Markdown table: fault, calls, reached
-the queue, kept talking, other calls disturbed (underruns vs the same calls before the
-fault), committed turns lost, log line found (with the call id).
+the queue, kept talking, other calls disturbed (longest stop of the bot's audio after the
+fault; underruns in equal windows before and after it), committed turns lost, log line found
+(with the call id), calls lost before the fault.
+
+The first call waits for the server's preparation (pre-rendering) to end; a fault is injected
+only once every call has heard its whole greeting and the bot listens. A call that dies
+before the fault is not counted against it: it is set aside, replaced, and reported.
 
     nice -n 10 .venv/bin/python scripts/fault_matrix.py [--calls 20] [--out DIR]
 
@@ -42,7 +47,17 @@ sys.path.insert(0, str(ROOT))
 
 SECRET = "fault-matrix-secret"  # noqa: S105 (the emulated Asterisk's, on loopback)
 GUARD_S = 120.0  # hang guards only
+# A stop this long in the bot's audio (silence frames included: the bot sends them all the
+# time it listens, so its normal silence is no gap) is the line going dead for the caller.
 DEAD_LINE_S = 1.5
+UNDERRUN_WINDOW_S = 6.0  # at most: the same length before and after the fault, call up in both
+# The greeting's voiced frames are the same for every call (one cached synthesis); a call
+# short of them by more than this is still being greeted (a pause between two sentences).
+GREETING_SLACK_FRAMES = 5
+QUIET_S = 1.0  # and the bot has been quiet this long since: it is listening
+# The full greeting's length is learnt once, from calls all quiet this long (no pause between
+# two sentences lasts that long on a prepared server), then every later call must reach it.
+REFERENCE_QUIET_S = 3.0
 
 
 # --- the server side: `voicebot serve` with the fault wrappers ------------------------------
@@ -147,15 +162,16 @@ class Line:
             await asyncio.sleep(0.1)
         return None
 
-    async def greeted(self) -> bool:
-        for _ in range(int(GUARD_S / 0.2)):
-            voiced = self.voiced_times()
-            if voiced and self.now() - voiced[-1] >= 1.5:
-                return True
-            if self.media.ended:
-                return False
-            await asyncio.sleep(0.2)
-        return False
+    def quiet_after_voice(self, quiet_s: float = QUIET_S) -> int | None:
+        """Voiced frames heard so far when the bot has spoken and been quiet ``quiet_s``
+        since, else None."""
+        voiced = self.voiced_times()
+        if voiced and self.now() - voiced[-1] >= quiet_s:
+            return len(voiced)
+        return None
+
+    def end_or_now(self) -> float:
+        return self.media._end_t if self.media._end_t is not None else self.now()
 
     def underruns(self, start: float, end: float) -> int:
         """Late frames in [start, end) of the call clock (the bench's measure)."""
@@ -167,8 +183,10 @@ class Line:
         return pacing(arrivals).underruns
 
     def longest_gap(self, start: float) -> float:
+        """The longest time without any audio message from the bot (speech or the silence
+        it sends while it listens) from ``start`` to the end of the call, or now."""
         times = [m.t for m in self.media.audio_messages() if m.t >= start]
-        end = self.media._end_t if self.media._end_t is not None else self.now()
+        end = self.end_or_now()
         return max((b - a for a, b in itertools.pairwise([start, *times, end])), default=0.0)
 
 
@@ -176,6 +194,7 @@ class Line:
 class Row:
     fault: str
     calls: int = 0
+    lost_before: list[str] = field(default_factory=list)  # calls that died before the fault
     queued: int = 0
     talking: int = 0
     caller_gone: int = 0
@@ -231,6 +250,8 @@ class Matrix:
         self.server = FaultServer(settings, out)
         self.ami: Any = None
         self.pbx: Any = None
+        self.greeting_frames = 0  # voiced frames of the full greeting, learnt from the calls
+        self.greeting_known = False
 
     async def start(self) -> None:
         from telephony.emulator import AmiEmulator, EmulatedPbx
@@ -239,16 +260,77 @@ class Matrix:
         self.ami_port = await self.ami.start()
         clear_switches(self.switch)
         await self.server.start("slin")
+        await self.prepared()
         self.pbx = EmulatedPbx(
             ami=self.ami,
             extensions=ROOT / "deploy" / "asterisk" / "extensions.conf",
             globals_override={"ALLO_AUDIOSOCKET": f"127.0.0.1:{self.server.audiosocket_port}"},
         )
 
-    async def place(self) -> tuple[list[Line], dict[str, asyncio.Task[Any]]]:
+    async def prepared(self) -> None:
+        """Until the server has pre-rendered its answers (and warmed its recognizers, with
+        Vosk): that start-up work runs after « ready » and competes with the first calls, it
+        is not a fault."""
+        for _ in range(int(600 / 0.5)):
+            text = self.server.log_path.read_text(encoding="utf-8", errors="replace")
+            vosk = "ASR: Vosk" in text
+            if "pre-rendered" in text and (not vosk or "recognizers warmed" in text):
+                return
+            await asyncio.sleep(0.5)
+        print("  warning: the server's preparation never finished", file=sys.stderr)
+
+    async def place(self) -> tuple[list[Line], dict[str, asyncio.Task[Any]], list[str]]:
+        """``count`` calls up, each greeted in full and listening; a call that died on the
+        way (before any fault) is set aside, reported, and replaced (three rounds at most)."""
         lines: list[Line] = []
         results: dict[str, asyncio.Task[Any]] = {}
-        for _ in range(self.count):
+        lost: list[str] = []
+        for _ in range(3):
+            missing = self.count - len(lines)
+            if missing <= 0:
+                break
+            new, new_results = await self.dial(missing)
+            results.update(new_results)
+            await self.until_listening(new)
+            for line in new:
+                if line.media.ended:
+                    why = "; ".join(line.media.violations) or str(line.media.ended_by)
+                    lost.append(f"{line.call_id[:8]} ({why})")
+                else:
+                    lines.append(line)
+        # Right before the fault: every kept call is still up and listening.
+        await self.until_listening(lines)
+        for line in [line for line in lines if line.media.ended]:
+            lines.remove(line)
+            why = "; ".join(line.media.violations) or str(line.media.ended_by)
+            lost.append(f"{line.call_id[:8]} ({why})")
+        if lost:
+            print(f"  calls lost before the fault (set aside): {lost}", file=sys.stderr)
+        return lines, results, lost
+
+    async def until_listening(self, lines: list[Line]) -> None:
+        """Until each line has heard the whole greeting and the bot has been quiet QUIET_S
+        since (or the line ended). The whole greeting: as many voiced frames as the most any
+        call heard (the same cached audio for all); 1 s of quiet alone is not enough, a
+        loaded server can pause that long between two sentences of the greeting."""
+        for _ in range(int(GUARD_S / 0.2)):
+            quiet_s = QUIET_S if self.greeting_known else REFERENCE_QUIET_S
+            live = [line for line in lines if not line.media.ended]
+            heard = {line.call_id: line.quiet_after_voice(quiet_s) for line in live}
+            if all(n is not None for n in heard.values()):
+                counts = [n for n in heard.values() if n is not None]
+                self.greeting_frames = max([self.greeting_frames, *counts])
+                self.greeting_known = self.greeting_known or bool(counts)
+                wanted = self.greeting_frames - GREETING_SLACK_FRAMES
+                if all((n or 0) >= wanted for n in heard.values()):
+                    return
+            await asyncio.sleep(0.2)
+        print("  warning: some calls never finished their greeting", file=sys.stderr)
+
+    async def dial(self, count: int) -> tuple[list[Line], dict[str, asyncio.Task[Any]]]:
+        lines: list[Line] = []
+        results: dict[str, asyncio.Task[Any]] = {}
+        for _ in range(count):
             arrived = asyncio.Event()
 
             async def caller(media: Any, arrived: asyncio.Event = arrived) -> None:
@@ -263,9 +345,6 @@ class Matrix:
             await asyncio.wait_for(arrived.wait(), GUARD_S)
             results[lines[-1].call_id] = task
             await asyncio.sleep(0.1)
-        greeted = await asyncio.gather(*(line.greeted() for line in lines))
-        if not all(greeted):
-            print(f"  warning: {greeted.count(False)} call(s) never greeted", file=sys.stderr)
         return lines, results
 
     def turns(self, call_id: str) -> list[tuple[str, str]]:
@@ -285,14 +364,12 @@ class Matrix:
         from tests.speech_helpers import french_prompt_pcm
 
         row = Row(name)
-        lines, results = await self.place()
+        lines, results, row.lost_before = await self.place()
         row.calls = len(lines)
         half = len(lines) // 2
         targets, others = lines[:half], lines[half:]
         ids = [line.call_id for line in targets]
         before = {line.call_id: self.turns(line.call_id) for line in lines}
-        window = 6.0
-        baseline = {line.call_id: line.underruns(line.now() - window, line.now()) for line in lines}
         at = {line.call_id: line.now() for line in lines}
         expect_queue = True
         log_pattern = ""
@@ -372,19 +449,27 @@ class Matrix:
                 if await line.voice_after(pressed) is not None and not line.media.ended:
                     row.talking += 1
         clear_switches(self.switch)
-        # Pacing of the calls the fault did not target: underruns in the same length of time
-        # after the fault as before it, and the longest silence of their line.
+        # Pacing of the calls the fault did not target: their longest stop of audio since
+        # the fault, and underruns in windows of the same length before and after it, both
+        # while the call was up (a row hangs up a few seconds after its probe: a fixed 6 s
+        # window after the fault held less audio than the one before).
         disturbed = 0
         after_total = base_total = 0
+        longest = 0.0
+        windows: list[float] = []
         for line in others:
             start = at[line.call_id]
-            after = line.underruns(start, start + window)
-            after_total += after
-            base_total += baseline[line.call_id]
-            if line.longest_gap(start) >= DEAD_LINE_S or line.media.violations:
+            length = max(0.0, min(UNDERRUN_WINDOW_S, line.end_or_now() - start))
+            windows.append(length)
+            after_total += line.underruns(start, start + length)
+            base_total += line.underruns(start - length, start)
+            gap = line.longest_gap(start)
+            longest = max(longest, gap)
+            if gap >= DEAD_LINE_S or line.media.violations:
                 disturbed += 1
         row.disturbed = (
-            f"{disturbed} (underruns {after_total} after vs {base_total} before)"
+            f"{disturbed} (longest gap {longest:.2f} s; underruns {after_total} after vs "
+            f"{base_total} before, {min(windows):.1f}-{max(windows):.1f} s windows)"
             if others
             else "n/a (all targeted)"
         )
@@ -462,15 +547,16 @@ async def run(calls: int, out: Path, only: list[str]) -> list[Row]:
 
 def table(rows: list[Row]) -> str:
     out = [
-        "| fault | calls | reached queue | kept talking | other calls disturbed "
-        "(underruns vs baseline) | committed turns lost | log line with call id |",
-        "|---|---|---|---|---|---|---|",
+        "| fault | calls at the fault | reached queue | kept talking | other calls disturbed "
+        "(longest audio gap; underruns after vs before) | committed turns lost "
+        "| log line with call id | calls lost before the fault (not counted) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         queued = str(r.queued) + (f" (+{r.caller_gone} hung up)" if r.caller_gone else "")
         out.append(
             f"| {r.fault} | {r.calls} | {queued} | {r.talking} | {r.disturbed} | {r.lost} "
-            f"| {r.log_found} |"
+            f"| {r.log_found} | {len(r.lost_before)} |"
         )
     return "\n".join(out)
 
