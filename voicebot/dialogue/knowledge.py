@@ -318,7 +318,7 @@ def _load_prompts(path: Path, values: Mapping[str, object]) -> dict[str, str]:
                     f"{_where(path, text_node)} : champ « {name} » : variable "
                     f"{{{unknown[0]}}} inconnue (connues : {', '.join(sorted(values)) or 'aucune'})"
                 )
-            prompts[name] = text.format(**values) if placeholders else text
+            prompts[name] = text.format(**values)  # {{ and }} are literal braces
         except ValueError as exc:
             raise KnowledgeBaseError(
                 f"{_where(path, text_node)} : champ « {name} » : accolades mal formées ({exc})"
