@@ -52,6 +52,9 @@ def refused(path: Path | None, environ: dict[str, str] | None = None) -> str:
         ("}[[", 2),
         ("[]][", 1),
         ("[[]][[[]]]", 3),
+        ("[[][[", 3),  # each closing bracket takes one level off
+        ("XX: [x]", 1),  # only brackets and braces count
+        ("[[X[", 3),
     ],
 )
 def test_yaml_nesting(text: str, depth: int) -> None:
