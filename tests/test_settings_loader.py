@@ -200,12 +200,12 @@ def test_a_bad_value_names_the_file_the_section_and_the_field(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(
-    ("value", "shown"), [("true", "True"), ("~", "None"), ("1.5", "'1.5'"), ("1.5e3", "'1.5e3'")]
+    ("value", "shown"), [("true", "True"), ("1.5", "'1.5'"), ("1.5e3", "'1.5e3'")]
 )
 def test_a_whole_number_setting(tmp_path: Path, value: str, shown: str) -> None:
     # YAML reads 1.5 as a float: int(1.5) would be 1, so the text is refused, not rounded
     path = settings_file(tmp_path, "vad:\n  end_silence_ms: '" + value + "'\n")
-    if value in ("true", "~"):
+    if value == "true":
         path = settings_file(tmp_path, "vad:\n  end_silence_ms: " + value + "\n")
     assert refused(path) == f"{path}: vad.end_silence_ms: expected a number, got {shown}"
 
@@ -341,7 +341,7 @@ def test_false(value: Any) -> None:
     assert _coerce(value, bool, "x") is False
 
 
-@pytest.mark.parametrize("value", ["2", "vrai", "y", "n", "none", None, 2])
+@pytest.mark.parametrize("value", ["2", "vrai", "y", "n", "none", 2])
 def test_neither_true_nor_false(value: Any) -> None:
     with pytest.raises(ConfigError) as caught:
         _coerce(value, bool, "vad.flag")
@@ -362,6 +362,19 @@ def test_numbers() -> None:
 def test_text() -> None:
     assert _coerce(12, str, "x") == "12"
     assert _coerce("  a b ", str, "x") == "  a b "
+
+
+def test_an_empty_value_is_empty_text_and_no_value_for_anything_else(tmp_path: Path) -> None:
+    """`host:` with nothing after it is YAML's null: never the text "None", which would make
+    AMI look configured with a host named None."""
+    settings = load_settings(settings_file(tmp_path, "ami:\n  host:\n"), environ={})
+    assert settings.ami.host == ""
+    for target in (int, float, bool, Path):
+        with pytest.raises(ConfigError) as caught:
+            _coerce(None, target, "a.b")
+        assert str(caught.value) == "a.b: no value (leave the line out to keep the default)"
+    with pytest.raises(ConfigError, match=r"vad\.end_silence_ms: no value"):
+        load_settings(settings_file(tmp_path, "vad:\n  end_silence_ms:\n"), environ={})
 
 
 def test_paths() -> None:

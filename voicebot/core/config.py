@@ -548,6 +548,10 @@ def _coerce(value: Any, target: Any, where: str) -> Any:
     """Convert a YAML or environment value to the field's declared type."""
     if isinstance(value, _CONTAINERS):  # never printed: YAML aliases can make it enormous
         raise ConfigError(f"{where}: expected a single value, got {type(value).__name__}")
+    if value is None:  # `host:` with nothing after it: YAML reads null, never the text "None"
+        if target is str:
+            return ""  # empty text is "not set" for every text setting
+        raise ConfigError(f"{where}: no value (leave the line out to keep the default)")
     if target is Path:
         return Path(os.path.expanduser(str(value)))
     if target is bool:
@@ -567,8 +571,6 @@ def _coerce(value: Any, target: Any, where: str) -> Any:
         except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     if target is str:
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"{where}: expected text, got {type(value).__name__}")
         return str(value)
     raise ConfigError(f"{where}: unsupported setting type {target}")
 
