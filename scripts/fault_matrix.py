@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import itertools
 import json
@@ -411,7 +410,9 @@ class Matrix:
             expect_queue, probe_during = False, True
             log_pattern = "call records: .* failed"
         elif name == "console client that never reads":
-            stuck = await asyncio.to_thread(never_reading_client, self.http_port)
+            from voicebot.tools.faults import never_reading_console
+
+            stuck = await asyncio.to_thread(never_reading_console, self.http_port)
             expect_queue, probe_during = False, True
             log_pattern = ""
         elif name == "SIGTERM during the load":
@@ -492,25 +493,6 @@ class Matrix:
             row.notes.append("no queue expected")
         self.ami.cut_on = None
         return row
-
-
-def never_reading_client(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /ws/console HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Origin: http://127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(1)
-    if not response.startswith(b"HTTP/1.1 101"):
-        raise RuntimeError(f"console refused the WebSocket: {response[:80]!r}")
-    return sock
 
 
 ROWS = [

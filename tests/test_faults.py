@@ -25,7 +25,6 @@ import dataclasses
 import io
 import itertools
 import logging
-import socket
 import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -52,6 +51,7 @@ from voicebot.tools.faults import (
     FaultyDialogue,
     FaultyTts,
     FullDiskRecords,
+    never_reading_console,
 )
 
 EXTENSIONS = Path(__file__).resolve().parent.parent / "deploy" / "asterisk" / "extensions.conf"
@@ -521,7 +521,7 @@ async def test_a_console_client_that_never_reads(call_runtime: Runtime) -> None:
         )
         try:
             port = max(bound_port(getattr(site, "_server", None)) for site in runner.sites)
-            stuck = await asyncio.to_thread(_never_reading_client, port)
+            stuck = await asyncio.to_thread(never_reading_console, port)
             try:
                 lines, before = await live_calls(board)
                 at = fault_times(lines)
@@ -535,28 +535,6 @@ async def test_a_console_client_that_never_reads(call_runtime: Runtime) -> None:
                 stuck.close()
         finally:
             await runner.cleanup()
-
-
-def _never_reading_client(port: int) -> socket.socket:
-    """A console page whose browser never reads: the handshake, then nothing."""
-    import base64
-    import os
-
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /ws/console HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Origin: http://127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(1)
-    assert response.startswith(b"HTTP/1.1 101"), response
-    return sock
 
 
 async def test_sigterm_during_the_load_hands_every_caller_to_a_person(

@@ -15,9 +15,11 @@ the switch file (JSON ``{"calls": [...], "everyone": false}``), the server reads
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
 import json
 import os
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -182,3 +184,26 @@ class FullDiskRecords:
             return await attribute(call_id, *args, **kwargs)
 
         return write
+
+
+def never_reading_console(port: int) -> socket.socket:
+    """A console page whose browser never reads: the WebSocket handshake on the console at
+    127.0.0.1:``port``, then nothing read, with a small receive buffer so that the server's
+    sends back up at once. Blocking: run it in a thread."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /ws/console HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Origin: http://127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    if not response.startswith(b"HTTP/1.1 101"):
+        sock.close()
+        raise RuntimeError(f"the console refused the WebSocket: {response[:80]!r}")
+    return sock
