@@ -9,7 +9,7 @@ UV          := $(VENV)/bin/uv
 UV_VERSION  := 0.13.9
 STAMP       := $(VENV)/.installed
 STANDINS    := models/standins/.ready
-DEBIAN_PKGS := espeak-ng sox asterisk-core-sounds-fr asterisk-core-sounds-fr-wav portaudio19-dev libasound2 chromium postgresql
+DEBIAN_PKGS := espeak-ng sox asterisk-core-sounds-fr asterisk-core-sounds-fr-wav portaudio19-dev libasound2 chromium postgresql openssl systemd
 
 # Quiet, private, offline defaults for every command started from here.
 export RASA_TELEMETRY_ENABLED := false
