@@ -22,6 +22,7 @@ from voicebot.core.audio import AudioFormat, AudioFrame, to_frames
 from voicebot.core.config import AsrSettings
 from voicebot.core.errors import ModelError
 from voicebot.core.interfaces import Utterance, Word
+from voicebot.core.memory import release_freed_memory
 from voicebot.speech.asr_vosk import VoskAsr, VoskStream, utterance_confidence
 from voicebot.speech.standins import vosk_ko_model_dir
 
@@ -122,8 +123,10 @@ async def test_the_stream_is_reused_and_timings_restart_per_utterance(
 
 
 async def idle_after_close(asr: VoskAsr, expected: int) -> None:
-    """The recognizer goes back to the pool in the executor: wait for it (hang guard only)."""
-    for _ in range(1000):
+    """The recognizer goes back to the pool in the executor, after the call's last decode
+    (seconds of Kaldi on a new recognizer, more on a busy machine): wait for it (hang guard
+    only)."""
+    for _ in range(12000):
         if asr.pool.idle == expected:
             return
         await asyncio.sleep(0.01)
@@ -195,6 +198,45 @@ async def test_warm_up_leaves_recognizers_waiting_and_the_pool_keeps_no_more_tha
     await idle_after_close(pooled, 2)
     await asyncio.sleep(0.1)
     assert pooled.pool.idle == 2  # the third is dropped: ~50 MB each
+
+
+async def test_a_recognizer_that_heard_its_budget_is_retired_and_the_next_call_builds_one(
+    executor: ThreadPoolExecutor, asr: VoskAsr, speech: bytes
+) -> None:
+    """A recognizer's expanded graph grows with all it hears: past its budget of audio it
+    is not kept for the next call (the soak's memory grew by GBs an hour without this)."""
+    budget_s = len(speech) / 16000 * 1.5  # more than one utterance, less than two
+    settings = AsrSettings(warm_recognizers=0, recognizer_max_audio_s=budget_s)
+    pooled = VoskAsr(asr.model, asr.model_dir, settings, executor)
+    first = pooled.start_stream("first")
+    await transcribe(first, speech)
+    first.close()
+    await idle_after_close(pooled, 1)  # under its budget: kept
+    second = pooled.start_stream("second")
+    await transcribe(second, speech)  # the same recognizer: now over its budget
+    second.close()
+    for _ in range(12000):  # hang guard only: the give-back runs in the executor
+        if pooled.pool.retired:
+            break
+        await asyncio.sleep(0.01)
+    assert pooled.pool.retired == 1
+    assert pooled.pool.idle == 0
+    assert pooled.pool.built == 1
+    third, _ = await transcribe(pooled.start_stream("third"), speech)
+    assert pooled.pool.built == 2  # a new one
+    assert not third.is_empty
+    assert third.words[0].start_s < 1.0
+
+
+def test_a_recognizer_budget_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="recognizer_max_audio_s"):
+        AsrSettings(recognizer_max_audio_s=0).validate()
+
+
+def test_freed_memory_is_given_back_on_this_system() -> None:
+    """The machines this runs on use glibc: the call must be found (False would mean the
+    retired recognizers' memory stays with the process)."""
+    assert release_freed_memory() is True
 
 
 async def test_the_server_warms_recognizers_on_its_own_prompts(

@@ -145,15 +145,19 @@ class AsrSettings:
     whisper_workers: int = 1  # CTranslate2 replicas decoding in parallel (each whisper_threads)
     # Vosk recognizers are kept between calls (a new one is several times slower on its first
     # utterances): this many are warmed at start-up on the bot's prompts, at most
-    # idle_recognizers wait between calls (~50 MB each).
+    # idle_recognizers wait between calls. A recognizer grows with what it hears (~75 MB
+    # after 12 s of speech, more with every new sentence): once it has heard
+    # recognizer_max_audio_s it is retired at the end of its call and its memory freed.
     warm_recognizers: int = 4
     idle_recognizers: int = 12
+    recognizer_max_audio_s: float = 120.0
 
     def validate(self) -> None:
         if self.engine not in ("vosk", "whisper"):
             raise ValueError(f"engine must be 'vosk' or 'whisper', not {self.engine!r}")
         _positive(max_utterance_s=self.max_utterance_s, whisper_threads=self.whisper_threads)
         _positive(whisper_beam_size=self.whisper_beam_size, whisper_workers=self.whisper_workers)
+        _positive(recognizer_max_audio_s=self.recognizer_max_audio_s)
         if not 0 <= self.warm_recognizers <= self.idle_recognizers:
             raise ValueError(
                 "warm_recognizers must be between 0 and idle_recognizers "

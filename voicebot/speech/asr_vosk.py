@@ -36,6 +36,7 @@ from voicebot.core.config import AsrSettings
 from voicebot.core.errors import ModelError
 from voicebot.core.interfaces import Utterance, Word
 from voicebot.core.logs import call_logger
+from voicebot.core.memory import release_freed_memory
 from voicebot.speech.models import DEFAULT_ASR_MODEL, vosk_model_problem
 
 
@@ -59,6 +60,11 @@ class Recognizer:
     kaldi: vosk.KaldiRecognizer
     fed_bytes: int = 0
 
+    def discard(self) -> None:
+        """Free Kaldi's decoder and expanded graph now, not whenever the last reference to
+        this object goes (the caller's frames still hold one)."""
+        del self.kaldi
+
 
 class RecognizerPool:
     """Recognizers kept between calls, because a new one is slow.
@@ -69,15 +75,24 @@ class RecognizerPool:
     that had decoded 14 s of other French speech before 0.26-0.4 s. So a call takes a used
     recognizer when one is idle, gives it back when it ends, and the server warms a few at
     start-up on the bot's own prompts (``warm_one``), so that even the first calls answer
-    fast. A warm recognizer holds ~50 MB: at most ``keep`` stay idle.
+    fast. At most ``keep`` stay idle.
+
+    What a recognizer expands it never frees: on the stand-in, one took ~75 MB more after
+    12 s of speech, ~105 MB after 22 s, and kept growing with every new sentence (~0.4 MB per
+    utterance after 150 of them), so a server whose recognizers lived forever grew by
+    gigabytes an hour (the soak in docs/fiabilite.md). A recognizer that has heard
+    ``max_audio_s`` is retired when its call ends: dropped, and its memory given back to
+    the system; the next call that finds no idle one builds a new one.
     """
 
-    def __init__(self, model: vosk.Model, keep: int) -> None:
+    def __init__(self, model: vosk.Model, keep: int, max_audio_s: float) -> None:
         self._model = model
         self._keep = keep
+        self._max_fed_bytes = int(max_audio_s * SAMPLE_RATE) * 2
         self._idle: list[Recognizer] = []
         self._lock = threading.Lock()  # taken from executor threads
         self.built = 0
+        self.retired = 0
 
     @property
     def idle(self) -> int:
@@ -104,9 +119,14 @@ class RecognizerPool:
         first utterance (seen in tests); a finalised recognizer starts its next utterance on
         a new feature pipeline, and keeps its expanded graph all the same."""
         recognizer.kaldi.FinalResult()
+        worn_out = recognizer.fed_bytes >= self._max_fed_bytes
         with self._lock:
-            if len(self._idle) < self._keep:
+            if not worn_out and len(self._idle) < self._keep:
                 self._idle.append(recognizer)
+                return
+            self.retired += worn_out
+        recognizer.discard()
+        release_freed_memory()
 
     def warm_one(self, clips: Sequence[bytes]) -> None:
         """Build one more recognizer, decode ``clips`` (8 kHz s16le) through it and keep it.
@@ -284,7 +304,9 @@ class VoskAsr:
         self.model_dir = model_dir
         self.settings = settings
         self.executor = executor
-        self.pool = RecognizerPool(model, settings.idle_recognizers)
+        self.pool = RecognizerPool(
+            model, settings.idle_recognizers, settings.recognizer_max_audio_s
+        )
 
     @classmethod
     def load(cls, model_dir: Path, settings: AsrSettings, executor: Executor) -> VoskAsr:
