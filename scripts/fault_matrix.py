@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import json
 import os
 import re
@@ -36,13 +35,15 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+if TYPE_CHECKING:
+    from voicebot.tools.bench.paced_line import PacedCallerLine
 
 SECRET = "fault-matrix-secret"  # noqa: S105 (the emulated Asterisk's, on loopback)
 GUARD_S = 120.0  # hang guards only
@@ -110,83 +111,6 @@ def set_switch(base: Path, kind: str, calls: list[str] = (), everyone: bool = Fa
 def clear_switches(base: Path) -> None:
     for path in base.parent.glob(f"{base.name}.*"):
         path.unlink()
-
-
-# --- the caller side ----------------------------------------------------------------------
-
-
-class Line:
-    """One emulated caller on an AudioSocket leg: a 20 ms stream, keys, the bot's audio."""
-
-    def __init__(self, media: Any) -> None:
-        self.media = media
-        self.speech: deque[bytes] = deque()
-
-    @property
-    def call_id(self) -> str:
-        return str(self.media.call_uuid)
-
-    async def stream(self) -> None:
-        from telephony.audiosocket.codec import encode_audio
-
-        loop = asyncio.get_running_loop()
-        next_at = loop.time()
-        while not self.media.ended:
-            frame = self.speech.popleft() if self.speech else bytes(320)
-            await self.media.send_raw(encode_audio(frame))
-            next_at += 0.02
-            delay = next_at - loop.time()
-            if delay < -0.2:
-                next_at = loop.time()
-            await asyncio.sleep(max(delay, 0.0))
-
-    def say(self, pcm: bytes) -> None:
-        self.speech.extend(pcm[i : i + 320].ljust(320, b"\0") for i in range(0, len(pcm), 320))
-
-    def now(self) -> float:
-        return asyncio.get_running_loop().time() - self.media._t0
-
-    def voiced_times(self) -> list[float]:
-        from voicebot.tools.bench.call import is_voiced
-
-        return [m.t for m in self.media.audio_messages() if is_voiced(m.payload)]
-
-    async def voice_after(self, t: float, timeout: float = GUARD_S) -> float | None:
-        for _ in range(int(timeout / 0.1)):
-            later = [v for v in self.voiced_times() if v > t]
-            if later:
-                return later[0]
-            if self.media.ended:
-                return None
-            await asyncio.sleep(0.1)
-        return None
-
-    def quiet_after_voice(self, quiet_s: float = QUIET_S) -> int | None:
-        """Voiced frames heard so far when the bot has spoken and been quiet ``quiet_s``
-        since, else None."""
-        voiced = self.voiced_times()
-        if voiced and self.now() - voiced[-1] >= quiet_s:
-            return len(voiced)
-        return None
-
-    def end_or_now(self) -> float:
-        return self.media._end_t if self.media._end_t is not None else self.now()
-
-    def underruns(self, start: float, end: float) -> int:
-        """Late frames in [start, end) of the call clock (the bench's measure)."""
-        from voicebot.tools.bench.underruns import pacing
-
-        arrivals = [
-            (m.t, len(m.payload) / 16000) for m in self.media.audio_messages() if start <= m.t < end
-        ]
-        return pacing(arrivals).underruns
-
-    def longest_gap(self, start: float) -> float:
-        """The longest time without any audio message from the bot (speech or the silence
-        it sends while it listens) from ``start`` to the end of the call, or now."""
-        times = [m.t for m in self.media.audio_messages() if m.t >= start]
-        end = self.end_or_now()
-        return max((b - a for a, b in itertools.pairwise([start, *times, end])), default=0.0)
 
 
 @dataclass
@@ -278,10 +202,10 @@ class Matrix:
             await asyncio.sleep(0.5)
         print("  warning: the server's preparation never finished", file=sys.stderr)
 
-    async def place(self) -> tuple[list[Line], dict[str, asyncio.Task[Any]], list[str]]:
+    async def place(self) -> tuple[list[PacedCallerLine], dict[str, asyncio.Task[Any]], list[str]]:
         """``count`` calls up, each greeted in full and listening; a call that died on the
         way (before any fault) is set aside, reported, and replaced (three rounds at most)."""
-        lines: list[Line] = []
+        lines: list[PacedCallerLine] = []
         results: dict[str, asyncio.Task[Any]] = {}
         lost: list[str] = []
         for _ in range(3):
@@ -307,7 +231,7 @@ class Matrix:
             print(f"  calls lost before the fault (set aside): {lost}", file=sys.stderr)
         return lines, results, lost
 
-    async def until_listening(self, lines: list[Line]) -> None:
+    async def until_listening(self, lines: list[PacedCallerLine]) -> None:
         """Until each line has heard the whole greeting and the bot has been quiet QUIET_S
         since (or the line ended). The whole greeting: as many voiced frames as the most any
         call heard (the same cached audio for all); 1 s of quiet alone is not enough, a
@@ -326,14 +250,16 @@ class Matrix:
             await asyncio.sleep(0.2)
         print("  warning: some calls never finished their greeting", file=sys.stderr)
 
-    async def dial(self, count: int) -> tuple[list[Line], dict[str, asyncio.Task[Any]]]:
-        lines: list[Line] = []
+    async def dial(self, count: int) -> tuple[list[PacedCallerLine], dict[str, asyncio.Task[Any]]]:
+        from voicebot.tools.bench.paced_line import PacedCallerLine
+
+        lines: list[PacedCallerLine] = []
         results: dict[str, asyncio.Task[Any]] = {}
         for _ in range(count):
             arrived = asyncio.Event()
 
             async def caller(media: Any, arrived: asyncio.Event = arrived) -> None:
-                line = Line(media)
+                line = PacedCallerLine(media)
                 lines.append(line)
                 arrived.set()
                 await line.stream()
@@ -425,7 +351,7 @@ class Matrix:
             for line in lines:
                 await line.media.send_dtmf("1")
             answers = await asyncio.gather(
-                *(line.voice_after(sent[line.call_id]) for line in lines)
+                *(line.voice_after(sent[line.call_id], GUARD_S) for line in lines)
             )
             row.talking = sum(a is not None for a in answers)
             if lock is not None:
@@ -447,7 +373,7 @@ class Matrix:
             for line in others:
                 pressed = line.now()
                 await line.media.send_dtmf("2")
-                if await line.voice_after(pressed) is not None and not line.media.ended:
+                if await line.voice_after(pressed, GUARD_S) is not None and not line.media.ended:
                     row.talking += 1
         clear_switches(self.switch)
         # Pacing of the calls the fault did not target: their longest stop of audio since

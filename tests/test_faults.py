@@ -23,10 +23,8 @@ import asyncio
 import contextlib
 import dataclasses
 import io
-import itertools
 import logging
 import sqlite3
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,8 +33,7 @@ from typing import Any
 
 import pytest
 
-from telephony.audiosocket.codec import encode_audio
-from telephony.emulator import AmiEmulator, AudioSocketCaller, EmulatedPbx
+from telephony.emulator import AmiEmulator, EmulatedPbx
 from telephony.emulator.dialplan import CallResult
 from tests.phone_helpers import phone_server
 from tests.speech_helpers import french_prompt_pcm
@@ -45,6 +42,7 @@ from voicebot.call.server import PhoneServer, bound_port
 from voicebot.core.events import CallEvent
 from voicebot.core.logs import log_handler
 from voicebot.records.database import database_url
+from voicebot.tools.bench.paced_line import PacedCallerLine
 from voicebot.tools.faults import (
     FaultSwitch,
     FaultyAsr,
@@ -65,70 +63,6 @@ DEAD_LINE_S = 1.5
 POLICY = {"silence_prompt_s": 60.0}
 
 
-# --- the caller's side ------------------------------------------------------------------
-
-
-class Line:
-    """One emulated caller: a 20 ms stream of silence or speech, keys, and the bot's audio."""
-
-    def __init__(self, media: AudioSocketCaller) -> None:
-        self.media = media
-        self.speech: deque[bytes] = deque()
-
-    @property
-    def call_id(self) -> str:
-        return self.media.call_uuid
-
-    async def stream(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_at = loop.time()
-        silence = bytes(320)
-        while not self.media.ended:
-            await self.media.send_raw(
-                encode_audio(self.speech.popleft() if self.speech else silence)
-            )
-            next_at += 0.02
-            delay = next_at - loop.time()
-            if delay < -0.2:
-                next_at = loop.time()
-            await asyncio.sleep(max(delay, 0.0))
-
-    def say(self, pcm: bytes) -> None:
-        self.speech.extend(pcm[i : i + 320].ljust(320, b"\0") for i in range(0, len(pcm), 320))
-
-    def now(self) -> float:
-        return asyncio.get_running_loop().time() - self.media._t0
-
-    async def voice_after(self, t: float, timeout: float = GUARD_S) -> float | None:
-        """Arrival of the bot's first voiced frame after ``t`` (call clock), or None."""
-        for _ in range(int(timeout / 0.05)):
-            for message in self.media.audio_messages():
-                if message.t > t and _voiced(message.payload):
-                    return message.t
-            if self.media.ended:
-                return None
-            await asyncio.sleep(0.05)
-        return None
-
-    def quiet_after_voice(self, quiet_s: float) -> bool:
-        """The bot has spoken, and the last ``quiet_s`` the caller heard were silence."""
-        voiced = [m.t for m in self.media.audio_messages() if _voiced(m.payload)]
-        return bool(voiced) and self.now() - voiced[-1] >= quiet_s
-
-    def longest_gap_after(self, t: float) -> float:
-        """The longest time without the bot's audio after ``t`` (to the end, or now)."""
-        times = [m.t for m in self.media.audio_messages() if m.t >= t]
-        end = self.media._end_t if self.media._end_t is not None else self.now()
-        return max((b - a for a, b in itertools.pairwise([t, *times, end])), default=0.0)
-
-
-def _voiced(payload: bytes) -> bool:
-    import numpy as np
-
-    samples = np.frombuffer(payload[: len(payload) // 2 * 2], dtype="<i2")
-    return bool(samples.size) and int(np.abs(samples.astype(np.int32)).max()) > 500
-
-
 # --- the switchboard ------------------------------------------------------------------------
 
 
@@ -138,16 +72,16 @@ class Board:
     ami: AmiEmulator
     server: PhoneServer
     log: io.StringIO
-    lines: dict[str, Line] = field(default_factory=dict)
+    lines: dict[str, PacedCallerLine] = field(default_factory=dict)
     results: dict[str, asyncio.Task[CallResult]] = field(default_factory=dict)
     listening: dict[str, asyncio.Event] = field(default_factory=dict)
 
-    async def place(self, count: int) -> list[Line]:
-        placed: list[Line] = []
+    async def place(self, count: int) -> list[PacedCallerLine]:
+        placed: list[PacedCallerLine] = []
         arrived = asyncio.Event()
 
         async def caller(media: Any) -> None:
-            line = Line(media)
+            line = PacedCallerLine(media)
             self.lines[line.call_id] = line
             placed.append(line)
             arrived.set()
@@ -163,13 +97,13 @@ class Board:
             self.results[placed[-1].call_id] = task
         return placed
 
-    async def wait_listening(self, lines: list[Line]) -> None:
+    async def wait_listening(self, lines: list[PacedCallerLine]) -> None:
         """Until the bot has greeted each line (the caller heard it, then a second of quiet)
         and listens (its own state events)."""
         for line in lines:
             event = self.listening.setdefault(line.call_id, asyncio.Event())
             for _ in range(int(GUARD_S / 0.1)):
-                if line.quiet_after_voice(1.0) and event.is_set():
+                if line.quiet_after_voice(1.0) is not None and event.is_set():
                     break
                 await asyncio.sleep(0.1)
             else:
@@ -183,15 +117,15 @@ class Board:
             else:
                 listening.clear()
 
-    async def result(self, line: Line) -> CallResult:
+    async def result(self, line: PacedCallerLine) -> CallResult:
         return await asyncio.wait_for(asyncio.shield(self.results[line.call_id]), GUARD_S * 2)
 
-    async def committed_turns(self, line: Line) -> list[tuple[str, str]]:
+    async def committed_turns(self, line: PacedCallerLine) -> list[tuple[str, str]]:
         call = await self.server.records.get_call(line.call_id)
         turns = call["turns"] if call is not None else []
         return [(t["speaker"], t["text"]) for t in turns]
 
-    async def finished_record(self, line: Line) -> dict[str, Any]:
+    async def finished_record(self, line: PacedCallerLine) -> dict[str, Any]:
         for _ in range(int(GUARD_S / 0.1)):
             call = await self.server.records.get_call(line.call_id)
             if call is not None and call["outcome"] is not None:
@@ -199,7 +133,7 @@ class Board:
             await asyncio.sleep(0.1)
         raise AssertionError(f"no finished record for {line.call_id}")
 
-    def logged(self, line: Line, text: str) -> bool:
+    def logged(self, line: PacedCallerLine, text: str) -> bool:
         tag = f"[call {line.call_id}]"
         return any(tag in entry and text in entry for entry in self.log.getvalue().splitlines())
 
@@ -258,28 +192,30 @@ async def switchboard(
 # --- what every row checks -----------------------------------------------------------------
 
 
-async def probe(line: Line, digit: str = "1") -> float | None:
+async def probe(line: PacedCallerLine, digit: str = "1") -> float | None:
     """The caller presses a key (a menu entry: the bot answers it and goes on talking);
     returns when the bot's spoken answer arrived (call clock), None if it never did."""
     sent = line.now()
     await line.media.send_dtmf(digit)
-    return await line.voice_after(sent)
+    return await line.voice_after(sent, GUARD_S)
 
 
-async def keeps_talking(board: Board, line: Line, fault_at: float, digit: str = "2") -> None:
+async def keeps_talking(
+    board: Board, line: PacedCallerLine, fault_at: float, digit: str = "2"
+) -> None:
     """The line is up, answers a key, and its audio never went dead after the fault."""
     assert not line.media.ended, f"{line.call_id}: ended by {line.media.ended_by}"
     assert await probe(line, digit) is not None, f"{line.call_id}: no answer after the fault"
     undisturbed(line, fault_at)
 
 
-def undisturbed(line: Line, fault_at: float) -> None:
+def undisturbed(line: PacedCallerLine, fault_at: float) -> None:
     assert not line.media.violations, line.media.violations  # the 2-second rule never fired
-    gap = line.longest_gap_after(fault_at)
+    gap = line.longest_gap(fault_at)
     assert gap < DEAD_LINE_S, f"{line.call_id}: the bot's audio stopped for {gap:.2f} s"
 
 
-async def reaches_queue(board: Board, line: Line, *reasons: str) -> CallResult:
+async def reaches_queue(board: Board, line: PacedCallerLine, *reasons: str) -> CallResult:
     result = await board.result(line)
     assert result.ending == "queue", (line.call_id, result.ending, result.trace[-3:])
     assert result.variables.get("ALLO_HANDOFF_REASON") in reasons, result.variables
@@ -299,7 +235,9 @@ async def nothing_lost(board: Board, before: dict[str, list[tuple[str, str]]]) -
         assert not missing, f"{line.call_id}: committed turns lost: {missing}"
 
 
-async def live_calls(board: Board) -> tuple[list[Line], dict[str, list[tuple[str, str]]]]:
+async def live_calls(
+    board: Board,
+) -> tuple[list[PacedCallerLine], dict[str, list[tuple[str, str]]]]:
     """CALLS calls placed and greeted, and the turns each has committed so far."""
     lines = await board.place(CALLS)
     await board.wait_listening(lines)
@@ -309,7 +247,7 @@ async def live_calls(board: Board) -> tuple[list[Line], dict[str, list[tuple[str
     return lines, before
 
 
-def fault_times(lines: list[Line]) -> dict[str, float]:
+def fault_times(lines: list[PacedCallerLine]) -> dict[str, float]:
     return {line.call_id: line.now() for line in lines}
 
 

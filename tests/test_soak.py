@@ -16,6 +16,7 @@ from voicebot.core.config import Settings
 from voicebot.tools.bench.call import CallResult
 from voicebot.tools.bench.soak import (
     FD_SLOPE_MAX_PER_H,
+    RSS_RISE_MAX_MB,
     RSS_SLOPE_MAX_MB_PER_H,
     SoakSample,
     bot_audio_by_interval,
@@ -47,6 +48,30 @@ def test_the_slope_is_per_hour_and_the_warm_up_is_not_judged() -> None:
     assert len(why) == 2 and str(int(RSS_SLOPE_MAX_MB_PER_H)) in why[0]
     assert f"{FD_SLOPE_MAX_PER_H:g}" in why[1]
     assert judge(leaking[:3], 0.0, [])["verdict"] == "FAIL"  # too few samples to judge
+
+
+def test_memory_that_comes_and_goes_in_large_pieces_passes_and_a_leak_under_it_does_not() -> None:
+    """Recognizers grow by ~200 MB then are freed: a sawtooth whose teeth tilt a 20-minute
+    slope far past 20 MB/h. Bounded, it passes; the same sawtooth over a leak fails."""
+
+    def sawtooth(leak_mb_per_h: float) -> list[SoakSample]:
+        # teeth of 6 minutes, 2,100 -> 2,500 MB, sampled every 5 s for 30 minutes
+        return _samples(
+            [
+                (t, 2100.0 + 400.0 * ((t % 360) / 360) + leak_mb_per_h * t / 3600, 20)
+                for t in range(0, 1800, 5)
+            ]
+        )
+
+    # judged from 10 min 30 s: the window holds 3.25 teeth, so the slope is far from zero
+    bounded = judge(sawtooth(0.0), 630.0, [])
+    assert bounded["rss_mb"]["slope_mb_per_h"] > RSS_SLOPE_MAX_MB_PER_H
+    assert bounded["verdict"] == "PASS", bounded["why"]
+    assert abs(bounded["rss_mb"]["peak_rise_mb"]) < RSS_RISE_MAX_MB
+    leaking = judge(sawtooth(600.0), 630.0, [])  # ~2.4 MB a call at 250 calls an hour
+    assert leaking["verdict"] == "FAIL"
+    assert "not bounded" in leaking["why"][0]
+    assert leaking["rss_mb"]["floor_rise_mb"] > RSS_RISE_MAX_MB
 
 
 def test_the_bot_audio_ratio_is_what_the_callers_heard_over_the_time_their_calls_were_up() -> None:
