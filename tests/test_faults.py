@@ -500,3 +500,24 @@ async def test_sigterm_during_the_load_hands_every_caller_to_a_person(
                     "SELECT channel_end FROM calls WHERE call_id = ?", (line.call_id,)
                 ).fetchone()
                 assert outcome == "queued"
+
+
+def test_the_never_reading_console_fails_clearly_when_the_server_closes_the_handshake() -> None:
+    """It read the handshake byte by byte and spun forever on a closed connection."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def close_at_once() -> None:
+        conn, _ = server.accept()
+        conn.recv(4096)
+        conn.close()
+
+    closer = threading.Thread(target=close_at_once, daemon=True)
+    closer.start()
+    with pytest.raises(RuntimeError, match="closed the connection"):
+        never_reading_console(port)
+    closer.join(GUARD_S)
+    server.close()

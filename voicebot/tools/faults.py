@@ -202,7 +202,11 @@ def never_reading_console(port: int) -> socket.socket:
     )
     response = b""
     while b"\r\n\r\n" not in response:
-        response += sock.recv(1)
+        byte = sock.recv(1)
+        if not byte:  # the server closed during the handshake: say so, do not spin
+            sock.close()
+            raise RuntimeError(f"the console closed the connection: {response[:80]!r}")
+        response += byte
     if not response.startswith(b"HTTP/1.1 101"):
         sock.close()
         raise RuntimeError(f"the console refused the WebSocket: {response[:80]!r}")
