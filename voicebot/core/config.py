@@ -207,6 +207,33 @@ class VadSettings:
 
 
 @dataclass(frozen=True)
+class TurnSettings:
+    """When a silence ends the caller's turn, from what they said (voicebot.call.turn_end).
+    Published with the other rules of the algorithm: the README's table shows them."""
+
+    # A request the NLU reads as complete, with at least this confidence, ends after
+    # complete_silence_ms; a yes/no answer to a question the bot asked, after
+    # closed_answer_silence_ms; a sentence left hanging (« je voudrais… », « de », « euh »)
+    # waits unfinished_silence_ms; anything else waits vad.end_silence_ms.
+    enabled: bool = True
+    complete_confidence: float = 0.85
+    complete_silence_ms: int = 300
+    closed_answer_silence_ms: int = 250
+    unfinished_silence_ms: int = 1200
+
+    def validate(self) -> None:
+        if not 0.0 < self.complete_confidence <= 1.0:
+            raise ValueError(
+                f"complete_confidence must be in (0, 1], not {self.complete_confidence}"
+            )
+        _positive(
+            complete_silence_ms=self.complete_silence_ms,
+            closed_answer_silence_ms=self.closed_answer_silence_ms,
+            unfinished_silence_ms=self.unfinished_silence_ms,
+        )
+
+
+@dataclass(frozen=True)
 class DialogueSettings:
     model: str = ""  # a trained Rasa model archive; empty = newest under nlu/models
     # The NLU fallback threshold lives in nlu/config.yml (FallbackClassifier): it is part of
@@ -365,6 +392,7 @@ class Settings:
     asr: AsrSettings = field(default_factory=AsrSettings)
     tts: TtsSettings = field(default_factory=TtsSettings)
     vad: VadSettings = field(default_factory=VadSettings)
+    turn: TurnSettings = field(default_factory=TurnSettings)
     dialogue: DialogueSettings = field(default_factory=DialogueSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     server: ServerSettings = field(default_factory=ServerSettings)

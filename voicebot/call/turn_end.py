@@ -1,0 +1,204 @@
+"""End of turn: how much silence ends the caller's turn, from what they have said so far.
+
+A fixed wait after the last word (``vad.end_silence_ms``) is both too long for a complete
+request (« c'est quoi les horaires de la mairie de Doulon », then 650 ms of nothing before
+the bot even starts) and too short for a caller who pauses mid-sentence (« je voudrais…
+euh… refaire mon passeport »). People hand the turn over in about 200 ms because they hear
+that the sentence is finished. The bot has three clues, all offline and all French:
+
+- the running transcript (the ASR's partial): a sentence that ends on « de », « pour »,
+  « euh » or « je voudrais » is not finished, whatever the silence says;
+- the NLU's reading of that transcript, computed once the caller pauses: a known request
+  read with high confidence is complete;
+- the bot's last words: after a question, « oui » or « non » is a whole answer.
+
+``silence_needed`` is pure (text in, a wait in milliseconds out), so it is tested on words
+alone; the listener asks it again whenever the transcript or its reading changes, and the
+VAD ends the turn once the silence reaches the answer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from voicebot.core.config import TurnSettings
+
+FALLBACK_INTENT = "nlu_fallback"
+
+# Words a French sentence does not end on: articles, prepositions, conjunctions, the
+# subject and verbs of a request still to come, and hesitations. The NLU can read a
+# request with confidence before its object is said (« je voudrais refaire mon »): these
+# words win over it.
+UNFINISHED_ENDINGS = frozenset(
+    [
+        "le",
+        "la",
+        "les",
+        "l",
+        "un",
+        "une",
+        "des",
+        "du",
+        "de",
+        "d",
+        "au",
+        "aux",
+        "à",
+        "a",
+        "pour",
+        "par",
+        "sur",
+        "dans",
+        "avec",
+        "sans",
+        "chez",
+        "vers",
+        "en",
+        "entre",
+        "sous",
+        "après",
+        "avant",
+        "depuis",
+        "pendant",
+        "et",
+        "ou",
+        "mais",
+        "donc",
+        "car",
+        "ni",
+        "que",
+        "qu",
+        "qui",
+        "quoi",
+        "dont",
+        "où",
+        "comment",
+        "quand",
+        "si",
+        "parce",
+        "puisque",
+        "je",
+        "j",
+        "me",
+        "m",
+        "mon",
+        "ma",
+        "mes",
+        "ton",
+        "ta",
+        "tes",
+        "son",
+        "sa",
+        "ses",
+        "notre",
+        "nos",
+        "votre",
+        "vos",
+        "leur",
+        "leurs",
+        "ce",
+        "cet",
+        "cette",
+        "ces",
+        "voudrais",
+        "veux",
+        "voulais",
+        "souhaite",
+        "souhaiterais",
+        "aimerais",
+        "cherche",
+        "appelle",
+        "suis",
+        "est",
+        "c",
+        "euh",
+        "heu",
+        "hum",
+        "ben",
+        "bah",
+        "bon",
+        "alors",
+        "enfin",
+        "genre",
+        "voilà",
+    ]
+)
+
+# Whole answers to a closed question (« Puis-je vous aider pour autre chose ? »).
+CLOSED_ANSWERS = frozenset(
+    {
+        "oui",
+        "non",
+        "ouais",
+        "si",
+        "d accord",
+        "exactement",
+        "tout à fait",
+        "oui merci",
+        "non merci",
+        "c est tout",
+        "ça ira",
+        "pas du tout",
+    }
+)
+
+_WORDS = re.compile(r"[^\w]+")
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words, apostrophes and punctuation as spaces (« J'appelle » → j appelle)."""
+    return [w for w in _WORDS.split(text.lower()) if w]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The NLU's reading of one transcript."""
+
+    text: str
+    intent: str | None
+    confidence: float
+
+
+@dataclass(frozen=True)
+class TurnEnd:
+    """The silence that ends the turn now, and why (logged, and counted by the bench)."""
+
+    wait_ms: int
+    why: str  # "unfinished", "closed_answer", "complete", "default" or "disabled"
+
+
+def asks_a_question(bot_texts: tuple[str, ...]) -> bool:
+    """Did the bot's last words end on a question?"""
+    return bool(bot_texts) and bot_texts[-1].rstrip().endswith("?")
+
+
+def silence_needed(
+    settings: TurnSettings,
+    default_ms: int,
+    transcript: str,
+    reading: Reading | None = None,
+    after_question: bool = False,
+) -> TurnEnd:
+    """How long a silence after ``transcript`` ends the turn.
+
+    ``reading`` counts only if it was computed on this very transcript (the caller may have
+    said more since); ``after_question`` is true when the bot's last words asked one.
+    """
+    if not settings.enabled:
+        return TurnEnd(default_ms, "disabled")
+    said = words(transcript)
+    if not said:
+        return TurnEnd(default_ms, "default")
+    if said[-1] in UNFINISHED_ENDINGS:
+        return TurnEnd(max(default_ms, settings.unfinished_silence_ms), "unfinished")
+    if after_question and " ".join(said) in CLOSED_ANSWERS:
+        return TurnEnd(min(default_ms, settings.closed_answer_silence_ms), "closed_answer")
+    if (
+        reading is not None
+        and words(reading.text) == said
+        and reading.intent not in (None, FALLBACK_INTENT)
+        and reading.confidence >= settings.complete_confidence
+    ):
+        return TurnEnd(min(default_ms, settings.complete_silence_ms), "complete")
+    return TurnEnd(default_ms, "default")
