@@ -289,3 +289,27 @@ async def test_parse_gives_the_nlu_decision(dialogue: RasaDialogue) -> None:
     assert {"entity": "lieu", "value": "Carquefou"} in result["entities"]
     assert result["ranking"][0]["name"] == "decheterie"
     assert set(result) == {"text", "intent", "confidence", "entities", "ranking"}
+
+
+async def test_words_read_during_the_pause_are_not_parsed_again_for_the_turn(
+    dialogue: RasaDialogue, call_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end-of-turn rule has the NLU read the caller's words while they pause; when the
+    final transcript has the same words, the turn reuses that reading (the answer starts at
+    once); other words are parsed afresh."""
+    understood = await dialogue.understand("c'est quoi les horaires de la mairie")
+    assert understood.intent == "horaires_mairie" and understood.confidence > 0.5
+    parses: list[str] = []
+    real_parse = dialogue.agent.parse_message
+
+    async def counted(text: str, *args: Any, **kwargs: Any) -> Any:
+        parses.append(text)
+        return await real_parse(text, *args, **kwargs)
+
+    monkeypatch.setattr(dialogue.agent, "parse_message", counted)
+    reply = await dialogue.turn(call_id, "C'est quoi les horaires de la mairie ?", understood)
+    assert parses == []
+    assert reply.intent == "horaires_mairie" and "quartier" in said(reply).lower()  # asks which
+    other = await dialogue.turn(f"{call_id}-b", "je voudrais refaire mon passeport", understood)
+    assert parses == ["je voudrais refaire mon passeport"]
+    assert other.intent == "papiers_identite"

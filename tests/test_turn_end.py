@@ -5,42 +5,40 @@ from __future__ import annotations
 
 import pytest
 
-from voicebot.call.turn_end import (
-    Reading,
-    TurnEnd,
-    asks_a_question,
-    silence_needed,
-    words,
-)
+from voicebot.call.turn_end import TurnEnd, asks_a_question, silence_needed, unfinished
 from voicebot.core.config import ConfigError, TurnSettings, load_settings
+from voicebot.core.french import spoken_words
+from voicebot.core.interfaces import Understanding
 
 DEFAULT_MS = 650
 SETTINGS = TurnSettings()
 
 
 def needed(
-    transcript: str, reading: Reading | None = None, after_question: bool = False
+    transcript: str, understood: Understanding | None = None, after_question: bool = False
 ) -> TurnEnd:
-    return silence_needed(SETTINGS, DEFAULT_MS, transcript, reading, after_question)
+    return silence_needed(SETTINGS, DEFAULT_MS, transcript, understood, after_question)
 
 
 def test_a_complete_request_read_with_confidence_ends_after_the_short_silence() -> None:
     text = "c'est quoi les horaires de la mairie de Doulon"
-    reading = Reading(text, "horaires_mairie", 0.97)
+    reading = Understanding(text, "horaires_mairie", 0.97)
     assert needed(text, reading) == TurnEnd(SETTINGS.complete_silence_ms, "complete")
     assert SETTINGS.complete_silence_ms < DEFAULT_MS
 
 
 def test_a_reading_of_other_words_or_an_unsure_one_does_not_count() -> None:
     text = "c'est quoi les horaires de la mairie de Doulon"
-    earlier = Reading("c'est quoi les horaires", "horaires_mairie", 0.97)
+    earlier = Understanding("c'est quoi les horaires", "horaires_mairie", 0.97)
     assert needed(text, earlier).why == "default"  # the caller said more since
-    unsure = Reading(text, "horaires_mairie", SETTINGS.complete_confidence - 0.01)
+    unsure = Understanding(text, "horaires_mairie", SETTINGS.complete_confidence - 0.01)
     assert needed(text, unsure) == TurnEnd(DEFAULT_MS, "default")
-    assert needed(text, Reading(text, "nlu_fallback", 0.99)).why == "default"
-    assert needed(text, Reading(text, None, 0.99)).why == "default"
+    assert needed(text, Understanding(text, "nlu_fallback", 0.99)).why == "default"
+    assert needed(text, Understanding(text, None, 0.99)).why == "default"
     # punctuation and case are the ASR's, not the words: the same transcript
-    assert needed(text, Reading(text.upper() + " ?", "horaires_mairie", 0.9)).why == "complete"
+    assert (
+        needed(text, Understanding(text.upper() + " ?", "horaires_mairie", 0.9)).why == "complete"
+    )
 
 
 @pytest.mark.parametrize(
@@ -56,10 +54,11 @@ def test_a_reading_of_other_words_or_an_unsure_one_does_not_count() -> None:
     ],
 )
 def test_an_unfinished_sentence_waits_longer_even_when_the_nlu_is_sure(transcript: str) -> None:
-    sure = Reading(transcript, "papiers_identite", 0.99)
+    sure = Understanding(transcript, "papiers_identite", 0.99)
     result = needed(transcript, sure)
     assert result == TurnEnd(SETTINGS.unfinished_silence_ms, "unfinished")
     assert result.wait_ms > DEFAULT_MS
+    assert unfinished(transcript)
 
 
 def test_a_yes_or_no_after_a_question_ends_fast_and_not_without_the_question() -> None:
@@ -87,12 +86,12 @@ def test_the_short_waits_never_exceed_and_the_long_never_undercut_the_vad_defaul
     slow = silence_needed(SETTINGS, 2000, "je voudrais", None)
     assert slow.wait_ms == 2000
     text = "les horaires de la piscine"
-    short = silence_needed(SETTINGS, 200, text, Reading(text, "horaires_mairie", 0.99))
+    short = silence_needed(SETTINGS, 200, text, Understanding(text, "horaires_mairie", 0.99))
     assert short.wait_ms == 200
 
 
 def test_words_and_questions() -> None:
-    assert words("J'appelle pour l'état-civil, euh…") == [
+    assert spoken_words("J'appelle pour l'état-civil, euh…") == [
         "j",
         "appelle",
         "pour",

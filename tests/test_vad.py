@@ -283,3 +283,36 @@ def test_wrong_frame_format_is_refused() -> None:
 
 def test_prompts_exist() -> None:
     assert Path(FRENCH_SOUNDS / "agent-pass.wav").is_file()
+
+
+def test_the_end_of_turn_rule_can_shorten_or_lengthen_the_wait_mid_turn() -> None:
+    """What the listener does with voicebot.call.turn_end: once the caller pauses, a shorter
+    wait (a complete request) ends the turn sooner, a longer one (« je voudrais… ») later;
+    the next turn starts again from the configured default."""
+    audio = on_a_line(french_prompt_pcm("agent-pass"), tail_s=2.0)
+    default = VadSettings()
+    ended: dict[int, SpeechEnded] = {}
+    for wait_ms in (300, default.end_silence_ms, 1200):
+        vad = SileroVad(default)
+        pauses = []
+        for frame in to_frames(audio):
+            event = vad.feed(frame)
+            if vad.pause_ms:
+                pauses.append(vad.pause_ms)
+            if vad.pause_ms == 20:  # the first silent frame: the rule reads what was said
+                vad.end_silence_ms = wait_ms
+            if isinstance(event, SpeechEnded):
+                ended[wait_ms] = event
+        assert pauses and pauses[0] == 20
+        assert vad.pause_ms == 0 and not vad.in_speech
+    short, usual, long = (ended[w] for w in (300, default.end_silence_ms, 1200))
+    assert short.at_s == pytest.approx(usual.at_s, abs=0.05) == pytest.approx(long.at_s, abs=0.05)
+    for event, wait_ms in ((short, 300), (usual, default.end_silence_ms), (long, 1200)):
+        assert wait_ms / 1000 - 1e-9 <= event.decided_at_s - event.at_s < wait_ms / 1000 + 0.021
+    # a new turn on the same detector waits the default again
+    vad = SileroVad(default)
+    vad.end_silence_ms = 1200
+    events = [e for _, e in run(vad, audio + on_a_line(french_prompt_pcm("agent-pass")))]
+    assert isinstance(events[1], SpeechEnded) and isinstance(events[3], SpeechEnded)
+    second = events[3]
+    assert default.end_silence_ms / 1000 <= second.decided_at_s - second.at_s < 0.7

@@ -78,6 +78,7 @@ class CallContext:
         self.quiet_since = 0.0  # call clock when neither side last spoke
         self.hung_up = asyncio.Event()
         self.not_thinking = asyncio.Event()  # set while the bot is not computing a reply
+        self.bot_asked = False  # the bot's last words were a question (voicebot.call.turn_end)
 
     def start(self, started: CallStarted) -> None:
         self.call_id = started.call_id

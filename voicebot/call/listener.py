@@ -13,7 +13,9 @@ from typing import Any
 
 from voicebot.call.context import FRAME_S, CallContext, State
 from voicebot.call.playout import Playout
-from voicebot.core.audio import AudioFrame
+from voicebot.call.turn_end import TurnEnd, silence_needed, unfinished
+from voicebot.core.audio import FRAME_MS, AudioFrame
+from voicebot.core.french import spoken_words
 from voicebot.core.interfaces import (
     AsrStream,
     AudioIn,
@@ -24,6 +26,7 @@ from voicebot.core.interfaces import (
     SpeechEnded,
     SpeechStarted,
     TextIn,
+    Understanding,
     Vad,
 )
 from voicebot.core.logs import redact_numbers
@@ -47,6 +50,12 @@ class Listener:
         self.asr_queue: asyncio.Queue[AudioFrame | float] = asyncio.Queue()
         self.utterance_open = False
         self.endpoint_wait_ms = 0.0
+        # The end-of-turn rule's inputs for the turn in progress: the running transcript and
+        # the NLU's reading of it, taken once the caller pauses (voicebot.call.turn_end).
+        self.transcript = ""
+        self.understood: Understanding | None = None
+        self.turn_end = TurnEnd(ctx.settings.vad.end_silence_ms, "default")
+        self._reading: asyncio.Task[None] | None = None
 
     def open(self) -> None:
         """The call has started: its own recognizer and VAD."""
@@ -58,6 +67,58 @@ class Listener:
     def close(self) -> None:
         if self.asr_stream is not None:
             self.asr_stream.close()
+        if self._reading is not None:
+            self._reading.cancel()
+
+    # ----- end of turn ---------------------------------------------------------------------
+
+    def understood_for(self, text: str) -> Understanding | None:
+        """The NLU's reading taken during the caller's pause, if it was of these words."""
+        understood = self.understood
+        if understood is not None and spoken_words(understood.text) == spoken_words(text):
+            return understood
+        return None
+
+    def _retune(self) -> None:
+        """Tell the VAD how much silence now ends the turn, from what was said so far."""
+        settings = self.ctx.settings
+        self.turn_end = silence_needed(
+            settings.turn,
+            settings.vad.end_silence_ms,
+            self.transcript,
+            self.understood_for(self.transcript),
+            after_question=self.ctx.bot_asked,
+        )
+        if self.vad is not None:
+            self.vad.end_silence_ms = self.turn_end.wait_ms
+
+    def _read_in_pause(self) -> None:
+        """The caller pauses: have the NLU read what they said (once per transcript, one
+        reading at a time; a sentence left hanging waits anyway, no need to read it)."""
+        text = self.transcript
+        if (
+            not self.ctx.settings.turn.enabled
+            or not text
+            or (self._reading is not None and not self._reading.done())
+            or self.understood_for(text) is not None
+            or unfinished(text)
+        ):
+            return
+        self._reading = asyncio.create_task(self._read(text))
+
+    async def _read(self, text: str) -> None:
+        try:
+            understood = await self.ctx.services.dialogue.understand(text)
+        except Exception as exc:  # the turn then waits the usual silence: nothing is lost
+            self.ctx.log.warning(
+                "reading the caller's words failed (%s): %s", type(exc).__name__, exc
+            )
+            return
+        self.understood = understood
+        if self.utterance_open:
+            self._retune()
+            if self.vad is not None and self.vad.pause_ms:
+                self._read_in_pause()  # the transcript may have moved on meanwhile
 
     @property
     def busy(self) -> bool:
@@ -102,6 +163,8 @@ class Listener:
         ctx = self.ctx
         was_speaking = vad.in_speech
         event = vad.feed(frame, bot_speaking=self.playout.active)
+        if self.utterance_open and vad.pause_ms == FRAME_MS:
+            self._read_in_pause()
         if isinstance(event, BargeIn):
             ctx.log.info("barge-in: the caller speaks over the bot")
             ctx.report.decisions.append("interruption (barge-in)")
@@ -116,6 +179,11 @@ class Listener:
             if self.asr_stream is not None and self.utterance_open:
                 self.utterance_open = False
                 self.endpoint_wait_ms = max(0.0, (event.decided_at_s - event.at_s) * 1000.0)
+                ctx.log.debug(
+                    "end of turn after %.0f ms of silence (%s)",
+                    self.endpoint_wait_ms,
+                    self.turn_end.why,
+                )
                 self.asr_queue.put_nowait(time.perf_counter())  # finalize marker
             return
         if self.utterance_open and (vad.in_speech or was_speaking):
@@ -127,6 +195,11 @@ class Listener:
         if self.asr_stream is None or self.utterance_open:
             return
         self.utterance_open = True
+        self.transcript = ""
+        self.understood = None
+        if self._reading is not None:
+            self._reading.cancel()
+        self._retune()
         self.ctx.book.publish("state", state="l'appelant parle")
         for frame in preroll:
             self.asr_queue.put_nowait(frame)
@@ -148,6 +221,11 @@ class Listener:
                     pushed += 1
                     if partial:
                         ctx.book.publish("partial", text=partial)
+                        if self.utterance_open:
+                            self.transcript = partial
+                            self._retune()
+                            if self.vad is not None and self.vad.pause_ms:
+                                self._read_in_pause()
                 finally:
                     self.asr_queue.task_done()
                 continue

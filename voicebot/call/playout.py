@@ -15,6 +15,7 @@ from typing import Any
 
 from voicebot.call.context import FRAME_S, LOGGER_NAME, TICK_FRAMES, CallContext, State
 from voicebot.call.report import TurnRecord
+from voicebot.call.turn_end import asks_a_question
 from voicebot.core.audio import SILENCE_FRAME, AudioFrame
 
 # A frame the pacer sends later than this after its due time is an underrun: the caller
@@ -77,6 +78,7 @@ class Playout:
         """Queue the speech of ``texts``; returns when the first frame has been sent."""
         if not texts:
             return None
+        self.ctx.bot_asked = asks_a_question(texts)
         self.ctx.set_state(State.SPEAKING)
         loop = asyncio.get_running_loop()
         first_sent: asyncio.Future[float] = loop.create_future()

@@ -134,7 +134,9 @@ class TurnPolicy:
                 return await self._not_heard(utterance, timing, arrived)
             self._low_confidence_turns = 0
             started = time.perf_counter()
-            reply = await dialogue.turn(ctx.call_id, utterance.text)
+            reply = await dialogue.turn(
+                ctx.call_id, utterance.text, self.listener.understood_for(utterance.text)
+            )
         elif kind == "dtmf":
             await ctx.book.turn(TurnRecord.key(value))
             self.playout.stop()

@@ -19,10 +19,11 @@ VAD ends the turn once the silence reaches the answer.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from voicebot.core.config import TurnSettings
+from voicebot.core.french import spoken_words
+from voicebot.core.interfaces import Understanding
 
 FALLBACK_INTENT = "nlu_fallback"
 
@@ -143,22 +144,6 @@ CLOSED_ANSWERS = frozenset(
     }
 )
 
-_WORDS = re.compile(r"[^\w]+")
-
-
-def words(text: str) -> list[str]:
-    """Lower-case words, apostrophes and punctuation as spaces (« J'appelle » → j appelle)."""
-    return [w for w in _WORDS.split(text.lower()) if w]
-
-
-@dataclass(frozen=True)
-class Reading:
-    """The NLU's reading of one transcript."""
-
-    text: str
-    intent: str | None
-    confidence: float
-
 
 @dataclass(frozen=True)
 class TurnEnd:
@@ -173,32 +158,38 @@ def asks_a_question(bot_texts: tuple[str, ...]) -> bool:
     return bool(bot_texts) and bot_texts[-1].rstrip().endswith("?")
 
 
+def unfinished(transcript: str) -> bool:
+    """Does the transcript end on a word a French sentence does not end on?"""
+    said = spoken_words(transcript)
+    return bool(said) and said[-1] in UNFINISHED_ENDINGS
+
+
 def silence_needed(
     settings: TurnSettings,
     default_ms: int,
     transcript: str,
-    reading: Reading | None = None,
+    understood: Understanding | None = None,
     after_question: bool = False,
 ) -> TurnEnd:
     """How long a silence after ``transcript`` ends the turn.
 
-    ``reading`` counts only if it was computed on this very transcript (the caller may have
+    ``understood`` counts only if it was read in this very transcript (the caller may have
     said more since); ``after_question`` is true when the bot's last words asked one.
     """
     if not settings.enabled:
         return TurnEnd(default_ms, "disabled")
-    said = words(transcript)
+    said = spoken_words(transcript)
     if not said:
         return TurnEnd(default_ms, "default")
-    if said[-1] in UNFINISHED_ENDINGS:
+    if unfinished(transcript):
         return TurnEnd(max(default_ms, settings.unfinished_silence_ms), "unfinished")
     if after_question and " ".join(said) in CLOSED_ANSWERS:
         return TurnEnd(min(default_ms, settings.closed_answer_silence_ms), "closed_answer")
     if (
-        reading is not None
-        and words(reading.text) == said
-        and reading.intent not in (None, FALLBACK_INTENT)
-        and reading.confidence >= settings.complete_confidence
+        understood is not None
+        and spoken_words(understood.text) == said
+        and understood.intent not in (None, FALLBACK_INTENT)
+        and understood.confidence >= settings.complete_confidence
     ):
         return TurnEnd(min(default_ms, settings.complete_silence_ms), "complete")
     return TurnEnd(default_ms, "default")

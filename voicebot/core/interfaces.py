@@ -7,7 +7,7 @@ fakes live at the process boundary (the Asterisk emulator).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -82,10 +82,17 @@ SpeechEvent = SpeechStarted | SpeechEnded | BargeIn
 
 
 class Vad(Protocol):
+    # The silence that ends the current turn, in ms: vad.end_silence_ms when a turn begins,
+    # then set by the end-of-turn rule as the caller's words come (voicebot.call.turn_end).
+    end_silence_ms: int
+
     def feed(self, frame: AudioFrame, bot_speaking: bool = False) -> SpeechEvent | None: ...
 
     @property
     def in_speech(self) -> bool: ...
+
+    @property
+    def pause_ms(self) -> int: ...
 
     def reset(self) -> None: ...
 
@@ -135,10 +142,26 @@ class BotReply:
     end_call: bool = False  # the caller said goodbye: hang up after speaking
 
 
+@dataclass(frozen=True)
+class Understanding:
+    """What the NLU read in one text, before any dialogue state: the end-of-turn rule reads
+    the caller's words as they come, and the turn reuses it when the final words match."""
+
+    text: str
+    intent: str | None
+    confidence: float
+    # the engine's own result, handed back to it by Dialogue.turn (opaque elsewhere)
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
 class Dialogue(Protocol):
     async def greet(self, call_id: str) -> BotReply: ...
 
-    async def turn(self, call_id: str, text: str) -> BotReply: ...
+    async def understand(self, text: str) -> Understanding: ...
+
+    async def turn(
+        self, call_id: str, text: str, understood: Understanding | None = None
+    ) -> BotReply: ...
 
     async def dtmf(self, call_id: str, digit: str) -> BotReply: ...
 

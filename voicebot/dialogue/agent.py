@@ -23,7 +23,8 @@ from typing import Any
 
 from voicebot.core.config import Settings
 from voicebot.core.errors import CallError, ModelError
-from voicebot.core.interfaces import BotReply, Handoff
+from voicebot.core.french import spoken_words
+from voicebot.core.interfaces import BotReply, Handoff, Understanding
 from voicebot.core.logs import call_logger, redact_numbers
 from voicebot.dialogue.knowledge import KnowledgeBase, entity_values
 from voicebot.dialogue.rasa_runtime import quiet_rasa
@@ -176,11 +177,29 @@ class RasaDialogue:
     async def greet(self, call_id: str) -> BotReply:
         return BotReply(texts=(self.kb.prompt("greeting"),))
 
-    async def turn(self, call_id: str, text: str) -> BotReply:
+    async def understand(self, text: str) -> Understanding:
+        """The NLU's reading of ``text`` alone (no tracker touched)."""
+        cleaned = clean_text(text)
+        async with self.gate.turn():  # CPU on the event loop, as a turn
+            parse_data = await self.agent.parse_message(cleaned)
+        intent = parse_data.get("intent") or {}
+        return Understanding(
+            text=cleaned,
+            intent=intent.get("name"),
+            confidence=float(intent.get("confidence") or 0.0),
+            raw=parse_data,
+        )
+
+    async def turn(
+        self, call_id: str, text: str, understood: Understanding | None = None
+    ) -> BotReply:
         cleaned = clean_text(text)
         if not cleaned:
             return BotReply(texts=(self.kb.prompt("not_heard"),))
-        return await self._handle(call_id, cleaned, metadata=None)
+        parsed = None
+        if understood is not None and spoken_words(understood.text) == spoken_words(cleaned):
+            parsed = dict(understood.raw)  # read while the caller paused: no second parse
+        return await self._handle(call_id, cleaned, metadata=None, parsed=parsed)
 
     async def dtmf(self, call_id: str, digit: str) -> BotReply:
         intent = DTMF_INTENTS.get(digit)
@@ -225,12 +244,18 @@ class RasaDialogue:
 
     # --- internals ----------------------------------------------------------------------
 
-    async def _handle(self, call_id: str, text: str, metadata: dict[str, Any] | None) -> BotReply:
+    async def _handle(
+        self,
+        call_id: str,
+        text: str,
+        metadata: dict[str, Any] | None,
+        parsed: dict[str, Any] | None = None,
+    ) -> BotReply:
         from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
 
         clog = call_logger(__name__, call_id)
         async with self.gate.turn():  # CPU on the event loop: one turn per pass (TurnGate)
-            parse_data = await self.agent.parse_message(text)
+            parse_data = parsed if parsed is not None else await self.agent.parse_message(text)
             output = CollectingOutputChannel()
             message = UserMessage(
                 text,

@@ -100,10 +100,17 @@ class SileroVad:
         self._barged = False
         self._silent_frames = 0
         self._voice_end = 0.0
+        self.end_silence_ms = self.settings.end_silence_ms
 
     @property
     def in_speech(self) -> bool:
         return self._in_speech
+
+    @property
+    def pause_ms(self) -> int:
+        """How long the caller has been silent inside their turn (0 when voiced or not in a
+        turn): the end-of-turn rule reads what was said once a pause begins."""
+        return self._silent_frames * FRAME_MS if self._in_speech else 0
 
     def _score(self, frame: AudioFrame, floor_dbfs: float) -> float:
         upsampled = np.frombuffer(self._resampler.process(frame.pcm), dtype="<i2")
@@ -172,7 +179,7 @@ class SileroVad:
         if barge_in:
             self._barged = True
             return BargeIn(at_s=round(self._barge_at, 3), preroll=self._barge_preroll())
-        if self._silent_frames * FRAME_MS >= settings.end_silence_ms:
+        if self._silent_frames * FRAME_MS >= self.end_silence_ms:
             self._in_speech = False
             self._barged = False
             self._start_run = 0
@@ -204,4 +211,5 @@ class SileroVad:
     def _enter_speech(self, now: float) -> None:
         self._in_speech = True
         self._silent_frames = 0
+        self.end_silence_ms = self.settings.end_silence_ms  # each turn starts from the default
         self._voice_end = now

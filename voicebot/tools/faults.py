@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from voicebot.core.audio import AudioFrame
-from voicebot.core.interfaces import Asr, AsrStream, BotReply, Dialogue, Tts, Utterance
+from voicebot.core.interfaces import (
+    Asr,
+    AsrStream,
+    BotReply,
+    Dialogue,
+    Tts,
+    Understanding,
+    Utterance,
+)
 
 FAULT_KINDS = ("dialogue_raise", "asr_raise", "asr_hang", "tts_fail", "records_full")
 
@@ -92,10 +100,15 @@ class FaultyDialogue:
     async def greet(self, call_id: str) -> BotReply:
         return await self.real.greet(call_id)
 
-    async def turn(self, call_id: str, text: str) -> BotReply:
+    async def understand(self, text: str) -> Understanding:
+        return await self.real.understand(text)
+
+    async def turn(
+        self, call_id: str, text: str, understood: Understanding | None = None
+    ) -> BotReply:
         if self.switch.hits(call_id):
             raise InjectedFault("injected fault: the dialogue raised")
-        return await self.real.turn(call_id, text)
+        return await self.real.turn(call_id, text, understood)
 
     async def dtmf(self, call_id: str, digit: str) -> BotReply:
         if self.switch.hits(call_id):
