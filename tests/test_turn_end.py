@@ -15,9 +15,12 @@ SETTINGS = TurnSettings()
 
 
 def needed(
-    transcript: str, understood: Understanding | None = None, after_question: bool = False
+    transcript: str,
+    understood: Understanding | None = None,
+    after_question: bool = False,
+    pitch: float | None = None,
 ) -> TurnEnd:
-    return silence_needed(SETTINGS, DEFAULT_MS, transcript, understood, after_question)
+    return silence_needed(SETTINGS, DEFAULT_MS, transcript, understood, after_question, pitch)
 
 
 def test_a_complete_request_read_with_confidence_ends_after_the_short_silence() -> None:
@@ -34,6 +37,12 @@ def test_a_reading_of_other_words_or_an_unsure_one_does_not_count() -> None:
     unsure = Understanding(text, "horaires_mairie", SETTINGS.complete_confidence - 0.01)
     assert needed(text, unsure) == TurnEnd(DEFAULT_MS, "default")
     assert needed(text, Understanding(text, "nlu_fallback", 0.99)).why == "default"
+    # words read as off-topic or as a greeting say nothing about the request being complete
+    # (Rasa reads fragments such as « la conférence » as hors_sujet with high confidence)
+    assert needed("la conférence", Understanding("la conférence", "hors_sujet", 0.99)).why == (
+        "default"
+    )
+    assert needed("bonjour", Understanding("bonjour", "saluer", 0.99)).why == "default"
     assert needed(text, Understanding(text, None, 0.99)).why == "default"
     # punctuation and case are the ASR's, not the words: the same transcript
     assert (
@@ -110,6 +119,10 @@ def test_the_settings_are_validated_and_read_from_yaml(tmp_path) -> None:  # typ
         TurnSettings(complete_confidence=1.5).validate()
     with pytest.raises(ValueError, match="unfinished_silence_ms"):
         TurnSettings(unfinished_silence_ms=0).validate()
+    with pytest.raises(ValueError, match="fall_semitones"):
+        TurnSettings(fall_semitones=0).validate()
+    with pytest.raises(ValueError, match="held_semitones"):
+        TurnSettings(fall_semitones=2, held_semitones=-3).validate()
     config = tmp_path / "voicebot.yml"
     config.write_text("turn:\n  complete_silence_ms: 280\n  enabled: false\n")
     settings = load_settings(config, environ={})
@@ -117,3 +130,27 @@ def test_the_settings_are_validated_and_read_from_yaml(tmp_path) -> None:  # typ
     config.write_text("turn:\n  complete_confidence: 2\n")
     with pytest.raises(ConfigError, match="turn"):
         load_settings(config, environ={})
+
+
+def test_when_the_words_say_nothing_the_voice_decides() -> None:
+    """A voice that fell well below the caller's middle pitch ends the turn after the short
+    silence; one held up waits longer; in between, or unknown, the default."""
+    fallen, held = -SETTINGS.fall_semitones, SETTINGS.held_semitones
+    assert needed("la conférence", pitch=fallen) == TurnEnd(SETTINGS.fallen_silence_ms, "fallen")
+    assert needed("", pitch=fallen - 3).why == "fallen"  # no words yet (Whisper, a stand-in)
+    assert needed("la conférence", pitch=held) == TurnEnd(SETTINGS.held_silence_ms, "held")
+    assert needed("la conférence", pitch=held + 5).why == "held"
+    assert needed("la conférence", pitch=(fallen + held) / 2).why == "default"
+    assert needed("la conférence", pitch=None).why == "default"
+    assert SETTINGS.fallen_silence_ms < DEFAULT_MS < SETTINGS.held_silence_ms
+
+
+def test_the_words_win_over_the_voice() -> None:
+    low = -SETTINGS.fall_semitones - 5
+    assert needed("je voudrais les horaires de", pitch=low).why == "unfinished"
+    assert needed("oui", after_question=True, pitch=SETTINGS.held_semitones + 3).why == (
+        "closed_answer"
+    )
+    text = "les horaires de la mairie"
+    sure = Understanding(text, "horaires_mairie", 0.99)
+    assert needed(text, sure, pitch=SETTINGS.held_semitones + 3).why == "complete"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from typing import Any
 
 from voicebot.call.context import FRAME_S, CallContext, State
@@ -30,12 +31,16 @@ from voicebot.core.interfaces import (
     Vad,
 )
 from voicebot.core.logs import redact_numbers
+from voicebot.speech.intonation import final_pitch_semitones
 
 # A final result that takes longer than this (plus so much per second of speech) is a hung
 # recognizer, not a slow one: far beyond a decode queued behind every other call's on a
 # loaded machine (issue 10 bounds one decode to max(2x the speech, 3 s)).
 ASR_HANG_GUARD_S = 30.0
 ASR_HANG_PER_SECOND = 2.0
+# The caller's voice read at a pause: the last seconds of the turn are enough for the
+# speaker's middle pitch, and bound the cost (≈5 ms of CPU for 3 s).
+INTONATION_WINDOW_FRAMES = 150  # 3 s
 
 
 class Listener:
@@ -50,12 +55,16 @@ class Listener:
         self.asr_queue: asyncio.Queue[AudioFrame | float] = asyncio.Queue()
         self.utterance_open = False
         self.endpoint_wait_ms = 0.0
-        # The end-of-turn rule's inputs for the turn in progress: the running transcript and
-        # the NLU's reading of it, taken once the caller pauses (voicebot.call.turn_end).
+        # The end-of-turn rule's inputs for the turn in progress: the running transcript,
+        # the NLU's reading of it and where the voice ended, both taken once the caller
+        # pauses (voicebot.call.turn_end).
         self.transcript = ""
         self.understood: Understanding | None = None
+        self.final_pitch_st: float | None = None
+        self.turn_audio: deque[bytes] = deque(maxlen=INTONATION_WINDOW_FRAMES)
         self.turn_end = TurnEnd(ctx.settings.vad.end_silence_ms, "default")
         self._reading: asyncio.Task[None] | None = None
+        self._hearing: asyncio.Task[None] | None = None
 
     def open(self) -> None:
         """The call has started: its own recognizer and VAD."""
@@ -67,8 +76,9 @@ class Listener:
     def close(self) -> None:
         if self.asr_stream is not None:
             self.asr_stream.close()
-        if self._reading is not None:
-            self._reading.cancel()
+        for task in (self._reading, self._hearing):
+            if task is not None:
+                task.cancel()
 
     # ----- end of turn ---------------------------------------------------------------------
 
@@ -88,6 +98,7 @@ class Listener:
             self.transcript,
             self.understood_for(self.transcript),
             after_question=self.ctx.bot_asked,
+            final_pitch_st=self.final_pitch_st,
         )
         if self.vad is not None:
             self.vad.end_silence_ms = self.turn_end.wait_ms
@@ -105,6 +116,36 @@ class Listener:
         ):
             return
         self._reading = asyncio.create_task(self._read(text))
+
+    def _hear_pause(self) -> None:
+        """The caller pauses: read where their voice ended (off the event loop)."""
+        if not self.ctx.settings.turn.enabled or not self.turn_audio:
+            return
+        if self._hearing is not None:
+            self._hearing.cancel()
+        self._hearing = asyncio.create_task(self._hear(b"".join(self.turn_audio)))
+
+    async def _hear(self, pcm: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            pitch = await loop.run_in_executor(None, final_pitch_semitones, pcm)
+        except Exception as exc:  # the turn then waits as the words say: nothing is lost
+            self.ctx.log.warning(
+                "reading the caller's pitch failed (%s): %s", type(exc).__name__, exc
+            )
+            return
+        if self.utterance_open and self.vad is not None and self.vad.pause_ms:
+            self.final_pitch_st = pitch
+            self._retune()
+
+    def _voice_resumed(self) -> None:
+        """The caller speaks again: the pitch read at the last pause says nothing any more."""
+        if self._hearing is not None:
+            self._hearing.cancel()
+            self._hearing = None
+        if self.final_pitch_st is not None:
+            self.final_pitch_st = None
+            self._retune()
 
     async def _read(self, text: str) -> None:
         try:
@@ -130,8 +171,11 @@ class Listener:
         )
 
     async def drained(self) -> None:
-        """Lockstep: an engine slower than real time is not a silence."""
+        """Lockstep: an engine slower than real time is not a silence, and neither is the
+        reading of a pause (pitch, NLU) that decides how long the silence must be."""
         await self.asr_queue.join()
+        while pending := [t for t in (self._hearing, self._reading) if t and not t.done()]:
+            await asyncio.wait(pending)
 
     async def receive(self, events: Any) -> None:
         ctx = self.ctx
@@ -163,8 +207,12 @@ class Listener:
         ctx = self.ctx
         was_speaking = vad.in_speech
         event = vad.feed(frame, bot_speaking=self.playout.active)
-        if self.utterance_open and vad.pause_ms == FRAME_MS:
-            self._read_in_pause()
+        if self.utterance_open:
+            if vad.pause_ms == FRAME_MS:
+                self._hear_pause()
+                self._read_in_pause()
+            elif vad.in_speech and vad.pause_ms == 0 and self._hearing is not None:
+                self._voice_resumed()
         if isinstance(event, BargeIn):
             ctx.log.info("barge-in: the caller speaks over the bot")
             ctx.report.decisions.append("interruption (barge-in)")
@@ -188,6 +236,7 @@ class Listener:
             return
         if self.utterance_open and (vad.in_speech or was_speaking):
             self.asr_queue.put_nowait(frame)
+            self.turn_audio.append(frame.pcm)
         if vad.in_speech:
             ctx.quiet_since = ctx.clock()
 
@@ -197,12 +246,17 @@ class Listener:
         self.utterance_open = True
         self.transcript = ""
         self.understood = None
-        if self._reading is not None:
-            self._reading.cancel()
+        self.final_pitch_st = None
+        self.turn_audio.clear()
+        for task in (self._reading, self._hearing):
+            if task is not None:
+                task.cancel()
+        self._hearing = None
         self._retune()
         self.ctx.book.publish("state", state="l'appelant parle")
         for frame in preroll:
             self.asr_queue.put_nowait(frame)
+            self.turn_audio.append(frame.pcm)
 
     async def feed_asr(self) -> None:
         """Push speech to the ASR off the receiver's path; finalize on end of speech."""

@@ -10,7 +10,10 @@ that the sentence is finished. The bot has three clues, all offline and all Fren
   « euh » or « je voudrais » is not finished, whatever the silence says;
 - the NLU's reading of that transcript, computed once the caller pauses: a known request
   read with high confidence is complete;
-- the bot's last words: after a question, « oui » or « non » is a whole answer.
+- the bot's last words: after a question, « oui » or « non » is a whole answer;
+- the caller's voice (voicebot.speech.intonation): a French statement ends low, a sentence
+  broken off mid-way stays at mid pitch or rises. It needs no words, so it still speaks
+  when the ASR's words are no use (a stand-in model, a strong accent); the words win over it.
 
 ``silence_needed`` is pure (text in, a wait in milliseconds out), so it is tested on words
 alone; the listener asks it again whenever the transcript or its reading changes, and the
@@ -25,7 +28,11 @@ from voicebot.core.config import TurnSettings
 from voicebot.core.french import spoken_words
 from voicebot.core.interfaces import Understanding
 
-FALLBACK_INTENT = "nlu_fallback"
+# Readings that say nothing about the request being complete: the NLU did not understand,
+# read words from outside the city's topics (Rasa reads fragments such as « la conférence »
+# or « vous avez » as hors_sujet with high confidence: measured with
+# voicebot.tools.turn_eval), or heard a greeting, after which the request usually follows.
+NOT_A_REQUEST = frozenset({"nlu_fallback", "hors_sujet", "saluer"})
 
 # Words a French sentence does not end on: articles, prepositions, conjunctions, the
 # subject and verbs of a request still to come, and hesitations. The NLU can read a
@@ -150,7 +157,7 @@ class TurnEnd:
     """The silence that ends the turn now, and why (logged, and counted by the bench)."""
 
     wait_ms: int
-    why: str  # "unfinished", "closed_answer", "complete", "default" or "disabled"
+    why: str  # "unfinished", "closed_answer", "complete", "fallen", "held", "default", "disabled"
 
 
 def asks_a_question(bot_texts: tuple[str, ...]) -> bool:
@@ -170,26 +177,31 @@ def silence_needed(
     transcript: str,
     understood: Understanding | None = None,
     after_question: bool = False,
+    final_pitch_st: float | None = None,
 ) -> TurnEnd:
     """How long a silence after ``transcript`` ends the turn.
 
     ``understood`` counts only if it was read in this very transcript (the caller may have
-    said more since); ``after_question`` is true when the bot's last words asked one.
+    said more since); ``after_question`` is true when the bot's last words asked one;
+    ``final_pitch_st`` is where the voice ended, in semitones from its median (None: unknown).
     """
     if not settings.enabled:
         return TurnEnd(default_ms, "disabled")
     said = spoken_words(transcript)
-    if not said:
-        return TurnEnd(default_ms, "default")
-    if unfinished(transcript):
+    if said and unfinished(transcript):
         return TurnEnd(max(default_ms, settings.unfinished_silence_ms), "unfinished")
     if after_question and " ".join(said) in CLOSED_ANSWERS:
         return TurnEnd(min(default_ms, settings.closed_answer_silence_ms), "closed_answer")
     if (
         understood is not None
         and spoken_words(understood.text) == said
-        and understood.intent not in (None, FALLBACK_INTENT)
+        and understood.intent is not None
+        and understood.intent not in NOT_A_REQUEST
         and understood.confidence >= settings.complete_confidence
     ):
         return TurnEnd(min(default_ms, settings.complete_silence_ms), "complete")
+    if final_pitch_st is not None and final_pitch_st <= -settings.fall_semitones:
+        return TurnEnd(min(default_ms, settings.fallen_silence_ms), "fallen")
+    if final_pitch_st is not None and final_pitch_st >= settings.held_semitones:
+        return TurnEnd(max(default_ms, settings.held_silence_ms), "held")
     return TurnEnd(default_ms, "default")

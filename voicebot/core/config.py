@@ -214,12 +214,20 @@ class TurnSettings:
     # A request the NLU reads as complete, with at least this confidence, ends after
     # complete_silence_ms; a yes/no answer to a question the bot asked, after
     # closed_answer_silence_ms; a sentence left hanging (« je voudrais… », « de », « euh »)
-    # waits unfinished_silence_ms; anything else waits vad.end_silence_ms.
+    # waits unfinished_silence_ms. When the words say neither, the voice does
+    # (voicebot.speech.intonation): a last pitch fall_semitones or more below the caller's
+    # median ends after fallen_silence_ms; one at held_semitones or above (the voice held
+    # up, as before more words) waits held_silence_ms; anything else waits
+    # vad.end_silence_ms. Calibrated with `python -m voicebot.tools.turn_eval`.
     enabled: bool = True
     complete_confidence: float = 0.85
     complete_silence_ms: int = 300
     closed_answer_silence_ms: int = 250
     unfinished_silence_ms: int = 1200
+    fall_semitones: float = 4.0
+    fallen_silence_ms: int = 300
+    held_semitones: float = 0.0
+    held_silence_ms: int = 900
 
     def validate(self) -> None:
         if not 0.0 < self.complete_confidence <= 1.0:
@@ -230,7 +238,16 @@ class TurnSettings:
             complete_silence_ms=self.complete_silence_ms,
             closed_answer_silence_ms=self.closed_answer_silence_ms,
             unfinished_silence_ms=self.unfinished_silence_ms,
+            fallen_silence_ms=self.fallen_silence_ms,
+            held_silence_ms=self.held_silence_ms,
         )
+        if self.fall_semitones <= 0:
+            raise ValueError(f"fall_semitones must be > 0, not {self.fall_semitones}")
+        if self.held_semitones <= -self.fall_semitones:
+            raise ValueError(
+                f"held_semitones ({self.held_semitones}) must be above -fall_semitones "
+                f"({-self.fall_semitones}): a pitch cannot both have fallen and held"
+            )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ class Intent:
 
 @dataclass(frozen=True)
 class Rule:
-    """One way a call leaves the bot, with its live threshold."""
+    """One rule of the algorithm (when the bot answers, or one way a call leaves it), with
+    its live threshold."""
 
     key: str  # stable: the HTML row's id is "regle-<key>"
     situation: str

@@ -1,4 +1,5 @@
-"""The card's handoff rules: each way a call leaves the bot, with its live threshold."""
+"""The card's rules: when the bot answers, and each way a call leaves the bot, with the
+thresholds in force."""
 
 from __future__ import annotations
 
@@ -14,6 +15,50 @@ from voicebot.console.transparency.words import (
 from voicebot.core.config import Settings
 from voicebot.dialogue import catalogue
 from voicebot.dialogue.knowledge import KnowledgeBase
+
+TURN_SETTINGS = (
+    "closed_answer_silence_ms",
+    "complete_silence_ms",
+    "complete_confidence",
+    "fallen_silence_ms",
+    "fall_semitones",
+    "unfinished_silence_ms",
+    "held_silence_ms",
+    "held_semitones",
+)
+
+
+def turn_end_rule(settings: Settings) -> Rule:
+    """When the bot takes the caller to have finished (voicebot.call.turn_end)."""
+    turn = settings.turn
+    default_wait = duration_fr(settings.vad.end_silence_ms / 1000)
+    in_force: tuple[str, ...] = (f"vad.end_silence_ms = {settings.vad.end_silence_ms}",)
+    if turn.enabled:
+        threshold = (
+            f"{duration_fr(turn.closed_answer_silence_ms / 1000)} de silence pour un « oui » "
+            "ou un « non » à une question de l'assistant ; "
+            f"{duration_fr(turn.complete_silence_ms / 1000)} quand il comprend déjà votre "
+            f"demande avec une certitude d'au moins {percent_fr(turn.complete_confidence)}, "
+            f"ou {duration_fr(turn.fallen_silence_ms / 1000)} quand votre voix descend comme "
+            f"en fin de phrase ; {duration_fr(turn.unfinished_silence_ms / 1000)} quand la "
+            "phrase reste en suspens sur un mot comme « de », « pour », « euh » ou « je "
+            f"voudrais », {duration_fr(turn.held_silence_ms / 1000)} quand votre voix reste "
+            f"haute ; sinon {default_wait}"
+        )
+        in_force = (
+            tuple(f"turn.{name} = {getattr(turn, name)}" for name in TURN_SETTINGS) + in_force
+        )
+    else:
+        threshold = f"{default_wait} de silence"
+        in_force = ("turn.enabled = False", *in_force)
+    return Rule(
+        "fin-de-tour",
+        "Vous vous arrêtez de parler : l'assistant décide si vous avez fini, d'après les mots "
+        "qu'il a reconnus et le ton de votre voix (jamais d'après qui vous êtes).",
+        threshold,
+        "il vous répond ; si vous reprenez la parole pendant sa réponse, il se tait et vous écoute",
+        in_force,
+    )
 
 
 def gather_rules(
@@ -59,6 +104,7 @@ def gather_rules(
     prompts = policy.silence_prompts_before_end
     low = policy.max_low_confidence_turns
     return (
+        turn_end_rule(settings),
         Rule(
             "demande",
             "Vous demandez à parler à une personne (« conseiller », « un humain »…) ou "

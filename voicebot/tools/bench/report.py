@@ -9,6 +9,7 @@ from typing import Any
 
 from voicebot.tools.bench.call import VOICE_PEAK
 from voicebot.tools.bench.plots import write_plots
+from voicebot.tools.bench.speed import describe
 from voicebot.tools.bench.summary import STAGES
 from voicebot.tools.bench.traffic import RunData
 from voicebot.tools.bench.underruns import UNDERRUN_TOLERANCE_S
@@ -132,6 +133,12 @@ def markdown_report(result: dict[str, Any]) -> str:
         f"{server['vad_end_silence_ms']} ms, level floor {server['vad_floor_dbfs']} dBFS",
         f"- Callers' line: white noise at {result['line_noise_dbfs']} dBFS under every frame",
     ]
+    speed = result.get("speed_reference")
+    if speed:
+        lines.append(
+            f"- Speed reference before: {describe(speed['before'])}; after: "
+            f"{describe(speed['after'])}"
+        )
     for note in result["notes"]:
         lines.append(f"- Note: {note}")
     for reason in result["broken"]:

@@ -22,6 +22,7 @@ from voicebot.tools.bench.lines import LINE_NOISE_DBFS, LINE_RATES, WEBSOCKET_CO
 from voicebot.tools.bench.records import match_records, read_record_times
 from voicebot.tools.bench.report import write_report
 from voicebot.tools.bench.server import BENCH_POLICY_ENV, ServerProcess, parse_target
+from voicebot.tools.bench.speed import speed_reference
 from voicebot.tools.bench.summary import broken_reasons, summarize
 from voicebot.tools.bench.traffic import CallRunner, RunData
 from voicebot.tools.bench.verdict import evaluate_targets, holds, rss_slope
@@ -49,6 +50,7 @@ class BenchContext:
     notes: list[str] = field(default_factory=list)
     noise_dbfs: float = LINE_NOISE_DBFS
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    speed_before: dict[str, Any] = field(default_factory=dict)  # voicebot.tools.bench.speed
 
 
 async def measure(
@@ -118,6 +120,7 @@ async def bench_context(
     clips = await loop.run_in_executor(
         None, prepare_clips, settings.vad, audio_cache_dir(), LINE_RATES[transport]
     )
+    speed_before = await loop.run_in_executor(None, speed_reference, settings)
     load_before = os.getloadavg()
     server: ServerProcess | None = None
     if target is None:
@@ -142,6 +145,7 @@ async def bench_context(
         )
         context.noise_dbfs = noise_dbfs
         context.load_before = load_before
+        context.speed_before = speed_before
         if watch.process is None:
             context.notes.append("server process not visible: no CPU/RSS figures")
         elif not await wait_until_idle(watch):
@@ -175,6 +179,10 @@ async def run_async(
         else:
             data, summary = await measure(context, calls, duration_s, ramp_s)
             result, runs = {"mode": "run", "run": summary}, [(data, summary)]
+        speed_after = await asyncio.get_running_loop().run_in_executor(
+            None, speed_reference, settings
+        )
+        result["speed_reference"] = {"before": context.speed_before, "after": speed_after}
         _finish(
             context,
             result,

@@ -44,8 +44,8 @@ They are counted, per sample interval too, not judged: on a shared machine they 
 contention as much as the server. So does the bot audio ratio: the seconds of bot audio the
 callers received over the seconds their calls were up (the server's pacer sends speech or
 silence for every 20 ms of a call: 1 when it keeps real time). A server starved of CPU falls
-behind, and what it has not yet sent waits in memory: read an RSS slope with this ratio. A machine speed reference is timed before and after: one
-Vosk decode of a fixed French recording (``speech.PROMPT``, 7.4 s), with the soak's model.
+behind, and what it has not yet sent waits in memory: read an RSS slope with this ratio. A machine speed reference is timed before and after
+(voicebot.tools.bench.speed).
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ from voicebot.tools.bench.call import BenchCall
 from voicebot.tools.bench.run import bench_context, machine, models_used, warm_up
 from voicebot.tools.bench.script import Step
 from voicebot.tools.bench.server import train_if_needed
+from voicebot.tools.bench.speed import describe, speed_reference
 from voicebot.tools.bench.summary import summarize
 from voicebot.tools.bench.traffic import CallRunner, RunData
 from voicebot.tools.bench.underruns import UNDERRUN_TOLERANCE_S, pacing
@@ -280,29 +281,6 @@ def bot_audio_by_interval(data: RunData, edges: Sequence[float]) -> tuple[Any, A
     return received, up
 
 
-def speed_reference(settings: Settings) -> dict[str, Any]:
-    """One Vosk decode of a fixed French recording (7.4 s) with the soak's model, warm (the
-    second utterance of a stream): seconds and real-time factor. The machine's speed at that
-    moment, contention included."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from voicebot.core.audio import read_wav, to_frames
-    from voicebot.speech.asr_vosk import VoskAsr
-    from voicebot.tools.bench.speech import PROMPT, decode
-
-    frames = to_frames(read_wav(PROMPT))
-    audio_s = len(frames) * 0.02
-    with ThreadPoolExecutor(max_workers=1) as executor:
-        asr = VoskAsr.load(Path(settings.asr.model), settings.asr, executor)
-        times = asyncio.run(decode(asr, "speed-reference", frames, 2))
-    return {
-        "what": f"Vosk decode of {PROMPT.name} ({audio_s:.1f} s of French), warm recognizer",
-        "seconds": round(times[1], 3),
-        "rtf": round(times[1] / audio_s, 3),
-        "load_1min": round(os.getloadavg()[0], 2),
-    }
-
-
 def soak_settings(settings: Settings, max_call_seconds: int) -> Settings:
     """The soak's server: Vosk (the settings' model, else the official one, else the
     stand-in: see ``speech.pick_vosk``), and calls the bot ends after ``max_call_seconds``."""
@@ -340,7 +318,6 @@ async def soak_async(
     )
     if not 0 <= warmup_s < total_s:
         raise VoicebotError("the warm-up must be shorter than the soak")
-    speed_before = await loop.run_in_executor(None, speed_reference, settings)
     samples: list[SoakSample] = []
     sample_log = SampleLog(out_dir / "samples.csv")
     problems: list[str] = []
@@ -349,6 +326,7 @@ async def soak_async(
         if watch is None or watch.process is None:
             raise VoicebotError("the server process is not visible: nothing to sample")
         server_process = watch.process
+        speed_before = context.speed_before  # timed before the server started
         await warm_up(context)
         idle_before = footprint(server_process)
         runner = SoakRunner(
@@ -564,8 +542,7 @@ def report_lines(result: dict[str, Any]) -> list[str]:
         f"Machine: {machine_['cpu']}, {machine_['cores']} cores, nice {machine_['nice']}; "
         f"load average {load} before, {load_after} after "
         f"(1-min mean {result['load_1min']['mean']}, max {result['load_1min']['max']})",
-        f"Speed reference: {before['what']}: {before['seconds']:.2f} s (RTF {before['rtf']:.3f}) "
-        f"before, {after['seconds']:.2f} s (RTF {after['rtf']:.3f}) after",
+        f"Speed reference before: {describe(before)}; after: {describe(after)}",
         f"RSS (server + children): {rss['start']} MB after the warm-up, {rss['end']} MB at the end "
         f"(judged range {rss['min']}-{rss['max']} MB; {rss['first_sample']} MB at the first "
         f"call); slope {rss['slope_mb_per_h']} MB/h, threshold <= {rss['threshold_mb_per_h']:g} "
