@@ -325,6 +325,11 @@ def test_a_missed_target_names_the_stage_that_costs_the_time() -> None:
     assert verdicts["RSS per extra call"]["met"] is True
     fast = _summary((100.0, 250.0), 800.0, {"asr": 50.0, "nlu": 30.0, "tts": 20.0}, 0)
     assert all(v["met"] for v in evaluate_targets(fast, 16, 20.0))
+    slow_turns = {
+        v["target"]: v for v in evaluate_targets(_summary((100.0, 250.0), 1100.0, {}, 0), 16, 20.0)
+    }
+    assert slow_turns["turn gap p50 at 8 calls"]["met"] is False  # 550 > 500
+    assert slow_turns["turn gap p95 at 8 calls"]["met"] is False
     unmeasured = evaluate_targets(None, None, None)
     assert all(v["met"] is None for v in unmeasured)
 
@@ -780,8 +785,25 @@ def test_voicebot_bench_runs_against_the_real_server(
     assert [t["target"] for t in result["targets"]] == [t.label for t in TARGETS]
     assert all(t["met"] in (True, False, None) for t in result["targets"])
     assert result["machine"]["cores"] >= 1
+    # the machine's speed beside the figures, before and after the run
+    for when in ("before", "after"):
+        speed = result["speed_reference"][when]
+        assert speed["cold_seconds"] > 0 and speed["seconds"] > 0 and speed["rtf"] > 0, speed
+    # the server's own end-of-turn decisions, counted from its log
+    turn_ends = result["server"]["end_of_turn"]
+    assert turn_ends["turns"] >= 1 and sum(turn_ends["why"].values()) == turn_ends["turns"]
+    assert set(turn_ends["why"]) <= {
+        "unfinished",
+        "closed_answer",
+        "complete",
+        "complete_but_held",
+        "fallen",
+        "held",
+        "default",
+    }
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "Response latency" in report and result["command"] in report
+    assert "Speed reference before" in report and "turns ended by the server" in report
     for name in ("latency_stages.png", "latency_vs_calls.png", "cpu_memory.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "results.json").read_text(encoding="utf-8"))["run"]["calls"] == 2

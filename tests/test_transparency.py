@@ -105,6 +105,23 @@ def test_the_thresholds_follow_the_settings(tmp_path: Path) -> None:
     assert flat(after.rule("confiance-asr").threshold).endswith("inférieure à 60 %")
 
 
+def test_when_the_bot_answers_is_published_with_the_waits_in_force(tmp_path: Path) -> None:
+    """The end-of-turn rule (voicebot.call.turn_end) is on the card with its live waits."""
+    base = settings_in(tmp_path)
+    quicker = base.replace("turn", complete_silence_ms=500, unfinished_silence_ms=1500)
+    off = base.replace("turn", enabled=False)
+    rows = {
+        name: row(render_html(gather_card(settings)), "regle-fin-de-tour")
+        for name, settings in (("base", base), ("quicker", quicker), ("off", off))
+    }
+    assert "0,3 seconde" in rows["base"] and "1,2 seconde" in rows["base"]
+    assert "« je voudrais »" in rows["base"] and "voix" in rows["base"]
+    assert "0,5 seconde" in rows["quicker"] and "1,5 seconde" in rows["quicker"]
+    assert "turn.complete_silence_ms = 500" in rows["quicker"]
+    assert "0,65 seconde de silence" in rows["off"] and "turn.enabled = False" in rows["off"]
+    assert "« je voudrais »" not in rows["off"]
+
+
 def _nlu_copy(tmp_path: Path, threshold: float) -> Path:
     """nlu/ without its trained models, with FallbackClassifier's threshold set."""
     nlu = tmp_path / "nlu"

@@ -153,4 +153,10 @@ def test_the_words_win_over_the_voice() -> None:
     )
     text = "les horaires de la mairie"
     sure = Understanding(text, "horaires_mairie", 0.99)
-    assert needed(text, sure, pitch=SETTINGS.held_semitones + 3).why == "complete"
+    assert needed(text, sure, pitch=-SETTINGS.fall_semitones - 3).why == "complete"
+    assert needed(text, sure, pitch=None).why == "complete"
+    # a request read as complete in a voice held up (more to come, or a rising question):
+    # the clues disagree, the usual wait decides
+    assert needed(text, sure, pitch=SETTINGS.held_semitones + 3) == TurnEnd(
+        DEFAULT_MS, "complete_but_held"
+    )

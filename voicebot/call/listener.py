@@ -14,8 +14,8 @@ from typing import Any
 
 from voicebot.call.context import FRAME_S, CallContext, State
 from voicebot.call.playout import Playout
-from voicebot.call.turn_end import TurnEnd, silence_needed, unfinished
-from voicebot.core.audio import FRAME_MS, AudioFrame
+from voicebot.call.turn_end import READ_AT_PAUSE_MS, TurnEnd, silence_needed, unfinished
+from voicebot.core.audio import AudioFrame
 from voicebot.core.french import spoken_words
 from voicebot.core.interfaces import (
     AsrStream,
@@ -158,7 +158,7 @@ class Listener:
         self.understood = understood
         if self.utterance_open:
             self._retune()
-            if self.vad is not None and self.vad.pause_ms:
+            if self.vad is not None and self.vad.pause_ms >= READ_AT_PAUSE_MS:
                 self._read_in_pause()  # the transcript may have moved on meanwhile
 
     @property
@@ -208,7 +208,7 @@ class Listener:
         was_speaking = vad.in_speech
         event = vad.feed(frame, bot_speaking=self.playout.active)
         if self.utterance_open:
-            if vad.pause_ms == FRAME_MS:
+            if vad.pause_ms == READ_AT_PAUSE_MS:
                 self._hear_pause()
                 self._read_in_pause()
             elif vad.in_speech and vad.pause_ms == 0 and self._hearing is not None:
@@ -227,7 +227,7 @@ class Listener:
             if self.asr_stream is not None and self.utterance_open:
                 self.utterance_open = False
                 self.endpoint_wait_ms = max(0.0, (event.decided_at_s - event.at_s) * 1000.0)
-                ctx.log.debug(
+                ctx.log.info(
                     "end of turn after %.0f ms of silence (%s)",
                     self.endpoint_wait_ms,
                     self.turn_end.why,
@@ -278,7 +278,7 @@ class Listener:
                         if self.utterance_open:
                             self.transcript = partial
                             self._retune()
-                            if self.vad is not None and self.vad.pause_ms:
+                            if self.vad is not None and self.vad.pause_ms >= READ_AT_PAUSE_MS:
                                 self._read_in_pause()
                 finally:
                     self.asr_queue.task_done()

@@ -10,11 +10,11 @@ every frame of the turn, frame n always the same noise, so both conditions hear 
 
 Each turn goes through a fresh Silero VAD, frame by frame, "before" (the fixed wait
 ``vad.end_silence_ms``: ``turn.enabled`` false) and "after" (voicebot.call.turn_end, settings
-as loaded). At the first silent frame of each pause, as the live listener does, the wait is
+as loaded). Once a pause reaches READ_AT_PAUSE_MS, as in the live listener, the wait is
 set from the words heard so far (Whisper's words that have ended by then: one decode per
 recording, with word timestamps), the NLU's reading of them and the pitch where the voice
 ended (voicebot.speech.intonation, last 3 s of the turn). Both are read instantly here; the
-live listener gets the NLU's reading ~15 ms after the pause starts.
+live listener gets them some 15-60 ms later (the NLU runs on its event loop).
 
 Run: ``python -m voicebot.tools.turn_eval [--limit N] [--seed S] [--json] [--out FILE]``.
 """
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from voicebot.call.listener import INTONATION_WINDOW_FRAMES
-from voicebot.call.turn_end import TurnEnd, silence_needed
+from voicebot.call.turn_end import READ_AT_PAUSE_MS, TurnEnd, silence_needed
 from voicebot.core.audio import (
     FRAME_BYTES,
     FRAME_MS,
@@ -65,7 +65,7 @@ PAUSE_MIN_MS, PAUSE_MAX_MS = 500, 800
 CUT_AT_PAUSE, CUT_ELSEWHERE, WHOLE, NO_END = "cut_at_pause", "cut_elsewhere", "whole", "no_end"
 KINDS = (CUT_AT_PAUSE, CUT_ELSEWHERE, WHOLE, NO_END)
 NLU_TIMING = (
-    "NLU and pitch read instantly at the pause (the live listener reads the NLU ~15 ms later)"
+    "NLU and pitch read instantly at the pause (live: some 15-60 ms later)"
 )
 
 Noise = Callable[[bytes, int], bytes]  # (frame, frame index) -> the frame with line noise
@@ -272,7 +272,7 @@ async def simulate_turn(
             heard = ""
             decision = silence_needed(turn, default_ms, heard)
             vad.end_silence_ms = decision.wait_ms
-        elif vad.in_speech and vad.pause_ms == FRAME_MS:
+        elif vad.in_speech and vad.pause_ms == READ_AT_PAUSE_MS:
             heard = words_heard(timeline.words, vad.frames * FRAME_S)
             pitch = final_pitch_semitones(b"".join(audio))
             decision = silence_needed(turn, default_ms, heard, await read(heard), False, pitch)

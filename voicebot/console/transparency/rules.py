@@ -8,6 +8,7 @@ from voicebot.console.transparency.words import (
     NBSP,
     duration_fr,
     emergency_numbers_fr,
+    milliseconds_fr,
     percent_fr,
     quote_fr,
     times_fr,
@@ -31,18 +32,19 @@ TURN_SETTINGS = (
 def turn_end_rule(settings: Settings) -> Rule:
     """When the bot takes the caller to have finished (voicebot.call.turn_end)."""
     turn = settings.turn
-    default_wait = duration_fr(settings.vad.end_silence_ms / 1000)
+    default_wait = milliseconds_fr(settings.vad.end_silence_ms)
     in_force: tuple[str, ...] = (f"vad.end_silence_ms = {settings.vad.end_silence_ms}",)
     if turn.enabled:
         threshold = (
-            f"{duration_fr(turn.closed_answer_silence_ms / 1000)} de silence pour un « oui » "
+            f"{milliseconds_fr(turn.closed_answer_silence_ms)} de silence pour un « oui » "
             "ou un « non » à une question de l'assistant ; "
-            f"{duration_fr(turn.complete_silence_ms / 1000)} quand il comprend déjà votre "
-            f"demande avec une certitude d'au moins {percent_fr(turn.complete_confidence)}, "
-            f"ou {duration_fr(turn.fallen_silence_ms / 1000)} quand votre voix descend comme "
-            f"en fin de phrase ; {duration_fr(turn.unfinished_silence_ms / 1000)} quand la "
+            f"{milliseconds_fr(turn.complete_silence_ms)} quand il comprend déjà votre "
+            f"demande avec une certitude d'au moins {percent_fr(turn.complete_confidence)} "
+            "(sauf si votre voix reste haute), "
+            f"ou {milliseconds_fr(turn.fallen_silence_ms)} quand votre voix descend comme "
+            f"en fin de phrase ; {milliseconds_fr(turn.unfinished_silence_ms)} quand la "
             "phrase reste en suspens sur un mot comme « de », « pour », « euh » ou « je "
-            f"voudrais », {duration_fr(turn.held_silence_ms / 1000)} quand votre voix reste "
+            f"voudrais », {milliseconds_fr(turn.held_silence_ms)} quand votre voix reste "
             f"haute ; sinon {default_wait}"
         )
         in_force = (

@@ -21,6 +21,12 @@ def percent_fr(value: float) -> str:
     return f"{number_fr(100 * value, 1)}{NBSP}%"
 
 
+def milliseconds_fr(ms: float) -> str:
+    """650 → « 0,65 seconde »; 1200 → « 1,2 seconde »: a short wait, to the hundredth."""
+    seconds = ms / 1000
+    return f"{number_fr(seconds, 2)}{NBSP}seconde{'s' if seconds >= 2 else ''}"
+
+
 def duration_fr(seconds: float) -> str:
     """300 → « 5 minutes »; 90 → « 1 minute 30 secondes »; 7.5 → « 7,5 secondes »."""
     minutes, rest = divmod(float(seconds), 60.0)

@@ -69,7 +69,7 @@ def _latency_stages(ax: Any, data: RunData, summary: dict[str, Any]) -> None:
         300, color="tab:red", linestyle="--", linewidth=0.8, label="response p95 target 300 ms"
     )
     ax.axhline(
-        900, color="tab:orange", linestyle="--", linewidth=0.8, label="turn gap p95 target 900 ms"
+        800, color="tab:orange", linestyle="--", linewidth=0.8, label="turn gap p95 target 800 ms"
     )
     ax.set_ylabel("ms")
     ax.set_title(f"Latency per stage at {summary['calls']} concurrent calls (whiskers p5–p95)")

@@ -12,6 +12,7 @@ from voicebot.tools.bench.plots import write_plots
 from voicebot.tools.bench.speed import describe
 from voicebot.tools.bench.summary import STAGES
 from voicebot.tools.bench.traffic import RunData
+from voicebot.tools.bench.turn_ends import describe as describe_turn_ends
 from voicebot.tools.bench.underruns import UNDERRUN_TOLERANCE_S
 from voicebot.tools.bench.verdict import CAPACITY_MAX_TURN_GAP_MS
 
@@ -133,6 +134,9 @@ def markdown_report(result: dict[str, Any]) -> str:
         f"{server['vad_end_silence_ms']} ms, level floor {server['vad_floor_dbfs']} dBFS",
         f"- Callers' line: white noise at {result['line_noise_dbfs']} dBFS under every frame",
     ]
+    turn_ends = server.get("end_of_turn")
+    if turn_ends:
+        lines.append(f"- End of turn (voicebot.call.turn_end): {describe_turn_ends(turn_ends)}")
     speed = result.get("speed_reference")
     if speed:
         lines.append(

@@ -25,6 +25,7 @@ from voicebot.tools.bench.server import BENCH_POLICY_ENV, ServerProcess, parse_t
 from voicebot.tools.bench.speed import speed_reference
 from voicebot.tools.bench.summary import broken_reasons, summarize
 from voicebot.tools.bench.traffic import CallRunner, RunData
+from voicebot.tools.bench.turn_ends import end_of_turn_decisions
 from voicebot.tools.bench.verdict import evaluate_targets, holds, rss_slope
 from voicebot.tools.bench.watch import ServerWatch, listening_pid, wait_until_idle
 
@@ -274,8 +275,10 @@ def _finish(
         "vad_floor_dbfs": context.settings.vad.floor_dbfs,
     }
     result["line_noise_dbfs"] = context.noise_dbfs
-    broken = [reason for summary in summaries for reason in broken_reasons(summary)]
     server = context.started_server
+    if server is not None and context.settings.turn.enabled:
+        result["server"]["end_of_turn"] = end_of_turn_decisions(server.log_path)
+    broken = [reason for summary in summaries for reason in broken_reasons(summary)]
     if server is not None and server.process is not None and server.process.poll() is not None:
         broken.append(
             f"the server exited with code {server.process.returncode} during the run; end of "

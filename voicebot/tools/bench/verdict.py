@@ -25,7 +25,9 @@ class Target:
 TARGETS = (
     Target("response_p50_at_8", "response latency p50 at 8 calls", 150.0, "ms"),
     Target("response_p95_at_8", "response latency p95 at 8 calls", 300.0, "ms"),
-    Target("turn_gap_p95_at_8", "turn gap p95 at 8 calls", 900.0, "ms"),
+    # issue 16 (end of turn from the words and the voice); issue 14 asked for p95 <= 900
+    Target("turn_gap_p50_at_8", "turn gap p50 at 8 calls", 500.0, "ms"),
+    Target("turn_gap_p95_at_8", "turn gap p95 at 8 calls", 800.0, "ms"),
     Target("calls_without_underrun", "concurrent calls with zero underruns", 12.0, "calls"),
     Target("rss_per_call", "RSS per extra call", 40.0, "MB"),
 )
@@ -73,6 +75,7 @@ def evaluate_targets(
             values["response_p50_at_8"] = latency["response"]["p50"]
             values["response_p95_at_8"] = latency["response"]["p95"]
         if latency["turn_gap"]:
+            values["turn_gap_p50_at_8"] = latency["turn_gap"]["p50"]
             values["turn_gap_p95_at_8"] = latency["turn_gap"]["p95"]
     values["calls_without_underrun"] = (
         float(zero_underrun_calls) if zero_underrun_calls is not None else None

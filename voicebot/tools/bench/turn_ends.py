@@ -1,0 +1,44 @@
+"""The server's own end-of-turn decisions, read from its log.
+
+The bench replays each call through the same VAD to find where the caller's voice ended and
+when a fixed ``vad.end_silence_ms`` would have ended the turn. With the end-of-turn rule
+(voicebot.call.turn_end) the server waits less or more, from words and pitch the bench does
+not have; the turn gap (voice end → the bot's first sound) does not depend on it, but the
+split into endpoint wait and response does. The listener logs each decision ("end of turn
+after N ms of silence (why)"): this counts them, so that a report says what the server did.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+DECISION = re.compile(r"end of turn after (\d+) ms of silence \((\w+)\)")
+
+
+def end_of_turn_decisions(server_log: Path) -> dict[str, Any] | None:
+    """Waits (ms) and reasons of the server's end-of-turn decisions; None without a log."""
+    try:
+        text = server_log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    found = [(int(ms), why) for ms, why in DECISION.findall(text)]
+    waits = sorted(ms for ms, _ in found)
+    return {
+        "turns": len(found),
+        "wait_ms_p50": waits[len(waits) // 2] if waits else None,
+        "wait_ms_max": waits[-1] if waits else None,
+        "why": dict(Counter(why for _, why in found).most_common()),
+    }
+
+
+def describe(decisions: dict[str, Any]) -> str:
+    whys = ", ".join(f"{why} {n}" for why, n in decisions["why"].items()) or "none"
+    return (
+        f"{decisions['turns']} turns ended by the server: median wait "
+        f"{decisions['wait_ms_p50']} ms, longest {decisions['wait_ms_max']} ms ({whys}); the "
+        "endpoint/response split above assumes the fixed vad.end_silence_ms, the turn gap "
+        "does not"
+    )
