@@ -185,6 +185,24 @@ def test_the_replay_finds_the_frame_a_vad_that_heard_the_whole_call_decides_on(
     assert heard[0].decision == heard[0].decision_line  # an 8 kHz line: the same frames
 
 
+def test_the_replay_applies_the_servers_end_of_turn_waits(clips: dict[str, Clip]) -> None:
+    """With the end-of-turn rule the server waits less or more than vad.end_silence_ms; the
+    replay takes each call's waits from its log, in order, and decides where it did."""
+    clip = clips["espeak:naissance"]
+    before = 57
+    total = before + len(clip.frames) + 60
+    spoken = [Spoken("speech", "espeak:naissance", before, False, 1)]
+    call = _call_result(spoken, total)
+    fixed, quick, slow = (
+        replay_vad(call, clips, VadSettings(), waits)[0] for waits in (None, [300], [1000, 300])
+    )
+    assert fixed is not None and quick is not None and slow is not None
+    assert fixed.voice_end == quick.voice_end == slow.voice_end  # where the voice ended
+    assert (fixed.decision - fixed.voice_end) * 20 == 660  # 650 ms in whole 20 ms frames
+    assert (quick.decision - quick.voice_end) * 20 == 300
+    assert (slow.decision - slow.voice_end) * 20 == 1000  # the first wait is this turn's
+
+
 def test_line_noise_is_at_its_level_and_the_same_for_the_same_frame() -> None:
     noise = LineNoise(-65.0, 320, seed=4)
     quiet = np.frombuffer(noise.over(bytes(320), 7), dtype="<i2").astype(np.float64) / 32768

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from voicebot.tools.bench.turn_ends import describe, end_of_turn_decisions
+from voicebot.tools.bench.turn_ends import describe, end_of_turn_decisions, server_waits
 
 LOG = """\
 2026-12-02 07:29:35,726 INFO voicebot.call.session: [call c54c] end of turn after 300 ms of silence (fallen)
@@ -37,3 +37,10 @@ def test_no_log_or_no_decision(tmp_path: Path) -> None:
     decisions = end_of_turn_decisions(empty)
     assert decisions is not None and decisions["turns"] == 0 and decisions["wait_ms_p50"] is None
     assert "none" in describe(decisions)
+
+
+def test_each_calls_waits_in_order(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text(LOG, encoding="utf-8")
+    assert server_waits(log) == {"c54c": [300], "9a5e": [1200], "3eb7": [660, 300]}
+    assert server_waits(tmp_path / "absent.log") == {}

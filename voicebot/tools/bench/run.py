@@ -66,6 +66,7 @@ async def measure(
         context.settings.vad,
         context.watch,
         context.noise_dbfs,
+        server_log(context),
     )
     log.info(
         "bench: %d call(s), %.0f s at full load, a call every %.1f s", calls, duration_s, ramp_s
@@ -81,6 +82,15 @@ async def measure(
     except VoicebotError as exc:
         data.records_note = f"per-stage split unavailable: {exc}"
     return data, summarize(data, context.idle_rss_mb)
+
+
+def server_log(context: BenchContext) -> Path | None:
+    """The log that holds the server's end-of-turn waits, if the bench started the server
+    and its end-of-turn rule is on (without it every turn waits vad.end_silence_ms)."""
+    server = context.started_server
+    if server is None or not context.settings.turn.enabled:
+        return None
+    return server.log_path
 
 
 async def warm_up(context: BenchContext) -> None:
@@ -278,6 +288,12 @@ def _finish(
     server = context.started_server
     if server is not None and context.settings.turn.enabled:
         result["server"]["end_of_turn"] = end_of_turn_decisions(server.log_path)
+    elif context.settings.turn.enabled:
+        context.notes.append(
+            "a running server (--target): its end-of-turn waits are not known here, the "
+            "replay takes vad.end_silence_ms for every turn (the endpoint, response and turn "
+            "gap figures are then too long by what the rule saved)"
+        )
     broken = [reason for summary in summaries for reason in broken_reasons(summary)]
     if server is not None and server.process is not None and server.process.poll() is not None:
         broken.append(

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from voicebot.core.config import VadSettings
 from voicebot.tools.bench.call import BenchCall, CallResult, Spoken
@@ -29,6 +30,7 @@ from voicebot.tools.bench.script import (
     Step,
     call_script,
 )
+from voicebot.tools.bench.turn_ends import server_waits
 from voicebot.tools.bench.turns import Turn, measure_turns
 from voicebot.tools.bench.watch import ServerWatch
 
@@ -78,7 +80,9 @@ class CallRunner:
         vad: VadSettings,
         watch: ServerWatch | None,
         noise_dbfs: float = LINE_NOISE_DBFS,
+        server_log: Path | None = None,
     ) -> None:
+        self.server_log = server_log  # the server's end-of-turn waits (bench/turn_ends.py)
         self.host = host
         self.port = port
         self.transport = transport
@@ -118,8 +122,9 @@ class CallRunner:
                 with contextlib.suppress(asyncio.CancelledError):
                     await probe
         # The VAD replay takes a few ms per second of call: off the event loop.
+        waits = server_waits(self.server_log) if self.server_log is not None else None
         data.turns = await loop.run_in_executor(
-            None, measure_turns, data.results, self.clips, self.vad, data.loop_t0
+            None, measure_turns, data.results, self.clips, self.vad, data.loop_t0, waits
         )
         return data
 

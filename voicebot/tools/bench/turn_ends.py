@@ -3,9 +3,8 @@
 The bench replays each call through the same VAD to find where the caller's voice ended and
 when a fixed ``vad.end_silence_ms`` would have ended the turn. With the end-of-turn rule
 (voicebot.call.turn_end) the server waits less or more, from words and pitch the bench does
-not have; the turn gap (voice end → the bot's first sound) does not depend on it, but the
-split into endpoint wait and response does. The listener logs each decision ("end of turn
-after N ms of silence (why)"): this counts them, so that a report says what the server did.
+not have; the listener logs each decision ("end of turn after N ms of silence (why)"): the replay
+applies each call's waits in order (``server_waits``), and the report counts them.
 """
 
 from __future__ import annotations
@@ -16,6 +15,19 @@ from pathlib import Path
 from typing import Any
 
 DECISION = re.compile(r"end of turn after (\d+) ms of silence \((\w+)\)")
+CALL_DECISION = re.compile(r"\[call ([^\]]+)\] end of turn after (\d+) ms of silence")
+
+
+def server_waits(server_log: Path) -> dict[str, list[int]]:
+    """Each call's end-of-turn waits, in order (ms): the replay applies them (turns.py)."""
+    try:
+        text = server_log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    waits: dict[str, list[int]] = {}
+    for call_id, ms in CALL_DECISION.findall(text):
+        waits.setdefault(call_id, []).append(int(ms))
+    return waits
 
 
 def end_of_turn_decisions(server_log: Path) -> dict[str, Any] | None:

@@ -55,13 +55,24 @@ class Heard:
     barge_in: int | None
 
 
-def replay_vad(result: CallResult, clips: dict[str, Clip], vad: VadSettings) -> list[Heard | None]:
+def replay_vad(
+    result: CallResult,
+    clips: dict[str, Clip],
+    vad: VadSettings,
+    waits: Sequence[int] | None = None,
+) -> list[Heard | None]:
     """The server's VAD decisions on each utterance of a call, by replaying the exact caller
     stream through the same VAD (and the transport's resampler on a wideband line). Silero's
     scores depend on all the audio before, so nothing short of the whole call gives the
     server's frame. The bot is taken as speaking during an utterance that started over it,
-    until the barge-in. None for a key, or an utterance the VAD never closed."""
-    from voicebot.core.interfaces import BargeIn, SpeechEnded
+    until the barge-in. None for a key, or an utterance the VAD never closed.
+
+    ``waits``: the server's end-of-turn waits for this call, in order (its log: the rule of
+    voicebot.call.turn_end decides them from words and pitch the bench does not have); each
+    is applied once its turn's pause reaches READ_AT_PAUSE_MS, as the server does. Without
+    them every turn waits ``vad.end_silence_ms``."""
+    from voicebot.call.turn_end import READ_AT_PAUSE_MS
+    from voicebot.core.interfaces import BargeIn, SpeechEnded, SpeechStarted
     from voicebot.speech.vad import SileroVad
 
     frame_bytes = result.rate * 20 // 1000 * 2
@@ -80,10 +91,16 @@ def replay_vad(result: CallResult, clips: dict[str, Clip], vad: VadSettings) -> 
     detector = SileroVad(vad)
     ended: dict[int, tuple[int, int, int]] = {}
     barged: dict[int, int] = {}
+    pending = list(waits or ())
+    turn_wait: int | None = None
     for index, frame in enumerate(heard):
         current = owner[source[index]]
         over_bot = current >= 0 and result.spoken[current].over_bot and current not in barged
         event = detector.feed(frame, bot_speaking=over_bot)
+        if isinstance(event, (SpeechStarted, BargeIn)):
+            turn_wait = pending.pop(0) if pending else None
+        if turn_wait is not None and detector.pause_ms == READ_AT_PAUSE_MS:
+            detector.end_silence_ms = turn_wait
         if isinstance(event, BargeIn):
             barged[current] = source[index]
         elif isinstance(event, SpeechEnded):
@@ -104,12 +121,17 @@ def replay_vad(result: CallResult, clips: dict[str, Clip], vad: VadSettings) -> 
 
 
 def measure_turns(
-    results: Sequence[CallResult], clips: dict[str, Clip], vad: VadSettings, loop_t0: float
+    results: Sequence[CallResult],
+    clips: dict[str, Clip],
+    vad: VadSettings,
+    loop_t0: float,
+    waits: dict[str, list[int]] | None = None,
 ) -> list[Turn]:
-    """Every turn of these calls, with the server's exact VAD decisions (replay_vad)."""
+    """Every turn of these calls, with the server's exact VAD decisions (replay_vad; with
+    ``waits``, the server's end-of-turn waits by call id)."""
     turns: list[Turn] = []
     for result in results:
-        heard = replay_vad(result, clips, vad)
+        heard = replay_vad(result, clips, vad, (waits or {}).get(result.call_id))
         starts = [
             s.key_sent if s.kind == "dtmf" else _sent_at(result, s.first_frame)
             for s in result.spoken
