@@ -64,9 +64,7 @@ MIN_HEARD_WORDS = 3
 PAUSE_MIN_MS, PAUSE_MAX_MS = 500, 800
 CUT_AT_PAUSE, CUT_ELSEWHERE, WHOLE, NO_END = "cut_at_pause", "cut_elsewhere", "whole", "no_end"
 KINDS = (CUT_AT_PAUSE, CUT_ELSEWHERE, WHOLE, NO_END)
-NLU_TIMING = (
-    "NLU and pitch read instantly at the pause (live: some 15-60 ms later)"
-)
+NLU_TIMING = "NLU and pitch read instantly at the pause (live: some 15-60 ms later)"
 
 Noise = Callable[[bytes, int], bytes]  # (frame, frame index) -> the frame with line noise
 
