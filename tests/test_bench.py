@@ -65,6 +65,7 @@ from voicebot.tools.bench.script import CYCLE, FIRST_STEP, QUESTIONS, call_scrip
 from voicebot.tools.bench.server import ServerProcess, settings_file_data
 from voicebot.tools.bench.summary import STAGES, broken_reasons, distribution, summarize
 from voicebot.tools.bench.traffic import CallRunner, RunData
+from voicebot.tools.bench.turn_ends import server_waits
 from voicebot.tools.bench.turns import Turn, replay_vad
 from voicebot.tools.bench.underruns import pacing, underrun_stages
 from voicebot.tools.bench.verdict import TARGETS, evaluate_targets, holds
@@ -793,7 +794,10 @@ def test_voicebot_bench_runs_against_the_real_server(
     # the figures there are obey their definitions, whatever their size
     latency = run["latency_ms"]
     if latency["endpoint_wait"] is not None:  # stream time: frames, not the machine's clock
-        assert latency["endpoint_wait"]["p50"] == pytest.approx(END_SILENCE_FRAMES * 20, abs=2)
+        # the server's own end-of-turn waits (its log), which the replay applies
+        logged = {w for waits in server_waits(out / "server.log").values() for w in waits}
+        assert logged and latency["endpoint_wait"]["p50"] in logged
+        assert latency["endpoint_wait"]["max"] <= max(logged)
     if latency["response"] is not None:  # the same turns: the gap adds the endpoint wait
         assert latency["turn_gap"]["p50"] >= latency["response"]["p50"]
     # the per-stage split came from the server's own call records
