@@ -821,7 +821,6 @@ def test_voicebot_bench_runs_against_the_real_server(
         "complete_but_held",
         "fallen",
         "held",
-        "interrupted",
         "default",
     }
     report = (out / "report.md").read_text(encoding="utf-8")

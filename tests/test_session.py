@@ -259,19 +259,26 @@ async def test_emergency_gives_the_numbers_then_hands_off(call_runtime: Runtime)
 
 async def test_barge_in_stops_the_greeting_at_once(call_runtime: Runtime) -> None:
     # The caller talks over the greeting from the very start: a real 10-second French prompt.
+    prompt = french_prompt_pcm("dir-intro")
     report, caller = await run_call(
         call_runtime.services,
-        [
-            ("silence", 1.0),
-            ("audio", french_prompt_pcm("dir-intro")),
-            ("silence", 3.0),
-            ("hangup", None),
-        ],
+        [("silence", 1.0), ("audio", prompt), ("silence", 3.0), ("hangup", None)],
     )
     assert "interruption (barge-in)" in report.decisions
-    speech_start = int(1.0 / FRAME_S)
-    after = caller.bot_frames[speech_start + int(1.0 / FRAME_S) : speech_start + int(3.0 / FRAME_S)]
-    assert after and not any(voiced(f) for f in after), "the bot kept talking over the caller"
+    caller_voiced = [False] * int(1.0 / FRAME_S) + [voiced(f.pcm) for f in to_frames(prompt)]
+    speech_start = caller_voiced.index(True)
+    bot_voiced = [voiced(f) for f in caller.bot_frames]
+    assert any(bot_voiced[:speech_start]), "the greeting had started before the caller spoke"
+    # Whenever both speak (the greeting, or an answer the bot started at one of the caller's
+    # pauses: a full stop said with a falling voice), the bot falls silent within 0.8 s.
+    overlap = [i for i, v in enumerate(caller_voiced[: len(bot_voiced)]) if v and bot_voiced[i]]
+    assert overlap and overlap[0] == speech_start
+    episodes = [[overlap[0]]]
+    for i in overlap[1:]:
+        if i - episodes[-1][-1] > int(0.3 / FRAME_S):
+            episodes.append([])
+        episodes[-1].append(i)
+    assert all((e[-1] - e[0]) * FRAME_S <= 0.8 for e in episodes), episodes
     # the interruption's first words reached the ASR too (the barge-in carries its pre-roll)
     heard = " ".join(
         t["text"] for t in report.turns if t.get("speaker") == "caller" and t.get("text")

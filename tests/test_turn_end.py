@@ -160,20 +160,3 @@ def test_the_words_win_over_the_voice() -> None:
     assert needed(text, sure, pitch=SETTINGS.held_semitones + 3) == TurnEnd(
         DEFAULT_MS, "complete_but_held"
     )
-
-
-def test_a_turn_that_interrupted_the_bot_never_ends_sooner_than_usual() -> None:
-    """A barge-in keeps the usual wait (barge-in behaves as before the rule), and may still
-    wait longer for a sentence left hanging."""
-    low = -SETTINGS.fall_semitones - 3
-    assert silence_needed(
-        SETTINGS, DEFAULT_MS, "la conférence", None, False, low, interrupted=True
-    ) == TurnEnd(DEFAULT_MS, "interrupted")
-    assert silence_needed(SETTINGS, DEFAULT_MS, "oui", None, True, None, interrupted=True).why == (
-        "interrupted"
-    )
-    hanging = silence_needed(
-        SETTINGS, DEFAULT_MS, "je voudrais", None, False, None, interrupted=True
-    )
-    assert hanging == TurnEnd(SETTINGS.unfinished_silence_ms, "unfinished")
-    assert silence_needed(SETTINGS, DEFAULT_MS, "la conférence", None, False, low).why == "fallen"

@@ -61,7 +61,6 @@ class Listener:
         self.transcript = ""
         self.understood: Understanding | None = None
         self.final_pitch_st: float | None = None
-        self.barged_in = False  # this turn began over the bot: it never ends sooner
         self.turn_audio: deque[bytes] = deque(maxlen=INTONATION_WINDOW_FRAMES)
         self.turn_end = TurnEnd(ctx.settings.vad.end_silence_ms, "default")
         self._reading: asyncio.Task[None] | None = None
@@ -100,7 +99,6 @@ class Listener:
             self.understood_for(self.transcript),
             after_question=self.ctx.bot_asked,
             final_pitch_st=self.final_pitch_st,
-            interrupted=self.barged_in,
         )
         if self.vad is not None:
             self.vad.end_silence_ms = self.turn_end.wait_ms
@@ -220,11 +218,11 @@ class Listener:
             ctx.report.decisions.append("interruption (barge-in)")
             self.playout.stop()
             ctx.set_state(State.LISTENING)
-            self._start_utterance(event.preroll, barged_in=True)
+            self._start_utterance(event.preroll)
         elif isinstance(event, SpeechStarted):
             if self.playout.active:
                 return  # speech over the bot that is not a barge-in: not a turn
-            self._start_utterance(event.preroll, barged_in=False)
+            self._start_utterance(event.preroll)
         if isinstance(event, SpeechEnded):
             if self.asr_stream is not None and self.utterance_open:
                 self.utterance_open = False
@@ -242,11 +240,10 @@ class Listener:
         if vad.in_speech:
             ctx.quiet_since = ctx.clock()
 
-    def _start_utterance(self, preroll: tuple[AudioFrame, ...], barged_in: bool) -> None:
+    def _start_utterance(self, preroll: tuple[AudioFrame, ...]) -> None:
         if self.asr_stream is None or self.utterance_open:
             return
         self.utterance_open = True
-        self.barged_in = barged_in
         self.transcript = ""
         self.understood = None
         self.final_pitch_st = None

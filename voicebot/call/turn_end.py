@@ -164,7 +164,7 @@ class TurnEnd:
 
     wait_ms: int
     # "unfinished", "closed_answer", "complete", "complete_but_held", "fallen", "held",
-    # "interrupted", "default" or "disabled"
+    # "default" or "disabled"
     why: str
 
 
@@ -186,34 +186,13 @@ def silence_needed(
     understood: Understanding | None = None,
     after_question: bool = False,
     final_pitch_st: float | None = None,
-    interrupted: bool = False,
 ) -> TurnEnd:
     """How long a silence after ``transcript`` ends the turn.
 
     ``understood`` counts only if it was read in this very transcript (the caller may have
     said more since); ``after_question`` is true when the bot's last words asked one;
-    ``final_pitch_st`` is where the voice ended, in semitones from its median (None: unknown);
-    ``interrupted`` is true when the turn began by talking over the bot (a barge-in).
+    ``final_pitch_st`` is where the voice ended, in semitones from its median (None: unknown).
     """
-    decided = _silence_needed(
-        settings, default_ms, transcript, understood, after_question, final_pitch_st
-    )
-    if interrupted and decided.wait_ms < default_ms:
-        # A caller who cut the bot off took the floor to say more than its words covered;
-        # answering at their first short pause talked over them again (a 10-second French
-        # prompt said over the greeting was cut at its first full stop): the usual wait.
-        return TurnEnd(default_ms, "interrupted")
-    return decided
-
-
-def _silence_needed(
-    settings: TurnSettings,
-    default_ms: int,
-    transcript: str,
-    understood: Understanding | None,
-    after_question: bool,
-    final_pitch_st: float | None,
-) -> TurnEnd:
     if not settings.enabled:
         return TurnEnd(default_ms, "disabled")
     said = spoken_words(transcript)

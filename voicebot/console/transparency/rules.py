@@ -45,8 +45,7 @@ def turn_end_rule(settings: Settings) -> Rule:
             f"en fin de phrase ; {milliseconds_fr(turn.unfinished_silence_ms)} quand la "
             "phrase reste en suspens sur un mot comme « de », « pour », « euh » ou « je "
             f"voudrais », {milliseconds_fr(turn.held_silence_ms)} quand votre voix reste "
-            f"haute ; sinon {default_wait}, et jamais moins si vous avez interrompu "
-            "l'assistant"
+            f"haute ; sinon {default_wait}"
         )
         in_force = (
             tuple(f"turn.{name} = {getattr(turn, name)}" for name in TURN_SETTINGS) + in_force
