@@ -78,6 +78,9 @@ class Runtime:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        close_dialogue = getattr(self.services.dialogue, "close", None)
+        if close_dialogue is not None:
+            close_dialogue()
 
 
 def settle_heap() -> int:

@@ -11,13 +11,9 @@ operator) or ``end_call`` (the caller said goodbye).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
 import time
-import weakref
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +22,7 @@ from voicebot.core.errors import CallError, ModelError
 from voicebot.core.french import spoken_words
 from voicebot.core.interfaces import BotReply, Handoff, Understanding
 from voicebot.core.logs import call_logger, redact_numbers
+from voicebot.core.loop_thread import LoopThread
 from voicebot.dialogue.knowledge import KnowledgeBase, entity_values
 from voicebot.dialogue.rasa_runtime import quiet_rasa
 
@@ -99,36 +96,6 @@ def nlu_result(parse_data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class TurnGate:
-    """One dialogue turn computed per pass of the event loop.
-
-    Rasa's ``parse_message`` and ``handle_message`` are coroutines that never give the loop
-    back (the in-memory tracker store and the in-process actions never wait): a turn is
-    ~0.1 s of CPU on the loop. When several calls' turns become ready at once (keys pressed
-    together, the fault matrix's 20 calls), the loop ran them all in one pass, back to back,
-    and no call's pacer sent a frame meanwhile: 19 turns held every line silent for 1.9 s,
-    just under AudioSocket's 2-second hang-up. Here a turn takes the gate, gives the loop
-    back once while holding it (the others queue on the gate instead of running in the same
-    pass), then computes; the pacers run between two turns."""
-
-    def __init__(self) -> None:
-        # one lock per event loop: the dialogue is loaded once per process, and tests run it
-        # under several loops
-        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    @contextlib.asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        loop = asyncio.get_running_loop()
-        lock = self._locks.get(loop)
-        if lock is None:
-            lock = self._locks[loop] = asyncio.Lock()
-        async with lock:
-            await asyncio.sleep(0)  # the loop's other ready work (pacers) runs first
-            yield
-
-
 class RasaDialogue:
     """The Dialogue of voicebot.core.interfaces, backed by a Rasa Agent and the knowledge base."""
 
@@ -137,7 +104,8 @@ class RasaDialogue:
         self.trackers = trackers  # the in-memory tracker store: one tracker per call id
         self.kb = kb
         self.settings = settings
-        self.gate = TurnGate()
+        # Rasa computes on a loop of its own, off the calls' loop (voicebot.core.loop_thread).
+        self.rasa_loop = LoopThread("rasa")
 
     @classmethod
     def load(cls, settings: Settings) -> RasaDialogue:
@@ -180,8 +148,7 @@ class RasaDialogue:
     async def understand(self, text: str) -> Understanding:
         """The NLU's reading of ``text`` alone (no tracker touched)."""
         cleaned = clean_text(text)
-        async with self.gate.turn():  # CPU on the event loop, as a turn
-            parse_data = await self.agent.parse_message(cleaned)
+        parse_data = await self.rasa_loop.run(self.agent.parse_message(cleaned))
         intent = parse_data.get("intent") or {}
         return Understanding(
             text=cleaned,
@@ -229,6 +196,9 @@ class RasaDialogue:
     async def end(self, call_id: str) -> None:
         self.trackers.store.pop(call_id, None)
 
+    def close(self) -> None:
+        self.rasa_loop.close()
+
     # --- for the session, the CLI and tests ---------------------------------------------
 
     def prompt(self, name: str) -> str:
@@ -240,7 +210,7 @@ class RasaDialogue:
 
     async def parse(self, text: str) -> dict[str, Any]:
         """NLU only (no dialogue state): the project's JSON shape, see nlu_result()."""
-        return nlu_result(await self.agent.parse_message(clean_text(text)))
+        return nlu_result(await self.rasa_loop.run(self.agent.parse_message(clean_text(text))))
 
     # --- internals ----------------------------------------------------------------------
 
@@ -251,20 +221,10 @@ class RasaDialogue:
         metadata: dict[str, Any] | None,
         parsed: dict[str, Any] | None = None,
     ) -> BotReply:
-        from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
-
         clog = call_logger(__name__, call_id)
-        async with self.gate.turn():  # CPU on the event loop: one turn per pass (TurnGate)
-            parse_data = parsed if parsed is not None else await self.agent.parse_message(text)
-            output = CollectingOutputChannel()
-            message = UserMessage(
-                text,
-                output,
-                sender_id=call_id,
-                parse_data=parse_data,
-                metadata=metadata,
-            )
-            messages = await self.agent.handle_message(message) or []
+        parse_data, messages = await self.rasa_loop.run(
+            self._rasa_turn(call_id, text, metadata, parsed)
+        )
         texts: list[str] = []
         handoff: Handoff | None = None
         end_call = False
@@ -302,3 +262,23 @@ class RasaDialogue:
             handoff=handoff,
             end_call=end_call,
         )
+
+    async def _rasa_turn(
+        self,
+        call_id: str,
+        text: str,
+        metadata: dict[str, Any] | None,
+        parsed: dict[str, Any] | None,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The NLU (unless read already) and the dialogue's turn; runs on Rasa's own loop."""
+        from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
+
+        parse_data = parsed if parsed is not None else await self.agent.parse_message(text)
+        message = UserMessage(
+            text,
+            CollectingOutputChannel(),
+            sender_id=call_id,
+            parse_data=parse_data,
+            metadata=metadata,
+        )
+        return parse_data, await self.agent.handle_message(message) or []
