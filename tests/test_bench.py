@@ -753,7 +753,9 @@ def test_voicebot_bench_runs_against_the_real_server(
     cost per turn is small and known, docs/benchmarks.md). What is checked is the report's
     shape and the relations its definitions imply, never the size of a latency figure nor a
     target's verdict: how fast this machine decodes is what the bench measures."""
-    settings = Settings().replace("asr", engine="vosk", model=str(standins.vosk_ko_model_dir()))
+    settings = Settings().replace(
+        "asr", engine="vosk", model=str(standins.vosk_ko_model_dir()), warm_recognizers=2
+    )
     out = tmp_path / "bench"
     code = run_bench(
         settings,

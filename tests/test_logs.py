@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import random
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -194,3 +195,15 @@ def test_call_logger_sets_the_call_id_and_filter_redacts(caplog: pytest.LogCaptu
     record = caplog.records[0]
     assert record.getMessage() == "caller said <numéro>"
     assert record.call_id == "abc-123"
+
+
+def test_the_default_handler_follows_sys_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler made while stderr was one stream (a test's capture, since closed) writes
+    to the stream stderr is now, never to the closed one."""
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    handler = log_handler()
+    first.close()
+    monkeypatch.setattr(sys, "stderr", second)
+    handler.emit(logging.LogRecord("t", logging.WARNING, __file__, 1, "voix absente", None, None))
+    assert "voix absente" in second.getvalue()

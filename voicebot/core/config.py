@@ -144,11 +144,14 @@ class AsrSettings:
     whisper_beam_size: int = 1
     whisper_workers: int = 1  # CTranslate2 replicas decoding in parallel (each whisper_threads)
     # Vosk recognizers are kept between calls (a new one is several times slower on its first
-    # utterances): this many are warmed at start-up on the bot's prompts, at most
-    # idle_recognizers wait between calls. A recognizer grows with what it hears (~75 MB
-    # after 12 s of speech, more with every new sentence): once it has heard
-    # recognizer_max_audio_s it is retired at the end of its call and its memory freed.
-    warm_recognizers: int = 4
+    # utterances): this many are warmed after start-up on the bot's prompts (in the
+    # background, one at a time: the server answers meanwhile), at most idle_recognizers wait
+    # between calls. As many as the calls a server carries at its peak: with 4 warm, 12
+    # calls gave a response p95 of 1.1 s (8 first turns on new recognizers), with 12 warm
+    # 0.33 s (docs/benchmarks.md). A recognizer grows with what it hears (~75 MB after 12 s
+    # of speech, more with every new sentence): once it has heard recognizer_max_audio_s it
+    # is retired at the end of its call and its memory freed.
+    warm_recognizers: int = 12
     idle_recognizers: int = 12
     recognizer_max_audio_s: float = 120.0
 

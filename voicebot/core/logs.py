@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import MutableMapping
 from typing import IO, Any
 
@@ -108,9 +109,23 @@ def quiet_warnings() -> None:
     logging.getLogger("py.warnings").setLevel(logging.ERROR)
 
 
+class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record comes, not the one it was when the
+    handler was made: that one may have been replaced and closed since (a test's capture),
+    and every later record would be a "Logging error" instead."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        pass  # always sys.stderr
+
+
 def log_handler(stream: IO[str] | None = None) -> logging.Handler:
     """One-line records on ``stream`` (stderr by default): messages redacted, call ids not."""
-    handler = logging.StreamHandler(stream)
+    handler = CurrentStderrHandler() if stream is None else logging.StreamHandler(stream)
     handler.setFormatter(CallFormatter(LOG_FORMAT))
     handler.addFilter(RedactingFilter())
     return handler

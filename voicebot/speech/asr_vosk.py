@@ -73,7 +73,7 @@ class RecognizerPool:
     them, across utterances and calls. Measured on the stand-in (2026-12-02, 2-core EPYC,
     busy): a new recognizer spent 0.6-2.1 s of CPU per second of unseen French speech, one
     that had decoded 14 s of other French speech before 0.26-0.4 s. So a call takes a used
-    recognizer when one is idle, gives it back when it ends, and the server warms a few at
+    recognizer when one is idle, gives it back when it ends, and the server warms some at
     start-up on the bot's own prompts (``warm_one``), so that even the first calls answer
     fast. At most ``keep`` stay idle.
 
