@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -327,3 +328,46 @@ def test_utterance_confidence_weights_words_by_duration() -> None:
     words = (Word("a", 0.0, 1.0, 0.9), Word("b", 1.0, 1.1, 0.2))
     assert utterance_confidence(words) == pytest.approx((0.9 * 1.0 + 0.2 * 0.1) / 1.1)
     assert utterance_confidence(()) == 0.0
+
+
+async def test_frames_reach_the_recognizer_in_chunks_and_the_end_flushes_the_rest(
+    asr: VoskAsr, speech: bytes
+) -> None:
+    """One executor job per vosk_chunk_ms of audio, not per 20 ms frame; the frames of a
+    chunk not yet full at the end of the utterance are decoded all the same: the words are
+    those of a stream fed frame by frame."""
+    frames = to_frames(speech + silence(0.06))  # not a whole number of 100 ms chunks
+    assert len(frames) % 5
+    results = {}
+    for chunk_ms in (20, 100):
+        counting = CountingExecutor(max_workers=1)
+        settings = AsrSettings(warm_recognizers=0, vosk_chunk_ms=chunk_ms)
+        stream = VoskAsr(asr.model, asr.model_dir, settings, counting).start_stream("chunks")
+        partial_at = []
+        for index, frame in enumerate(frames):
+            if await stream.push(frame) is not None:
+                partial_at.append(index)
+        utterance = await stream.finalize()
+        results[chunk_ms] = (utterance, partial_at, counting.jobs)
+        stream.close()
+        counting.shutdown(wait=True)
+    by_frame, by_chunk = results[20], results[100]
+    # the jobs: one per frame (the first also takes the recognizer), then the final
+    assert by_frame[2] == len(frames) + 1
+    assert by_chunk[2] == len(frames) // 5 + 1
+    assert by_chunk[1] and all((index + 1) % 5 == 0 for index in by_chunk[1])
+    assert by_chunk[0].text and by_chunk[0].text == by_frame[0].text
+    assert by_chunk[0].audio_s == by_frame[0].audio_s
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    jobs = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.jobs += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_a_chunk_that_is_not_whole_frames_is_refused() -> None:
+    with pytest.raises(ValueError, match="vosk_chunk_ms"):
+        AsrSettings(vosk_chunk_ms=30).validate()

@@ -152,6 +152,9 @@ class AsrSettings:
     # of speech, more with every new sentence): once it has heard recognizer_max_audio_s it
     # is retired at the end of its call and its memory freed.
     warm_recognizers: int = 12
+    # Audio goes to a Vosk recognizer in chunks of this many ms (a multiple of 20): partial
+    # transcripts come this often; the end of an utterance flushes what waits.
+    vosk_chunk_ms: int = 100
     idle_recognizers: int = 12
     recognizer_max_audio_s: float = 120.0
 
@@ -161,6 +164,10 @@ class AsrSettings:
         _positive(max_utterance_s=self.max_utterance_s, whisper_threads=self.whisper_threads)
         _positive(whisper_beam_size=self.whisper_beam_size, whisper_workers=self.whisper_workers)
         _positive(recognizer_max_audio_s=self.recognizer_max_audio_s)
+        if not 20 <= self.vosk_chunk_ms <= 1000 or self.vosk_chunk_ms % 20:
+            raise ValueError(
+                f"vosk_chunk_ms must be a multiple of 20 from 20 to 1000, not {self.vosk_chunk_ms}"
+            )
         if not 0 <= self.warm_recognizers <= self.idle_recognizers:
             raise ValueError(
                 "warm_recognizers must be between 0 and idle_recognizers "

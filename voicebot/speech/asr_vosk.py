@@ -172,6 +172,10 @@ class VoskStream:
         self._utterance_at: int | None = None  # the recognizer's clock when this utterance began
         self.truncated = False
         self._max_bytes = int(asr.settings.max_utterance_s * SAMPLE_RATE) * 2
+        # Frames wait here until a chunk is full: one executor job per chunk, not per 20 ms
+        # frame (each job is a hop to a thread and back, and a partial result from Kaldi).
+        self._pending = bytearray()
+        self._chunk_bytes = asr.settings.vosk_chunk_ms * SAMPLE_RATE * 2 // 1000
         self._closed = False
 
     @property
@@ -200,6 +204,8 @@ class VoskStream:
         if self._utterance_at is None:
             self._utterance_at = taken.fed_bytes
         before = self._running_text()
+        if not pcm:
+            return None
         accepted = taken.kaldi.AcceptWaveform(pcm)
         taken.fed_bytes += len(pcm)
         if accepted:
@@ -227,12 +233,18 @@ class VoskStream:
                 )
             return None
         self._utterance_bytes += len(frame.pcm)
+        self._pending += frame.pcm
+        if len(self._pending) < self._chunk_bytes:
+            return None
+        chunk = bytes(self._pending)
+        self._pending.clear()
         async with self._lock:
             if self._closed:  # closed while this frame waited: the recognizer may be reused
                 return None
-            return await self._run(self._accept, frame.pcm)
+            return await self._run(self._accept, chunk)
 
-    def _final(self) -> tuple[list[dict[str, Any]], int]:
+    def _final(self, rest: bytes) -> tuple[list[dict[str, Any]], int]:
+        self._accept(rest)  # the frames of a chunk not yet full
         taken = self._current()
         began = taken.fed_bytes if self._utterance_at is None else self._utterance_at
         last = json.loads(taken.kaldi.FinalResult())
@@ -245,7 +257,9 @@ class VoskStream:
         async with self._lock:
             if self._closed:
                 return Utterance(text="")
-            segments, began = await self._run(self._final)
+            rest = bytes(self._pending)
+            self._pending.clear()
+            segments, began = await self._run(self._final, rest)
         offset = began / (SAMPLE_RATE * 2)  # Vosk's word times count from its first byte
         words = tuple(
             Word(
