@@ -806,6 +806,11 @@ def test_voicebot_bench_runs_against_the_real_server(
     assert re.fullmatch(r"\d+ of \d+ answered turns matched in the call records", run["records"])
     assert result["server"]["started_by_bench"] and result["server"]["pid"]
     assert run["server"]["rss_peak_mb"] > 100 and run["server"]["cpu_percent_mean"] is not None
+    # the event loop's thread is part of the process, and one thread uses one core at most
+    loop_mean = run["server"]["loop_thread_cpu_percent_mean"]
+    assert 0 < loop_mean <= run["server"]["cpu_percent_mean"] + 5
+    assert run["server"]["loop_thread_cpu_percent_max"] <= 110
+    assert "Its event loop's thread" in (out / "report.md").read_text(encoding="utf-8")
     assert [t["target"] for t in result["targets"]] == [t.label for t in TARGETS]
     assert all(t["met"] in (True, False, None) for t in result["targets"])
     assert result["machine"]["cores"] >= 1
@@ -841,3 +846,33 @@ def test_speech_helpers_agree_with_the_bench_clips(clips: dict[str, Clip]) -> No
     clip = clips["espeak:horaires"]
     reference = espeak_pcm(QUESTIONS["horaires"], "fr", words_per_minute=ESPEAK_WPM)
     assert b"".join(clip.frames)[: len(reference)] == reference
+
+
+def test_the_watch_counts_the_main_thread_apart_from_the_others() -> None:
+    """The server's event loop runs in its main thread: its CPU is read apart from the
+    engines' threads (here this very process stands for the server)."""
+    import threading
+    import time
+
+    from voicebot.tools.bench.watch import ServerWatch
+
+    def burn(seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    watch = ServerWatch(os.getpid())
+    start = watch.loop_thread_seconds()
+    assert start is not None
+    burn(0.2)  # the main thread computes
+    after_main = watch.loop_thread_seconds()
+    assert after_main is not None and after_main - start >= 0.15
+    other = threading.Thread(target=burn, args=(0.3,))
+    other.start()
+    other.join()  # the main thread waits, another computes
+    after_other = watch.loop_thread_seconds()
+    assert after_other is not None and after_other - after_main < 0.1
+    assert watch.loop_thread_percent() is None  # the first reading: no interval yet
+    burn(0.1)
+    percent = watch.loop_thread_percent()
+    assert percent is not None and 0 < percent <= 110

@@ -70,7 +70,9 @@ def _run_section(summary: dict[str, Any]) -> list[str]:
         f"({_pct(server['cpu_percent_per_call'])} per call), max "
         f"{_pct(server['cpu_percent_max'])} (of one core, children included); RSS idle "
         f"{_mb(server['rss_idle_mb'])}, peak {_mb(server['rss_peak_mb'])} "
-        f"({_mb(server['rss_per_call_mb'])} per call).",
+        f"({_mb(server['rss_per_call_mb'])} per call). Its event loop's thread (every "
+        f"call's audio, VAD, pacing): CPU mean {_pct(server.get('loop_thread_cpu_percent_mean'))}, "
+        f"max {_pct(server.get('loop_thread_cpu_percent_max'))} of one core.",
         f"- Bench process: CPU mean {_pct(bench['cpu_percent_mean'])}; whole machine "
         f"{_pct(bench['machine_cpu_percent_mean'])}; its event loop late by p99 "
         f"{_ms(bench['loop_lag_ms']['p99'])} ms, max {_ms(bench['loop_lag_ms']['max'])} ms.",

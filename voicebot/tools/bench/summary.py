@@ -74,6 +74,7 @@ def summarize(data: RunData, idle_rss_mb: float | None) -> dict[str, Any]:
     abs_late = np.abs(np.array(lateness)) if lateness else np.zeros(1)
     loaded_samples = [s for s in data.samples if s.t >= data.full_load_s] or data.samples
     cpu = [s.cpu_percent for s in loaded_samples if s.cpu_percent is not None]
+    loop_cpu = [s.loop_percent for s in loaded_samples if s.loop_percent is not None]
     rss = [s.rss_mb for s in data.samples if s.rss_mb is not None]
     rss_peak = max(rss) if rss else None
     per_call = (
@@ -127,6 +128,11 @@ def summarize(data: RunData, idle_rss_mb: float | None) -> dict[str, Any]:
             "rss_idle_mb": round(idle_rss_mb, 1) if idle_rss_mb is not None else None,
             "rss_peak_mb": round(rss_peak, 1) if rss_peak is not None else None,
             "rss_per_call_mb": per_call,
+            # the main thread, where every call's audio is paced: at most one core
+            "loop_thread_cpu_percent_mean": round(float(np.mean(loop_cpu)), 1)
+            if loop_cpu
+            else None,
+            "loop_thread_cpu_percent_max": round(float(np.max(loop_cpu)), 1) if loop_cpu else None,
         },
         "bench": {
             "cpu_percent_mean": round(float(np.mean([s.bench_percent for s in loaded_samples])), 1)

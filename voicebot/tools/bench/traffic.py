@@ -48,6 +48,7 @@ class Sample:
     rss_mb: float | None
     system_percent: float  # the whole machine, % of all cores
     bench_percent: float  # this process, % of one core
+    loop_percent: float | None = None  # the server's event-loop thread, % of one core
 
 
 @dataclass
@@ -145,11 +146,15 @@ class CallRunner:
             return
         loop = asyncio.get_running_loop()
         self.watch.sample()
+        self.watch.loop_thread_percent()
         while True:
             await asyncio.sleep(SAMPLE_EVERY_S)
             cpu, rss, system, bench = self.watch.sample()
+            loop_percent = self.watch.loop_thread_percent()
             data.samples.append(
-                Sample(loop.time() - data.loop_t0, self.active, cpu, rss, system, bench)
+                Sample(
+                    loop.time() - data.loop_t0, self.active, cpu, rss, system, bench, loop_percent
+                )
             )
 
     async def _slot(self, data: RunData, slot: int, start_at: float, end_at: float) -> None:

@@ -25,6 +25,7 @@ class ServerWatch:
                 self.process = psutil.Process(pid)
         self.me = psutil.Process()
         self._last: tuple[float, float, float] | None = None
+        self._last_loop: tuple[float, float] | None = None
         psutil.cpu_percent(None)
 
     @staticmethod
@@ -53,6 +54,31 @@ class ServerWatch:
                 server_cpu = (theirs - self._last[2]) / elapsed * 100
         self._last = (now, mine, theirs)
         return server_cpu, rss, float(self._psutil.cpu_percent(None)), bench
+
+    def loop_thread_percent(self) -> float | None:
+        """CPU % of one core used by the server's main thread, where its event loop runs
+        every call's audio, since the last call; None the first time or when unknown.
+        Beside the whole process's figure it says whether the loop itself is the
+        bottleneck (it cannot use more than one core) or the engines' threads are."""
+        seconds = self.loop_thread_seconds()
+        if seconds is None:
+            return None
+        now = time.monotonic()
+        last, self._last_loop = self._last_loop, (now, seconds)
+        if last is None:
+            return None
+        return (seconds - last[1]) / max(now - last[0], 1e-6) * 100
+
+    def loop_thread_seconds(self) -> float | None:
+        """CPU seconds the server's main thread has used (on Linux its id is the pid)."""
+        if self.process is None:
+            return None
+        try:
+            threads = self.process.threads()
+        except self._psutil.Error:
+            return None
+        main = self.process.pid
+        return next((t.user_time + t.system_time for t in threads if t.id == main), None)
 
     def rss_mb(self) -> float | None:
         if self.process is None:
