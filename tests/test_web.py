@@ -783,6 +783,9 @@ def _burst(hub: CallHub, calls: int, turns: int) -> Burst:
     )
 
 
+BROWSER_SIZED = 256 * 2**20
+
+
 async def test_a_burst_of_call_events_reaches_the_board_and_every_console(
     tmp_path: Path,
 ) -> None:
@@ -791,7 +794,10 @@ async def test_a_burst_of_call_events_reaches_the_board_and_every_console(
     assert environment.client.app is not None
     board = environment.client.app[CONTEXT].board
     host, port = str(environment.client.host), int(environment.client.port or 0)
-    reading = await environment.client.ws_connect("/ws/console")
+    # A browser takes a message of any size; aiohttp's client stops at 4 MB, which the
+    # board's snapshot passes below once the stalled console has been sent enough 40 kB
+    # answers to fill its socket (how many depends on the kernel's buffers).
+    reading = await environment.client.ws_connect("/ws/console", max_msg_size=BROWSER_SIZED)
     view = ConsoleView()
     view.apply(await _receive_json(reading))
     reading_outbox = await _console_outbox(board, set())
@@ -827,7 +833,7 @@ async def test_a_burst_of_call_events_reaches_the_board_and_every_console(
 
         # A console opened now starts from the same board; both follow new calls as usual,
         # while the stalled one, whose socket is full, is cut when its send times out.
-        late = await environment.client.ws_connect("/ws/console")
+        late = await environment.client.ws_connect("/ws/console", max_msg_size=BROWSER_SIZED)
         late_view = ConsoleView()
         await _catch_up(late, late_view)
         assert late_view.shows(board) and late_view.snapshots == 1

@@ -77,10 +77,9 @@ class Runtime:
         await self.warm_asr()
 
     def close(self) -> None:
+        # The dialogue stays: one per process, shared by every runtime built on it (its Rasa
+        # thread is a daemon and goes with the process).
         self.executor.shutdown(wait=False, cancel_futures=True)
-        close_dialogue = getattr(self.services.dialogue, "close", None)
-        if close_dialogue is not None:
-            close_dialogue()
 
 
 def settle_heap() -> int:

@@ -196,9 +196,6 @@ class RasaDialogue:
     async def end(self, call_id: str) -> None:
         self.trackers.store.pop(call_id, None)
 
-    def close(self) -> None:
-        self.rasa_loop.close()
-
     # --- for the session, the CLI and tests ---------------------------------------------
 
     def prompt(self, name: str) -> str:
