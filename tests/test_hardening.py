@@ -584,6 +584,9 @@ def test_the_service_runs_sandboxed_as_its_own_user() -> None:
     # Only its data folder is writable.
     assert settings["ReadWritePaths"].split() == ["/opt/allonantes-voicebot/var"]
     assert not {"ReadWriteDirectories", "StateDirectory", "LogsDirectory"} & set(settings)
+    # Real-time priority for the audio pacing thread only, and at most 10 (voicebot.core.realtime).
+    assert settings.get("RestrictRealtime") == "false"
+    assert settings.get("LimitRTPRIO") == "10"
     # Not MemoryDenyWriteExecute: oneDNN's JIT (TensorFlow, CTranslate2); the unit says why.
     assert "MemoryDenyWriteExecute" not in settings
     assert "MemoryDenyWriteExecute=true: " in UNIT.read_text(encoding="utf-8")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from voicebot.call.runtime import Runtime, settle_heap
 from voicebot.call.server import PhoneServer, bound_port, start_phone_server
 from voicebot.core.config import Settings, with_caller_hash_key
+from voicebot.core.realtime import raise_to_realtime
 
 if TYPE_CHECKING:
     from voicebot.console.metrics import Metrics
@@ -74,6 +75,8 @@ def process_metrics(settings: Settings, runtime: Runtime) -> Metrics:
 
 async def _serve(settings: Settings, with_web: bool, banner: bool) -> int:
     started = time.perf_counter()
+    # before any thread is started from here: they all start at normal priority
+    raise_to_realtime(settings.server.audio_priority)
     server = await start_server(settings, with_web=with_web)
     # in thousands: a 6-digit count would read as a phone number to the log redaction
     log.info("%dk loaded objects kept out of the garbage collector's way", settle_heap() // 1000)

@@ -302,6 +302,16 @@ class ServerSettings:
     http_port: int = 8080
     workers: int = 0  # engine thread pool size; 0 = one per core
     shutdown_grace_s: float = 10.0
+    # SCHED_RR priority of the event loop's thread, which paces every call's audio
+    # (voicebot.core.realtime); 0 = normal priority.
+    audio_priority: int = 10
+
+    def validate(self) -> None:
+        if not 0 <= self.audio_priority <= 99:
+            raise ValueError(
+                f"audio_priority is a SCHED_RR priority from 1 to 99, or 0 for normal "
+                f"priority, not {self.audio_priority}"
+            )
 
 
 @dataclass(frozen=True)
