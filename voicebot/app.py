@@ -46,6 +46,7 @@ async def start_server(
             server.records,
             server.on_call,
             process_metrics(settings, server.runtime),
+            board_hub=server.board_hub,
         )
         server.front_end_closers.append(runner.cleanup)
         for site in getattr(runner, "sites", []):

@@ -113,6 +113,7 @@ class LiveBoard:
             call = {
                 "call_id": event.call_id,
                 "transport": None,
+                "host": None,  # the bot host that holds the call (several hosts)
                 "started_at": event.at,
                 "state": "accueil",
                 "last_caller": None,
@@ -174,6 +175,7 @@ class LiveBoard:
         call = self._call(event)
         if kind == "started":
             call["transport"] = data.get("transport")
+            call["host"] = data.get("host")
             call["started_at"] = event.at
         elif kind == "state":
             call["state"] = str(data.get("state") or "")

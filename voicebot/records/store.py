@@ -86,6 +86,8 @@ class CallRecords(RecordsQueries, RecordsPurge, ReportQueries, CallerRights):
         super().__init__(engine, clock)
         self._key = caller_hash_key.encode("utf-8")
         self._warned_no_key = False
+        # The bot host that takes this process's calls (several hosts share a PostgreSQL).
+        self.host_id: str | None = None
 
     @classmethod
     def open(cls, settings: Settings, clock: Callable[[], float] = time.time) -> CallRecords:
@@ -152,6 +154,7 @@ class CallRecords(RecordsQueries, RecordsPurge, ReportQueries, CallerRights):
                     transport=transport[:32],
                     caller_hash=caller_hash,
                     turn_count=0,
+                    host_id=self.host_id,
                 )
             )
 
