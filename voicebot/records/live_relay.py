@@ -400,7 +400,11 @@ class LiveRelay:
                     self._fetch_wake.set()  # a missed notification, or one being written
                 if host.state != "alive" and host.host_id not in self._gone:
                     self._gone.add(host.host_id)
-                    log.info("live relay: host %s is %s", host.host_id, _STATE_FR[host.state])
+                    log.info(
+                        "live relay: host %s is %s",
+                        host.host_id,
+                        _STATE_WORDS.get(host.state, host.state),
+                    )
 
     def _register(self) -> None:
         live_metadata.create_all(self._engine)
@@ -550,7 +554,7 @@ class LiveRelay:
             )
 
 
-_STATE_FR = {"alive": "en service", "left": "arrêté proprement", "dead": "déclaré hors service"}
+_STATE_WORDS = {"alive": "alive", "left": "gone (stopped cleanly)", "dead": "gone (declared dead)"}
 
 
 def _append_events(
