@@ -163,3 +163,36 @@ async def test_a_host_that_leaves_is_not_declared_dead(two_hosts: tuple[Host, Ho
     with a.records._engine.begin() as conn:
         states = dict(conn.execute(sa.select(hosts_table.c.host_id, hosts_table.c.state)).all())
     assert states["hote-b"] == "left"
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_lost_connections_are_logged_and_retried(
+    two_hosts: tuple[Host, Host], pg_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every connection to the database cut (a PostgreSQL restart, a network cut): the
+    relays say so, reconnect by themselves, and the events said since still arrive."""
+    a, b = two_hosts
+    a.hub.publish(CallEvent("avant", "started", {"transport": "audiosocket"}))
+    await _until(lambda: b.kinds("avant") == ["started"], "the first call on B")
+    engine = sa.create_engine(pg_settings.records.database_url, future=True)
+    try:
+        with engine.begin() as conn:
+            cut = conn.execute(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar()
+    finally:
+        engine.dispose()
+    assert cut and cut >= 2  # at least each relay's listening connection
+    a.hub.publish(CallEvent("apres", "started", {"transport": "audiosocket"}))
+    b.hub.publish(CallEvent("apres-b", "started", {"transport": "audiosocket"}))
+    await _until(lambda: b.kinds("apres") == ["started"], "the next call on B")
+    await _until(lambda: a.kinds("apres-b") == ["started"], "B's next call on A")
+    assert "retrying, calls go on" in caplog.text  # logged, whichever noticed first
+    # Nobody was declared dead for it.
+    await asyncio.sleep(2 * 1.5)
+    with a.records._engine.begin() as conn:
+        states = dict(conn.execute(sa.select(hosts_table.c.host_id, hosts_table.c.state)).all())
+    assert states == {"hote-a": "alive", "hote-b": "alive"}

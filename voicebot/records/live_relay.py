@@ -64,6 +64,15 @@ RETENTION_S = 3 * 3600.0  # events (and gone hosts) older than this are deleted
 MAX_PENDING = 50_000  # local events waiting for the database; past it new ones are dropped
 BATCH = 200
 FETCH_LIMIT = 2000
+# A database that stops answering is noticed in seconds, not after the system's TCP timeout
+# (the relay's thread would wait meanwhile: no heartbeat, no events).
+CONNECT_ARGS = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
 
 # The database's clock, seconds since 1970: every host compares heartbeats on the same clock.
 DB_NOW = sa.literal_column("extract(epoch from clock_timestamp())::float8")
@@ -123,7 +132,7 @@ class LiveRelay:
             max_overflow=0,
             pool_pre_ping=True,
             future=True,
-            connect_args={"connect_timeout": 5},
+            connect_args=CONNECT_ARGS,
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-relay")
         self._pending: deque[CallEvent] = deque()
@@ -269,7 +278,7 @@ class LiveRelay:
 
         def connect() -> Any:
             args = url.translate_connect_args(username="user", database="dbname")
-            conn = psycopg2.connect(**args, **dict(url.query), connect_timeout=5)
+            conn = psycopg2.connect(**{**args, **dict(url.query), **CONNECT_ARGS})
             conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
             with conn.cursor() as cursor:
                 cursor.execute(f"LISTEN {CHANNEL}")
@@ -298,6 +307,7 @@ class LiveRelay:
             self._db_error("listening", exc)
             self._drop_listener()
             if not self._closed:
+                self._tasks = [t for t in self._tasks if not t.done()]
                 self._tasks.append(asyncio.create_task(self._relisten()))
             return
         notes = list(conn.notifies)
