@@ -180,19 +180,24 @@ async def test_two_hosts_one_console_and_a_host_killed_mid_call(
     database: sa.engine.Engine, tmp_path: Path
 ) -> None:
     url = str(database.url)
-    a = Host("hote-a", url, tmp_path, web=True)
+    # B first, and calls on it: A and its console start after them (a console that starts
+    # late must show the calls already under way on the other hosts).
     b = Host("hote-b", url, tmp_path, web=False)
+    a: Host | None = None
     callers: list[tuple[AudioSocketCaller, asyncio.Task[int]]] = []
     session: aiohttp.ClientSession | None = None
     try:
-        await asyncio.gather(a.wait_ready(), b.wait_ready())
+        await b.wait_ready()
+        on_b = [await _call(b.audiosocket_port) for _ in range(2)]
+        callers += on_b
+        a = Host("hote-a", url, tmp_path, web=True)
+        await a.wait_ready()
         session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"})
         ws = await session.ws_connect(f"http://127.0.0.1:{a.http_port}/ws/console")
         console = ConsoleView(ws)
 
         on_a = [await _call(a.audiosocket_port) for _ in range(2)]
-        on_b = [await _call(b.audiosocket_port) for _ in range(2)]
-        callers = on_a + on_b
+        callers += on_a
         ids_a = {c.call_uuid for c, _ in on_a}
         ids_b = {c.call_uuid for c, _ in on_b}
 
@@ -289,5 +294,6 @@ async def test_two_hosts_one_console_and_a_host_killed_mid_call(
         for caller, player in callers:
             player.cancel()
             await caller.close()
-        a.stop()
+        if a is not None:
+            a.stop()
         b.stop()

@@ -141,7 +141,9 @@ async def start_phone_server(settings: Settings, runtime: Runtime | None = None)
         from voicebot.records.live_relay import LiveRelay
 
         relay = LiveRelay(database_url(settings), server.host_id, services.hub, settings.records)
-        await relay.start()
+        # Receiving the other hosts' calls starts with the console (voicebot.app), once
+        # its board follows relay.out: the replay of their live calls is for that board.
+        await relay.start(receive=False)
         server.live_relay = relay
         server.board_hub = relay.out
     if settings.ami.host:

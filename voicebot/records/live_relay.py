@@ -149,17 +149,17 @@ class LiveRelay:
         self._stop_local: Callable[[], None] | None = None
         self._db_down_logged = False
         self._closed = False
+        self._receiving = False
 
     # ----- life ------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Create the tables, register this host, replay the other hosts' live calls, then
-        relay. Raises if the database cannot be reached at start (as the records do)."""
+    async def start(self, receive: bool = True) -> None:
+        """Create the tables, register this host, publish its calls and keep its heartbeat;
+        with ``receive``, ``start_receiving`` too. Raises if the database cannot be reached
+        at start (as the records do)."""
         await self._run(self._register)
         self._stop_local = self.local.listen(self._on_local)
-        await self._connect_listener()
-        await self._fetch_once()
-        for coro in (self._writer(), self._fetcher(), self._heartbeat()):
+        for coro in (self._writer(), self._heartbeat()):
             self._tasks.append(asyncio.create_task(coro))
         log.info(
             "live relay: host %s on PostgreSQL (heartbeat %.1f s, dead after %.1f s)",
@@ -167,6 +167,19 @@ class LiveRelay:
             self.heartbeat_s,
             self.dead_after_s,
         )
+        if receive:
+            await self.start_receiving()
+
+    async def start_receiving(self) -> None:
+        """Replay the other hosts' events on ``out`` (their live calls and queue, for a board
+        that starts after them), then relay theirs as they come. Call it once what follows
+        ``out`` listens (the console's board); a host without a console need not."""
+        if self._receiving:
+            return
+        self._receiving = True
+        await self._connect_listener()
+        await self._fetch_once()
+        self._tasks.append(asyncio.create_task(self._fetcher()))
 
     async def leave(self, timeout_s: float = 10.0) -> None:
         """A clean stop: the pending events written, the host marked ``left``, the end of any
