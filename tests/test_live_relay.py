@@ -196,3 +196,27 @@ async def test_lost_connections_are_logged_and_retried(
     with a.records._engine.begin() as conn:
         states = dict(conn.execute(sa.select(hosts_table.c.host_id, hosts_table.c.state)).all())
     assert states == {"hote-a": "alive", "hote-b": "alive"}
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_a_host_name_registered_afresh_is_read_from_its_start(
+    two_hosts: tuple[Host, Host], pg_settings: Settings
+) -> None:
+    """A host's row and events deleted (retention), then an instance of that name again
+    (systemd's "<machine>-<N>"): its sequence starts over, and the others still read it."""
+    a, b = two_hosts
+    for n in range(5):
+        b.hub.publish(CallEvent(f"ancien-{n}", "started", {"transport": "audiosocket"}))
+    await _until(lambda: a.kinds("ancien-4") == ["started"], "B's calls on A")
+    await b.relay.close()
+    with a.records._engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM live_events WHERE host_id = 'hote-b'"))
+        conn.execute(sa.text("DELETE FROM hosts WHERE host_id = 'hote-b'"))
+    again = Host(pg_settings, "hote-b")
+    try:
+        await again.relay.start()
+        again.hub.publish(CallEvent("nouveau", "started", {"transport": "audiosocket"}))
+        await _until(lambda: a.kinds("nouveau") == ["started"], "the new life's call on A")
+    finally:
+        await again.relay.close()
+        await again.records.close()

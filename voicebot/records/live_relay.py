@@ -139,7 +139,6 @@ class LiveRelay:
         self._dropped = 0
         self._own_live: set[str] = set()  # this host's calls that the consoles show
         self._last_seq: dict[str, int] = {}  # per other host: the last event applied
-        self._host_calls: dict[str, set[str]] = {}  # per other host: its calls shown
         self._gone: set[str] = set()  # hosts seen left or dead
         self._write_wake = asyncio.Event()
         self._fetch_wake = asyncio.Event()
@@ -397,12 +396,7 @@ class LiveRelay:
             data = {}
         if not isinstance(data, dict):
             data = {}
-        calls = self._host_calls.setdefault(host, set())
         call_id = str(row.call_id)
-        if row.kind == "ended":
-            calls.discard(call_id)
-        else:
-            calls.add(call_id)
         self.out.publish(CallEvent(call_id, str(row.kind), data, float(row.at)))
 
     # ----- heartbeat, dead hosts -----------------------------------------------------------
@@ -416,18 +410,32 @@ class LiveRelay:
                 self._db_error("heartbeat", exc)
                 continue
             self._db_ok()
-            for host in hosts:
-                if host.host_id == self.host_id:
-                    continue
-                if host.last_seq > self._last_seq.get(host.host_id, 0):
-                    self._fetch_wake.set()  # a missed notification, or one being written
-                if host.state != "alive" and host.host_id not in self._gone:
-                    self._gone.add(host.host_id)
-                    log.info(
-                        "live relay: host %s is %s",
-                        host.host_id,
-                        _STATE_WORDS.get(host.state, host.state),
-                    )
+            self._follow(hosts)
+
+    def _follow(self, hosts: list[HostRow]) -> None:
+        """What the hosts table says of the other hosts: events to read, hosts gone."""
+        listed = {host.host_id for host in hosts}
+        for gone in set(self._last_seq) - listed:
+            # Its row and its events went with the retention: forget its sequence, so that
+            # a host of that name registered afresh (sequences from 1 again) is read.
+            del self._last_seq[gone]
+        for host in hosts:
+            if host.host_id == self.host_id:
+                continue
+            applied = self._last_seq.get(host.host_id, 0)
+            if host.last_seq < applied:  # registered afresh meanwhile: read it from the start
+                self._last_seq[host.host_id] = applied = 0
+            if host.last_seq > applied:
+                self._fetch_wake.set()  # a missed notification, or one being written
+            if host.state == "alive":
+                self._gone.discard(host.host_id)
+            elif host.host_id not in self._gone:
+                self._gone.add(host.host_id)
+                log.info(
+                    "live relay: host %s is %s",
+                    host.host_id,
+                    _STATE_WORDS.get(host.state, host.state),
+                )
 
     def _register(self) -> None:
         live_metadata.create_all(self._engine)
