@@ -220,3 +220,29 @@ async def test_a_host_name_registered_afresh_is_read_from_its_start(
     finally:
         await again.relay.close()
         await again.records.close()
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_a_call_taken_on_one_console_leaves_every_consoles_queue(
+    two_hosts: tuple[Host, Host],
+) -> None:
+    from voicebot.console.board import LiveBoard
+    from voicebot.console.context import WebLimits
+
+    a, b = two_hosts
+    board_a = LiveBoard(a.relay.out, WebLimits(), publish=a.hub)
+    board_b = LiveBoard(b.relay.out, WebLimits(), publish=b.hub)
+    board_a.start()
+    board_b.start()
+    b.hub.publish(CallEvent("transfere", "started", {"transport": "audiosocket"}))
+    b.hub.publish(CallEvent("transfere", "handoff", {"reason": "demande", "summary": "x"}))
+    await _until(lambda: "transfere" in board_a.queue, "B's transfer in A's queue")
+    assert board_a.live["transfere"]["host"] == "hote-b"
+    assert "transfere" in board_b.queue
+    assert board_a.take("transfere")  # an operator on A's console takes B's call
+    assert "transfere" not in board_a.queue
+    await _until(lambda: "transfere" not in board_b.queue, "the call gone from B's queue")
+    # A leaving does not end B's call on B's console (A only said it was taken).
+    await a.relay.leave()
+    await asyncio.sleep(1.0)
+    assert "transfere" in board_b.live

@@ -72,7 +72,13 @@ def make_app(
         limits.login_max_failures, limits.login_window_s, limits.login_addresses, clock
     )
     app[CONTEXT] = WebContext(
-        settings, hub, records, on_call, limits, LiveBoard(board_hub or hub, limits), logins
+        settings,
+        hub,
+        records,
+        on_call,
+        limits,
+        LiveBoard(board_hub or hub, limits, publish=hub),
+        logins,
     )
     app.router.add_get("/", _page("console.html"))
     app.router.add_get("/appeler", _page("softphone.html"))

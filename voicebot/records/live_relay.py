@@ -59,7 +59,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CHANNEL = "voicebot_live"
-RELAYED_KINDS = frozenset({"started", "state", "caller", "bot", "handoff", "ended"})
+# What the consoles show; "taken": an operator took a transferred call from the queue (on any
+# host's console, for a call of any host): it leaves every console's queue.
+RELAYED_KINDS = frozenset({"started", "state", "caller", "bot", "handoff", "ended", "taken"})
 RETENTION_S = 3 * 3600.0  # events (and gone hosts) older than this are deleted
 MAX_PENDING = 50_000  # local events waiting for the database; past it new ones are dropped
 BATCH = 200
@@ -137,7 +139,6 @@ class LiveRelay:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-relay")
         self._pending: deque[CallEvent] = deque()
         self._dropped = 0
-        self._own_live: set[str] = set()  # this host's calls that the consoles show
         self._last_seq: dict[str, int] = {}  # per other host: the last event applied
         self._gone: set[str] = set()  # hosts seen left or dead
         self._write_wake = asyncio.Event()
@@ -240,10 +241,6 @@ class LiveRelay:
             event = CallEvent(
                 event.call_id, event.kind, {**event.data, "host": self.host_id}, event.at
             )
-        if event.kind == "ended":
-            self._own_live.discard(event.call_id)
-        else:
-            self._own_live.add(event.call_id)
         self.out.publish(event)
         if len(self._pending) >= MAX_PENDING:
             self._dropped += 1
@@ -626,7 +623,11 @@ def _shown_calls(conn: Connection, host_id: str) -> list[str]:
     ended = sa.select(table.c.call_id).where(table.c.host_id == host_id, table.c.kind == "ended")
     query = (
         sa.select(table.c.call_id)
-        .where(table.c.host_id == host_id, table.c.call_id.notin_(ended.scalar_subquery()))
+        .where(
+            table.c.host_id == host_id,
+            table.c.kind == "started",
+            table.c.call_id.notin_(ended.scalar_subquery()),
+        )
         .distinct()
     )
     return [str(r[0]) for r in conn.execute(query).all()]
