@@ -246,3 +246,17 @@ async def test_a_call_taken_on_one_console_leaves_every_consoles_queue(
     await a.relay.leave()
     await asyncio.sleep(1.0)
     assert "transfere" in board_b.live
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_no_phone_number_is_stored_in_clear(two_hosts: tuple[Host, Host]) -> None:
+    a, b = two_hosts
+    said = "rappelez-moi au 06 12 34 56 78 s'il vous plaît"
+    a.hub.publish(CallEvent("numero", "caller", {"text": said, "asr_confidence": 0.9}))
+    a.hub.publish(CallEvent("numero", "handoff", {"summary": said, "last_utterances": [said]}))
+    await _until(lambda: b.kinds("numero") == ["caller", "handoff"], "the turns on B")
+    with a.records._engine.begin() as conn:
+        stored = " ".join(conn.execute(sa.text("SELECT data FROM live_events")).scalars())
+    assert "rappelez-moi" in stored
+    assert "06 12 34 56 78" not in stored and "12 34" not in stored
+    assert all("06 12 34 56 78" not in str(e.data) for e in b.seen)

@@ -9,7 +9,9 @@ database. Each runs a ``LiveRelay``:
 - **publish**: each local event of those kinds is appended to the ``live_events`` table under
   this host's id with the next sequence number of this host (``hosts.last_seq``), and a
   ``NOTIFY voicebot_live, '<host> <seq>'`` goes out in the same transaction. The payload is a
-  few bytes whatever the event (NOTIFY's limit is 8,000 bytes): receivers read the rows;
+  few bytes whatever the event (NOTIFY's limit is 8,000 bytes): receivers read the rows.
+  Every text is stored with its phone numbers masked, as in the call records. "taken" (an
+  operator took a transferred call, on any console) goes the same way;
 - **receive**: a dedicated connection LISTENs (its socket on the event loop, ``add_reader``);
   a notification wakes one fetcher, which reads every host's rows past the last sequence it
   applied (per host: a host's own writes commit in sequence order, so there is no gap) and
@@ -52,6 +54,7 @@ from sqlalchemy.exc import IntegrityError
 
 from voicebot.core.config import RecordsSettings
 from voicebot.core.events import CallEvent, CallHub
+from voicebot.core.logs import redact_numbers
 from voicebot.records.database import calls_table
 
 log = logging.getLogger(__name__)
@@ -609,12 +612,24 @@ def _append_events(
                 "call_id": call_id[:128],
                 "kind": kind,
                 "at": at,
-                "data": json.dumps(data, ensure_ascii=False, default=str),
+                # No phone number leaves in clear for the database (the records' own rule).
+                "data": json.dumps(_redacted(data), ensure_ascii=False, default=str),
             }
         )
     conn.execute(live_events_table.insert(), values)
     conn.execute(hosts_table.update().where(hosts_table.c.host_id == host_id).values(last_seq=seq))
     conn.execute(sa.select(sa.func.pg_notify(CHANNEL, f"{host_id} {seq}")))
+
+
+def _redacted(value: Any) -> Any:
+    """Every string of a JSON-like value with its phone numbers masked."""
+    if isinstance(value, str):
+        return redact_numbers(value)
+    if isinstance(value, dict):
+        return {str(k): _redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def _shown_calls(conn: Connection, host_id: str) -> list[str]:
