@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -88,3 +89,35 @@ os.environ["VOICEBOT_CALLER_HASH_KEY"] = secrets.token_hex(32)
 os.environ["VOICEBOT_CALLER_HASH_KEY_FILE"] = os.path.join(
     tempfile.gettempdir(), f"voicebot-tests-{os.getpid()}-no-key-file", "caller-hash.key"
 )
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+# A real PostgreSQL 15 (scripts/postgres-test.sh) for the records tests and the multi-host
+# tests: one server per test session, one fresh database per test
+# that asks for one (tests/pg_helpers.py).
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A real PostgreSQL 15 on 127.0.0.1 for this test session; stopped at the end."""
+    import subprocess
+
+    from telephony.emulator.net import free_port
+    from voicebot.core.config import PROJECT_ROOT
+
+    script = PROJECT_ROOT / "scripts" / "postgres-test.sh"
+    # Not under pytest's tmp_path: that folder is private to root and the server runs as
+    # the postgres user.
+    directory = tempfile.mkdtemp(prefix="voicebot-pg-")
+    started = subprocess.run(
+        [str(script), "start", directory, str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if started.returncode != 0:
+        pytest.fail(f"could not start PostgreSQL: {started.stderr}")
+    try:
+        yield started.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run([str(script), "stop", directory], timeout=60, check=False)

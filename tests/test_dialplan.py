@@ -107,18 +107,35 @@ def test_lint_still_reports_real_mistakes(tmp_path: Path) -> None:
     assert "function 'UUIDX' does not exist" in findings
 
 
-def media_then_decision(context: str, media: str, status: str, success: str) -> None:
-    """After the bot's media: a normal end goes to the bot's decision, a failure straight to
-    the queue with the reason robot_indisponible."""
+HOST_SUFFIXES = ("", "_2", "_3")  # the bot hosts, tried in this order
+
+
+def media_then_decision(context: str, media: str, host: str, status: str, success: str) -> None:
+    """Each bot host in turn (``media`` names the first one's global, ``host``): a new UUID,
+    the media; a bot that took the call goes to its decision; a host that did not answer is
+    followed by the next one configured; when none answered, the queue with the reason
+    robot_indisponible."""
     steps = apps(DIALPLAN[context])
-    assert steps[steps.index(media) + 1 :] == [
-        f'GotoIf($["${{{status}}}" != "{success}"]?indisponible)',
-        "Goto(allonantes-decision,s,1)",
+    expected = []
+    for i, suffix in enumerate(HOST_SUFFIXES):
+        if i:
+            expected.append(f'GotoIf($["${{{host}{suffix}}}" = ""]?indisponible)')
+        expected += [
+            f"Set({ami.CALL_ID_VARIABLE}=${{UUID()}})",
+            media.replace(f"${{{host}}}", f"${{{host}{suffix}}}"),
+            f'GotoIf($["${{{status}}}" = "{success}"]?decision)',
+        ]
+    expected += [
         "Set(__ALLO_HANDOFF_REASON=robot_indisponible)",
         "Goto(allonantes-operateurs,s,1)",
+        "Goto(allonantes-decision,s,1)",
     ]
+    assert steps[steps.index("Answer()") + 1 :] == expected
     labelled = "same => n(indisponible),Set(__ALLO_HANDOFF_REASON=robot_indisponible)"
     assert labelled in DIALPLAN[context]
+    assert "same => n(decision),Goto(allonantes-decision,s,1)" in DIALPLAN[context]
+    # One host by default: the others are empty (skipped) until an admin names them.
+    assert [GLOBALS[f"{host}{suffix}"].strip() for suffix in HOST_SUFFIXES[1:]] == ["", ""]
 
 
 def test_audiosocket_variant() -> None:
@@ -127,7 +144,7 @@ def test_audiosocket_variant() -> None:
     set_uuid = steps.index(f"Set({ami.CALL_ID_VARIABLE}=${{UUID()}})")
     bot = "TryExec(AudioSocket(${ALLO_UUID},${ALLO_AUDIOSOCKET}))"
     assert answer < set_uuid < steps.index(bot)
-    media_then_decision("allonantes-audiosocket", bot, "TRYSTATUS", "SUCCESS")
+    media_then_decision("allonantes-audiosocket", bot, "ALLO_AUDIOSOCKET", "TRYSTATUS", "SUCCESS")
     assert GLOBALS["ALLO_AUDIOSOCKET"].strip() == f"127.0.0.1:{ServerSettings().audiosocket_port}"
 
 
@@ -142,7 +159,7 @@ def test_websocket_variant() -> None:
         "allo_appelant=${URIENCODE(${FILTER(0-9+,${CALLERID(num)})})}),5,g)"
     )
     assert steps.index("Answer()") < steps.index("Set(ALLO_UUID=${UUID()})") < steps.index(dial)
-    media_then_decision("allonantes-websocket", dial, "DIALSTATUS", "ANSWER")
+    media_then_decision("allonantes-websocket", dial, "ALLO_WEBSOCKET", "DIALSTATUS", "ANSWER")
     connection = GLOBALS["ALLO_WEBSOCKET"].strip()
     client = ini("websocket_client.conf")[connection]
     assert client["type"] == "websocket_client"

@@ -517,10 +517,11 @@ async def test_unknown_application_fails_loudly(tmp_path: Path) -> None:
         " same => n,Answer()", " same => n,Playback(bienvenue)\n same => n,Answer()", 1
     )
     (tmp_path / "extensions.conf").write_text(changed, encoding="utf-8")
+    line = changed.splitlines().index(" same => n,Playback(bienvenue)") + 1
     async with emulated_pbx(extensions=tmp_path / "extensions.conf") as (pbx, ami):
         with pytest.raises(
             UnsupportedApplication,
-            match=r"allonantes-audiosocket,s,2 .*extensions.conf:36.*Playback\(\)",
+            match=rf"allonantes-audiosocket,s,2 .*extensions.conf:{line}\).*Playback\(\)",
         ):
             await pbx.call("3939", caller_number=NUMBER, timeout_s=5)
         assert not ami.channels
@@ -565,3 +566,133 @@ def test_arguments_and_uri_encoding_as_asterisk() -> None:
     assert uri_encode("+33 6/é(x)") == "%2B33%206%2F%C3%A9(x)"
     with pytest.raises(DialplanError, match="not emulated"):
         evaluate_expression("1 + 1")
+
+
+# --- several bot hosts: the dialplan tries each in turn, then the queue ----------------------
+
+
+@contextlib.asynccontextmanager
+async def emulated_hosts(
+    bots: list[TinyBot | None], folder: Path
+) -> AsyncIterator[tuple[EmulatedPbx, AmiEmulator]]:
+    """The PBX with one bot host per entry of ``bots`` (None: a host that is down, its port
+    closed), named in the globals ALLO_AUDIOSOCKET, _2, _3 and, for WebSocket, as the
+    websocket_client.conf connections voicebot, voicebot2, voicebot3 (added to a copy of the
+    deployed files, as an admin would)."""
+    for name in ("extensions.conf", "queues.conf"):
+        (folder / name).write_text((DEPLOY / name).read_text(encoding="utf-8"), encoding="utf-8")
+    clients = (DEPLOY / "websocket_client.conf").read_text(encoding="utf-8")
+    section = clients[clients.index("[voicebot]") :]
+    for n in range(2, len(bots) + 1):
+        clients += "\n" + section.replace("[voicebot]", f"[voicebot{n}]")
+    (folder / "websocket_client.conf").write_text(clients, encoding="utf-8")
+    ami = AmiEmulator()
+    await ami.start()
+    servers: list[asyncio.Server] = []
+    ws_servers: list[Any] = []
+    overrides: dict[str, str] = {}
+    uris: dict[str, str] = {}
+    try:
+        for n, bot in enumerate(bots, 1):
+            suffix = "" if n == 1 else f"_{n}"
+            if bot is None:
+                audiosocket_port = ws_port = free_port()  # nobody listens: this host is down
+            else:
+                bot.ami_port = ami.port
+                servers.append(await asyncio.start_server(bot.audiosocket, "127.0.0.1", 0))
+                audiosocket_port = servers[-1].sockets[0].getsockname()[1]
+                ws_servers.append(
+                    await serve(bot.websocket, "127.0.0.1", 0, subprotocols=[Subprotocol("media")])
+                )
+                ws_port = next(iter(ws_servers[-1].sockets)).getsockname()[1]
+            connection = "voicebot" if n == 1 else f"voicebot{n}"
+            overrides[f"ALLO_AUDIOSOCKET{suffix}"] = f"127.0.0.1:{audiosocket_port}"
+            overrides[f"ALLO_WEBSOCKET{suffix}"] = connection
+            uris[connection] = f"ws://127.0.0.1:{ws_port}"
+        pbx = EmulatedPbx(
+            ami=ami,
+            extensions=folder / "extensions.conf",
+            globals_override=overrides,
+            websocket_uris=uris,
+        )
+        yield pbx, ami
+    finally:
+        for server in servers:
+            server.close()
+        for ws_server in ws_servers:
+            ws_server.close()
+            await ws_server.wait_closed()
+        await ami.stop()
+
+
+def media_targets(result: CallResult) -> list[str]:
+    """The bot hosts the call was offered to, in order (AudioSocket's service, or the
+    WebSocket connection)."""
+    targets = []
+    for step in result.trace:
+        if step.app == "TryExec" and step.args.startswith("AudioSocket("):
+            targets.append(separate_args(step.args[len("AudioSocket(") : -1])[1])
+        elif step.app == "Dial":
+            targets.append(step.args.split("/")[1])
+    return targets
+
+
+@pytest.mark.parametrize("exten", ["3939", "3940"])
+async def test_first_host_down_the_second_takes_the_call(exten: str, tmp_path: Path) -> None:
+    second = TinyBot(decision="raccrocher")
+    async with emulated_hosts([None, second], tmp_path) as (pbx, _):
+        result = await pbx.call(exten, caller_number=NUMBER, timeout_s=30)
+        first_host = pbx.globals["ALLO_AUDIOSOCKET"] if exten == "3939" else "voicebot"
+    assert media_targets(result)[0] == first_host  # tried first, and it failed
+    assert len(media_targets(result)) == 2 and len(second.calls) == 1
+    # The second host took the call with a UUID of its own, found the caller's channel
+    # through AMI by it, and its decision was carried out.
+    assert second.calls[0].status["Channel"] == result.channel
+    assert result.ending == "hangup" and result.variables["ALLO_DECISION"] == "raccrocher"
+    assert result.app_status == (
+        {"TRYSTATUS": "SUCCESS"} if exten == "3939" else {"DIALSTATUS": "ANSWER"}
+    )
+    assert "ALLO_HANDOFF_REASON" not in result.variables
+    assert result.queue is None
+
+
+@pytest.mark.parametrize("exten", ["3939", "3940"])
+async def test_no_host_answers_the_caller_reaches_the_queue(exten: str, tmp_path: Path) -> None:
+    async with emulated_hosts([None, None, None], tmp_path) as (pbx, _):
+        result = await pbx.call(exten, caller_number=NUMBER, timeout_s=30)
+    assert len(media_targets(result)) == 3  # every host tried
+    assert result.ending == "queue" and result.queue is not None
+    assert result.variables["ALLO_HANDOFF_REASON"] == "robot_indisponible"
+
+
+async def test_a_silent_host_is_given_up_for_the_next(tmp_path: Path) -> None:
+    """A host that accepts the connection and says nothing: AudioSocket() gives up after 2 s
+    (FAILED) and the next host is tried."""
+    silent, second = TinyBot(decision=None, silent=True), TinyBot(decision="transfert")
+    async with emulated_hosts([silent, second], tmp_path) as (pbx, _):
+        result = await pbx.call("3939", caller_number=NUMBER, timeout_s=30)
+    assert len(silent.calls) == 1 and len(second.calls) == 1
+    assert silent.calls[0].call_id != second.calls[0].call_id  # a UUID per host
+    assert result.ending == "queue" and result.variables["ALLO_DECISION"] == "transfert"
+
+
+async def test_a_host_dying_mid_call_sends_the_caller_to_the_queue_not_to_the_next(
+    tmp_path: Path,
+) -> None:
+    """The bot took the call, then its socket closed without a decision (a host killed
+    mid-call): AudioSocket() ends normally, the caller reaches a person, no second greeting."""
+    dying, second = TinyBot(decision=None, end="close"), TinyBot(decision="raccrocher")
+    async with emulated_hosts([dying, second], tmp_path) as (pbx, _):
+        result = await pbx.call("3939", caller_number=NUMBER, timeout_s=30)
+    assert len(dying.calls) == 1 and second.calls == []
+    assert result.app_status == {"TRYSTATUS": "SUCCESS"}
+    assert result.ending == "queue"
+
+
+async def test_one_host_by_default_down_means_the_queue() -> None:
+    """The deployed file names one host: it is down, nothing else is tried, the queue."""
+    async with emulated_pbx() as (pbx, _):
+        result = await pbx.call("3939", caller_number=NUMBER, timeout_s=20)
+    assert len(media_targets(result)) == 1
+    assert result.ending == "queue"
+    assert result.variables["ALLO_HANDOFF_REASON"] == "robot_indisponible"

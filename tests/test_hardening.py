@@ -618,3 +618,40 @@ def test_ruff_security_rules_are_on() -> None:
     assert "ruff check voicebot telephony tests nlu scripts" in (ROOT / "Makefile").read_text(
         encoding="utf-8"
     )
+
+
+TEMPLATE = ROOT / "deploy" / "systemd" / "allonantes-voicebot@.service"
+
+
+def test_the_instances_template_is_the_service_per_instance() -> None:
+    """allonantes-voicebot@.service (N instances on a host): the single unit's user,
+    credentials and sandbox, plus the instance's own settings (ports, data folder, name)."""
+    single = _unit(UNIT.read_text(encoding="utf-8"))
+    template = _unit(TEMPLATE.read_text(encoding="utf-8"))
+    per_instance = {"EnvironmentFile", "Environment", "ExecStart", "ExecStartPre"}
+    common = [(k, v) for k, v in single["Service"] if k not in per_instance]
+    assert [(k, v) for k, v in template["Service"] if k not in per_instance] == common
+    service = template["Service"]
+    environment = [v for k, v in service if k == "Environment"]
+    assert "VOICEBOT_PATHS_DATA_DIR=/opt/allonantes-voicebot/var/%i" in environment
+    assert "VOICEBOT_RECORDS_HOST_ID=%H-%i" in environment
+    files = [v for k, v in service if k == "EnvironmentFile"]
+    # The instance's file comes last (its ports win) and is required (no leading "-").
+    assert files[-1] == "/etc/allonantes-voicebot/instances/%i.env"
+    exec_start = dict(service)["ExecStart"]
+    assert exec_start == "/opt/allonantes-voicebot/.venv/bin/voicebot serve $VOICEBOT_SERVE_ARGS"
+
+
+def test_systemd_accepts_the_instances_template(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    assert analyze is not None, "systemd-analyze is missing: `make setup` installs systemd"
+    text = TEMPLATE.read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^ExecStart=\S+", "ExecStart=/bin/true", text)
+    text = re.sub(r"(?m)^ExecStartPre=.*$", "ExecStartPre=/bin/true", text)
+    copy = tmp_path / "allonantes-voicebot@2.service"  # an instance of the template
+    copy.write_text(text, encoding="utf-8")
+    done = subprocess.run(
+        [analyze, "verify", "--man=no", str(copy)], capture_output=True, text=True, timeout=120
+    )
+    problems = [line for line in done.stderr.splitlines() if copy.name in line]
+    assert done.returncode == 0 and not problems, done.stderr

@@ -10,64 +10,26 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import psycopg2
 import pytest
 import pytest_asyncio
 import sqlalchemy as sa
 
 from telephony.emulator.net import free_port
+from tests.pg_helpers import fresh_postgres_database as _fresh_postgres_database
 from voicebot import cli
 from voicebot.core.config import PROJECT_ROOT, Settings, load_settings, with_caller_hash_key
 from voicebot.core.errors import ConfigError, VoicebotError
 from voicebot.records.store import CallRecords, database_url, parse_duration, search_form
 
-POSTGRES_SCRIPT = PROJECT_ROOT / "scripts" / "postgres-test.sh"
 HASH_KEY = "clé-de-test-pour-les-numéros"
 # The same number as Asterisk passes it and as callers say it.
 NUMBER = "0612345678"
 NUMBER_FORMS = ("0612345678", "06 12 34 56 78", "06.12.34.56.78", "612345678", "12345678")
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """A real PostgreSQL 15 on 127.0.0.1 for this test session; stopped at the end."""
-    # Not under pytest's tmp_path: that folder is private to root and the server runs as
-    # the postgres user.
-    directory = tempfile.mkdtemp(prefix="voicebot-pg-")
-    started = subprocess.run(
-        [str(POSTGRES_SCRIPT), "start", directory, str(free_port())],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if started.returncode != 0:
-        pytest.fail(f"could not start PostgreSQL: {started.stderr}")
-    try:
-        yield started.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run([str(POSTGRES_SCRIPT), "stop", directory], timeout=60, check=False)
-
-
-def _fresh_postgres_database(server_url: str) -> str:
-    name = f"records_{uuid.uuid4().hex[:12]}"
-    url = sa.engine.make_url(server_url)
-    connection = psycopg2.connect(
-        host=url.host, port=url.port, user=url.username, dbname=url.database
-    )
-    try:
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE {name}")
-    finally:
-        connection.close()
-    return str(url.set(database=name))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -47,8 +47,13 @@ async def start_server(
             server.records,
             server.on_call,
             process_metrics(settings, server.runtime),
+            board_hub=server.board_hub,
         )
         server.front_end_closers.append(runner.cleanup)
+        if server.live_relay is not None:
+            # The board follows the relay now: the other hosts' live calls and queue, then
+            # every change of theirs.
+            await server.live_relay.start_receiving()
         for site in getattr(runner, "sites", []):
             server_obj = getattr(site, "_server", None)
             if server_obj is not None:

@@ -42,6 +42,12 @@ class PhoneServer:
     http_port: int = 0
     front_end_closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
     accepting: bool = True
+    # Several hosts on one PostgreSQL: this host's name, the relay that shares the live calls
+    # with the other hosts (None on SQLite), and the hub the console's board follows (every
+    # host's calls through the relay; this process's own hub without one).
+    host_id: str = ""
+    live_relay: Any = None
+    board_hub: CallHub | None = None
 
     async def on_call(self, transport: MediaTransport) -> None:
         """Run one call to its end. Never raises: a call's failure stays in that call."""
@@ -86,6 +92,11 @@ class PhoneServer:
         for listener in self.listeners:
             with contextlib.suppress(Exception):
                 await listener.wait_closed()
+        if self.live_relay is not None:
+            # After the calls ended (handed to operators): the other hosts' consoles saw them
+            # end; this host then leaves the hosts table (never declared dead).
+            with contextlib.suppress(Exception):
+                await self.live_relay.leave()
         for close in self.front_end_closers:
             await close()
         if self.call_control is not None:
@@ -110,6 +121,7 @@ async def start_phone_server(settings: Settings, runtime: Runtime | None = None)
     takes calls; ``voicebot.app`` adds the web console on top of it."""
     from telephony.audiosocket.server import start_audiosocket_server
     from telephony.chan_websocket.server import start_websocket_server
+    from voicebot.records.database import database_url, is_postgresql, resolve_host_id
     from voicebot.records.store import CallRecords
 
     hub = CallHub()
@@ -122,6 +134,18 @@ async def start_phone_server(settings: Settings, runtime: Runtime | None = None)
 
     server.records = CallRecords.open(settings)
     services.records = server.records
+    server.host_id = resolve_host_id(settings)
+    server.records.host_id = server.host_id
+    server.board_hub = services.hub
+    if is_postgresql(settings):
+        from voicebot.records.live_relay import LiveRelay
+
+        relay = LiveRelay(database_url(settings), server.host_id, services.hub, settings.records)
+        # Receiving the other hosts' calls starts with the console (voicebot.app), once
+        # its board follows relay.out: the replay of their live calls is for that board.
+        await relay.start(receive=False)
+        server.live_relay = relay
+        server.board_hub = relay.out
     if settings.ami.host:
         from telephony.ami import AmiCallControl
 

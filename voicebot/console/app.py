@@ -60,16 +60,25 @@ def make_app(
     *,
     clock: Callable[[], float] = time.monotonic,
     metrics: Metrics | None = None,
+    board_hub: CallHub | None = None,
 ) -> web.Application:
     """``clock`` times the failed logins (tests pass their own rather than wait a minute);
-    ``metrics`` is served at /metrics to loopback peers only (a bare one when not given)."""
+    ``metrics`` is served at /metrics to loopback peers only (a bare one when not given);
+    ``board_hub`` is what the live board follows (every host's calls when several hosts
+    share a PostgreSQL: ``voicebot.records.live_relay``), ``hub`` when not given."""
     limits = limits or WebLimits()
     app = web.Application(middlewares=[loopback_only, auth.guard], client_max_size=64 * 1024)
     logins = LoginThrottle(
         limits.login_max_failures, limits.login_window_s, limits.login_addresses, clock
     )
     app[CONTEXT] = WebContext(
-        settings, hub, records, on_call, limits, LiveBoard(hub, limits), logins
+        settings,
+        hub,
+        records,
+        on_call,
+        limits,
+        LiveBoard(board_hub or hub, limits, publish=hub),
+        logins,
     )
     app.router.add_get("/", _page("console.html"))
     app.router.add_get("/appeler", _page("softphone.html"))
@@ -103,11 +112,12 @@ async def start_web(
     records: CallRecords,
     on_call: OnCall,
     metrics: Metrics | None = None,
+    board_hub: CallHub | None = None,
 ) -> web.AppRunner:
     """Serve the console and the softphone on server.host:server.http_port, and the
-    process's ``metrics`` at /metrics to loopback peers."""
+    process's ``metrics`` at /metrics to loopback peers; the board follows ``board_hub``."""
     check_access(settings)
-    app = make_app(settings, hub, records, on_call, metrics=metrics)
+    app = make_app(settings, hub, records, on_call, metrics=metrics, board_hub=board_hub)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = settings.server.host, settings.server.http_port

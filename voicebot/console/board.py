@@ -49,8 +49,12 @@ class LiveBoard:
     ``Outbox``, which never waits either and turns a backlog into one fresh snapshot.
     """
 
-    def __init__(self, hub: CallHub, limits: WebLimits) -> None:
+    def __init__(self, hub: CallHub, limits: WebLimits, publish: CallHub | None = None) -> None:
+        """``hub``: what the board follows; ``publish``: where it says that an operator took
+        a call (this process's own hub, whose events the live relay shares with the other
+        hosts' consoles when there is one; ``hub`` when not given)."""
         self.hub = hub
+        self.publish = publish or hub
         self.limits = limits
         self.live: dict[str, dict[str, Any]] = {}
         self.transcripts: dict[str, list[dict[str, Any]]] = {}
@@ -101,6 +105,14 @@ class LiveBoard:
 
     def take(self, call_id: str) -> bool:
         """An operator took a transferred call: it leaves every console's queue."""
+        if not self._remove_from_queue(call_id):
+            return False
+        # The other hosts' consoles too (through the live relay); back here it finds
+        # nothing left to remove.
+        self.publish.publish(CallEvent(call_id, "taken"))
+        return True
+
+    def _remove_from_queue(self, call_id: str) -> bool:
         if self.queue.pop(call_id, None) is None:
             return False
         self._version += 1
@@ -113,6 +125,7 @@ class LiveBoard:
             call = {
                 "call_id": event.call_id,
                 "transport": None,
+                "host": None,  # the bot host that holds the call (several hosts)
                 "started_at": event.at,
                 "state": "accueil",
                 "last_caller": None,
@@ -150,6 +163,9 @@ class LiveBoard:
 
     def apply(self, event: CallEvent) -> None:
         kind, data = event.kind, event.data
+        if kind == "taken":  # by an operator, on this console or another host's
+            self._remove_from_queue(event.call_id)
+            return
         if kind not in ("started", "state", "caller", "bot", "handoff", "ended"):
             # "partial", "timing": too fine-grained for the operators. Any other kind is
             # not shown: it must not create a live row that no console is told about.
@@ -174,6 +190,7 @@ class LiveBoard:
         call = self._call(event)
         if kind == "started":
             call["transport"] = data.get("transport")
+            call["host"] = data.get("host")
             call["started_at"] = event.at
         elif kind == "state":
             call["state"] = str(data.get("state") or "")

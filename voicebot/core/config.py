@@ -330,6 +330,20 @@ class RecordsSettings:
     retention_days: int = 30
     caller_hash_key: str = ""  # VOICEBOT_CALLER_HASH_KEY; empty = read caller_hash_key_file
     caller_hash_key_file: str = ""  # empty = default_caller_hash_key_file()
+    # Several bot hosts on one PostgreSQL (ignored with SQLite): this instance's name in the
+    # hosts table and in each call record (empty = "<machine name>-<process id>": a restarted
+    # instance is a new host, so the calls its previous life held are marked interrupted),
+    # its heartbeat, and how long without one before the other hosts declare it dead.
+    host_id: str = ""
+    heartbeat_s: float = 2.0
+    dead_after_s: float = 8.0
+
+    def validate(self) -> None:
+        _positive(heartbeat_s=self.heartbeat_s, dead_after_s=self.dead_after_s)
+        if self.dead_after_s < 2 * self.heartbeat_s:
+            raise ValueError("records.dead_after_s must be at least twice records.heartbeat_s")
+        if len(self.host_id) > 64:
+            raise ValueError("records.host_id: 64 characters at most")
 
 
 @dataclass(frozen=True)

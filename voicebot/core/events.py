@@ -34,6 +34,7 @@ class CallEvent:
     #   "handoff"  {reason, intent, entities, summary, last_utterances, context_delivered}
     #   "timing"   {stage timings of one turn, ms}  "ended"   {outcome, duration_s, handoff_reason}
     #   "underrun" {late_ms}: a bot frame the pacer sent over 40 ms after its due time
+    #   "taken"    {}: an operator took the transferred call from the console's queue
     kind: str
     data: dict[str, Any] = field(default_factory=dict)
     at: float = field(default_factory=time.time)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 import unicodedata
 from collections.abc import Callable
@@ -29,7 +31,10 @@ from voicebot.core.errors import ConfigError, VoicebotError
 log = logging.getLogger(__name__)
 
 SPEAKERS = ("caller", "bot")
-OUTCOMES = ("resolved", "transferred", "abandoned", "error")
+# "interrupted": the host that held the call died (SIGKILL, crash, lost machine); another host
+# found its heartbeat stale and closed the record (``live_relay``). The caller went on in the
+# dialplan's fallback (the operators' queue), which the dead host could not record.
+OUTCOMES = ("resolved", "transferred", "abandoned", "error", "interrupted")
 # What really happened to the caller's line when the bot let go of it: Asterisk hung it up on
 # the bot's decision, it went to the operators' queue (a transfer, or the fail-safe when AMI
 # could not carry the decision), or the caller hung up first.
@@ -58,6 +63,7 @@ calls_table = sa.Table(
     sa.Column("turn_count", sa.Integer, nullable=False, default=0),
     sa.Column("first_caller_text", sa.Text),
     sa.Column("handoff_search", sa.Text),  # search form of the handoff's reason and summary
+    sa.Column("host_id", sa.String(64)),  # the bot host that took the call (records.host_id)
 )
 
 turns_table = sa.Table(
@@ -93,6 +99,15 @@ def database_url(settings: Settings) -> str:
     if settings.records.database_url:
         return settings.records.database_url
     return f"sqlite:///{Path(settings.paths.data_dir) / 'records.sqlite3'}"
+
+
+def resolve_host_id(settings: Settings) -> str:
+    """This process's name among the bot hosts: records.host_id, else machine name and pid."""
+    return settings.records.host_id or f"{socket.gethostname()}-{os.getpid()}"[:64]
+
+
+def is_postgresql(settings: Settings) -> bool:
+    return database_url(settings).startswith(("postgresql:", "postgresql+"))
 
 
 def _display_url(url: str) -> str:

@@ -14,8 +14,8 @@ This module holds what the call session writes; ``database`` the tables, the eng
 records thread; ``queries`` what the console reads; ``purge`` the deletion of old records;
 ``report_queries`` what the ROI report reads (its figures: ``report``); ``rights`` a caller's
 calls found and erased through the keyed hash (``voicebot records export / delete``:
-``rights_commands``).
-``CallRecords`` gathers them all; the names of the other modules that callers use are
+``rights_commands``); ``live_relay`` the live calls of several bot hosts on one PostgreSQL.
+``CallRecords`` gathers them all (but the relay, which the phone server runs); the names of the other modules that callers use are
 importable from here too.
 """
 
@@ -86,6 +86,8 @@ class CallRecords(RecordsQueries, RecordsPurge, ReportQueries, CallerRights):
         super().__init__(engine, clock)
         self._key = caller_hash_key.encode("utf-8")
         self._warned_no_key = False
+        # The bot host that takes this process's calls (several hosts share a PostgreSQL).
+        self.host_id: str | None = None
 
     @classmethod
     def open(cls, settings: Settings, clock: Callable[[], float] = time.time) -> CallRecords:
@@ -152,6 +154,7 @@ class CallRecords(RecordsQueries, RecordsPurge, ReportQueries, CallerRights):
                     transport=transport[:32],
                     caller_hash=caller_hash,
                     turn_count=0,
+                    host_id=self.host_id,
                 )
             )
 

@@ -35,9 +35,11 @@ class MediaLegs:
         websocket_uri: str | None,
         websocket_connect_timeout_s: float,
         websocket_clients: dict[str, dict[str, str]] | None,
+        websocket_uris: Mapping[str, str] | None = None,
     ) -> None:
         self.ami = ami
         self.websocket_uri = websocket_uri
+        self.websocket_uris = dict(websocket_uris or {})
         self.websocket_connect_timeout_s = websocket_connect_timeout_s
         self._websocket_clients = websocket_clients
 
@@ -192,7 +194,9 @@ class MediaLegs:
         """The URI of a websocket_client.conf connection (``websocket_uri`` replaces it for
         the test's port); None when that file exists and does not define it."""
         if self._websocket_clients is not None and connection_id not in self._websocket_clients:
-            return None
+            return None  # chan_websocket: no such connection, the request fails
+        if connection_id in self.websocket_uris:
+            return self.websocket_uris[connection_id]
         if self.websocket_uri is not None:
             return self.websocket_uri
         if self._websocket_clients is not None:

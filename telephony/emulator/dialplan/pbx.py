@@ -56,12 +56,17 @@ class EmulatedPbx:
         globals_override: Mapping[str, str] | None = None,
         websocket_uri: str | None = None,
         websocket_connect_timeout_s: float = 2.0,
+        websocket_uris: Mapping[str, str] | None = None,
     ) -> None:
+        """``websocket_uri`` replaces the URI of every websocket_client.conf connection (the
+        test's bot port); ``websocket_uris`` that of some connections by name (several bot
+        hosts), before ``websocket_uri``."""
         self.ami = ami
         self.extensions = extensions
         self.dialplan = Dialplan.load(extensions)
         self.globals = {**self.dialplan.globals, **(globals_override or {})}
         self.websocket_uri = websocket_uri
+        self.websocket_uris = dict(websocket_uris or {})
         self.websocket_connect_timeout_s = websocket_connect_timeout_s
         # The neighbouring configuration files, when present, are checked like Asterisk
         # would use them: websocket_client.conf connections, queues.conf queues.
@@ -145,6 +150,7 @@ class EmulatedPbx:
             media=MediaLegs(
                 ami=self.ami,
                 websocket_uri=self.websocket_uri,
+                websocket_uris=self.websocket_uris,
                 websocket_connect_timeout_s=self.websocket_connect_timeout_s,
                 websocket_clients=self._websocket_clients,
             ),

@@ -25,6 +25,7 @@ const AlloNantes = {
     transferred: "Transféré",
     abandoned: "Abandonné",
     error: "Erreur",
+    interrupted: "Interrompu (serveur hors service)",
   },
   transports: {
     audiosocket: "Téléphone (AudioSocket)",

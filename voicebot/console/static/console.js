@@ -107,7 +107,9 @@
       call.intent || "–",
       A.percent(call.confidence),
     ];
-    row.replaceChildren(...cells.map((text, i) => A.el("td", i === 0 ? { title: call.call_id } : {}, text)));
+    // Several bot servers: the one holding the call shows on the call's id.
+    const title = call.host ? `${call.call_id} (serveur ${call.host})` : call.call_id;
+    row.replaceChildren(...cells.map((text, i) => A.el("td", i === 0 ? { title } : {}, text)));
   }
 
   function removeLive(callId) {
