@@ -32,12 +32,10 @@ class Engines:
     tts_description: str
 
 
-def silero_factory(settings: VadSettings) -> Callable[[], Vad]:
-    """One detector per call, all on the process's one Silero model."""
-    from voicebot.speech.vad import SileroModel, SileroVad
+def _silero(settings: VadSettings) -> Vad:
+    from voicebot.speech.vad import SileroVad
 
-    model = SileroModel.load()
-    return partial(SileroVad, settings, model)
+    return SileroVad(settings)
 
 
 def load_asr(settings: Settings, executor: Executor, chosen: ResolvedModel) -> Asr:
@@ -90,7 +88,7 @@ def load_engines(settings: Settings, executor: Executor) -> Engines:
     return Engines(
         asr=asr,
         tts=tts,
-        vad_factory=silero_factory(settings.vad),
+        vad_factory=partial(_silero, settings.vad),
         asr_description=asr_description,
         tts_description=tts_description,
     )

