@@ -531,7 +531,7 @@ async def test_the_bench_measures_a_scripted_bot_over_audiosocket(
     server = await start_audiosocket_server("127.0.0.1", 0, bot)
     port = cast(asyncio.Server, server).sockets[0].getsockname()[1]
     try:
-        runner = CallRunner("127.0.0.1", port, "audiosocket", clips, VadSettings(), None)
+        runner = CallRunner([("127.0.0.1", port)], "audiosocket", clips, VadSettings(), None)
         data = await runner.run(calls=2, duration_s=13.0, ramp_s=0.0)
     finally:
         server.close()
@@ -554,7 +554,7 @@ async def _scripted_websocket_run(
     server = await start_websocket_server("127.0.0.1", 0, bot)
     port = next(iter(server.sockets)).getsockname()[1]
     try:
-        runner = CallRunner("127.0.0.1", port, transport, clips, VadSettings(), None)
+        runner = CallRunner([("127.0.0.1", port)], transport, clips, VadSettings(), None)
         data = await runner.run(calls=2, duration_s=13.0, ramp_s=0.0)
     finally:
         server.close()
