@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from voicebot.tools.bench.traffic import RunData
+from voicebot.tools.bench.traffic import RunData, Sample
 from voicebot.tools.bench.turns import Turn
 from voicebot.tools.bench.underruns import (
     UNDERRUN_TOLERANCE_S,
@@ -65,17 +65,14 @@ def per_server(
     mean and max at full load, its event loop's thread, RSS idle and peak; None when it is
     not visible from here) and what its callers got (calls placed on it, server-side
     underruns, response p95 over ``turns``). ``pacings``: one per ``data.results``."""
-    loaded = [s for s in data.samples if s.t >= data.full_load_s] or data.samples
+    loaded = loaded_samples(data)
     servers = []
     for index, described in enumerate(data.servers):
         readings = [s.servers[index] for s in loaded if index < len(s.servers)]
         cpu = [r.cpu_percent for r in readings if r.cpu_percent is not None]
         loop_cpu = [r.loop_percent for r in readings if r.loop_percent is not None]
-        rss = [
-            s.servers[index].rss_mb
-            for s in data.samples
-            if index < len(s.servers) and s.servers[index].rss_mb is not None
-        ]
+        every = [s.servers[index] for s in data.samples if index < len(s.servers)]
+        rss = [r.rss_mb for r in every if r.rss_mb is not None]  # the ramp-up included
         mine = [
             (result, p)
             for result, p in zip(data.results, pacings, strict=True)
@@ -96,12 +93,17 @@ def per_server(
                 "loop_thread_cpu_percent_mean": _mean(loop_cpu),
                 "loop_thread_cpu_percent_max": _max(loop_cpu),
                 "rss_idle_mb": _rounded(described.get("rss_idle_mb")),
-                "rss_peak_mb": _max([v for v in rss if v is not None]),
+                "rss_peak_mb": _max(rss),
                 "underruns": sum(p.underruns for _, p in mine),
                 "response_p95_ms": response["p95"] if response else None,
             }
         )
     return servers
+
+
+def loaded_samples(data: RunData) -> list[Sample]:
+    """The samples taken once every call of the run was placed (all when there are none)."""
+    return [s for s in data.samples if s.t >= data.full_load_s] or data.samples
 
 
 def full_load(data: RunData) -> list[Turn]:
@@ -137,9 +139,9 @@ def summarize(data: RunData, idle_rss_mb: float | None) -> dict[str, Any]:
         for due, arrived in p.late
     ]
     abs_late = np.abs(np.array(lateness)) if lateness else np.zeros(1)
-    loaded_samples = [s for s in data.samples if s.t >= data.full_load_s] or data.samples
-    cpu = [s.cpu_percent for s in loaded_samples if s.cpu_percent is not None]
-    loop_cpu = [s.loop_percent for s in loaded_samples if s.loop_percent is not None]
+    loaded = loaded_samples(data)
+    cpu = [s.cpu_percent for s in loaded if s.cpu_percent is not None]
+    loop_cpu = [s.loop_percent for s in loaded if s.loop_percent is not None]
     rss = [s.rss_mb for s in data.samples if s.rss_mb is not None]
     rss_peak = max(rss) if rss else None
     per_call = (
@@ -200,14 +202,8 @@ def summarize(data: RunData, idle_rss_mb: float | None) -> dict[str, Any]:
         },
         "servers": per_server(data, turns, pacings),
         "bench": {
-            "cpu_percent_mean": round(float(np.mean([s.bench_percent for s in loaded_samples])), 1)
-            if loaded_samples
-            else None,
-            "machine_cpu_percent_mean": round(
-                float(np.mean([s.system_percent for s in loaded_samples])), 1
-            )
-            if loaded_samples
-            else None,
+            "cpu_percent_mean": _mean([s.bench_percent for s in loaded]),
+            "machine_cpu_percent_mean": _mean([s.system_percent for s in loaded]),
             "loop_lag_ms": {
                 "p99": round(float(np.percentile(data.lags_ms, 99)), 1) if data.lags_ms else None,
                 "max": round(float(max(data.lags_ms)), 1) if data.lags_ms else None,

@@ -176,14 +176,12 @@ class Watch:
         return _total([server.rss_mb() for server in self.visible])
 
     def mark_idle(self) -> float | None:
-        """Each visible server's RSS now, kept as its idle RSS; their sum."""
-        for server in self.visible:
-            server.rss_idle_mb = server.rss_mb()
-        for server in self.servers:  # a second target on the same process
-            twin = next((v for v in self.visible if v.pid == server.pid), None)
-            if twin is not None:
-                server.rss_idle_mb = twin.rss_idle_mb
-        return _total([server.rss_idle_mb for server in self.visible])
+        """Each visible server's RSS now, kept as its idle RSS (a second target on the same
+        process gets the same); their sum, each process once."""
+        idle = {server.pid: server.rss_mb() for server in self.visible}
+        for server in self.servers:
+            server.rss_idle_mb = idle.get(server.pid) if server.process is not None else None
+        return _total(list(idle.values()))
 
     def describe(self) -> list[dict[str, Any]]:
         """Each server as results.json lists it, before its figures."""
