@@ -798,7 +798,8 @@ def test_voicebot_bench_runs_against_the_real_server(
     if latency["endpoint_wait"] is not None:  # stream time: frames, not the machine's clock
         # the server's own end-of-turn waits (its log), which the replay applies
         logged = {w for waits in server_waits(out / "server.log").values() for w in waits}
-        assert logged and latency["endpoint_wait"]["p50"] in logged
+        # (a p50 over an even number of turns lies between two of them: not always one)
+        assert logged and min(logged) <= latency["endpoint_wait"]["p50"] <= max(logged)
         assert latency["endpoint_wait"]["max"] <= max(logged)
     if latency["response"] is not None:  # the same turns: the gap adds the endpoint wait
         assert latency["turn_gap"]["p50"] >= latency["response"]["p50"]
