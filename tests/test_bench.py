@@ -531,7 +531,7 @@ async def test_the_bench_measures_a_scripted_bot_over_audiosocket(
     server = await start_audiosocket_server("127.0.0.1", 0, bot)
     port = cast(asyncio.Server, server).sockets[0].getsockname()[1]
     try:
-        runner = CallRunner("127.0.0.1", port, "audiosocket", clips, VadSettings(), None)
+        runner = CallRunner([("127.0.0.1", port)], "audiosocket", clips, VadSettings(), None)
         data = await runner.run(calls=2, duration_s=13.0, ramp_s=0.0)
     finally:
         server.close()
@@ -554,7 +554,7 @@ async def _scripted_websocket_run(
     server = await start_websocket_server("127.0.0.1", 0, bot)
     port = next(iter(server.sockets)).getsockname()[1]
     try:
-        runner = CallRunner("127.0.0.1", port, transport, clips, VadSettings(), None)
+        runner = CallRunner([("127.0.0.1", port)], transport, clips, VadSettings(), None)
         data = await runner.run(calls=2, duration_s=13.0, ramp_s=0.0)
     finally:
         server.close()
@@ -798,7 +798,8 @@ def test_voicebot_bench_runs_against_the_real_server(
     if latency["endpoint_wait"] is not None:  # stream time: frames, not the machine's clock
         # the server's own end-of-turn waits (its log), which the replay applies
         logged = {w for waits in server_waits(out / "server.log").values() for w in waits}
-        assert logged and latency["endpoint_wait"]["p50"] in logged
+        # (a p50 over an even number of turns lies between two of them: not always one)
+        assert logged and min(logged) <= latency["endpoint_wait"]["p50"] <= max(logged)
         assert latency["endpoint_wait"]["max"] <= max(logged)
     if latency["response"] is not None:  # the same turns: the gap adds the endpoint wait
         assert latency["turn_gap"]["p50"] >= latency["response"]["p50"]

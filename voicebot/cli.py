@@ -246,7 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="websocket: chan_websocket in slin16; websocket-slin: in slin (8 kHz)",
     )
     p.add_argument("--find-capacity", action="store_true")
-    p.add_argument("--target", help="host:port of a running server (default: start one)")
+    p.add_argument(
+        "--target",
+        action="append",
+        metavar="HOST:PORT",
+        help="a running server's AudioSocket (or WebSocket, per --transport) port; repeat "
+        "--target for several servers: call i goes to target i mod T (default: start one)",
+    )
     p.add_argument("--out", help="folder for the markdown report and plots")
     p.add_argument("--json", action="store_true")
     p.add_argument(

@@ -1,7 +1,8 @@
 """`voicebot bench`: how fast the bot answers and how many calls one server holds.
 
 The benchmark starts a `voicebot serve --no-web` as a subprocess on free loopback ports (or
-targets a running server), places N concurrent calls through the Asterisk emulator
+targets running servers: ``--target host:port``, repeated for several, the calls spread
+round-robin: call i on target i mod T), places N concurrent calls through the Asterisk emulator
 (telephony/emulator: the process boundary, where Asterisk would be) and measures everything
 from the caller's side, on the emulator's clock:
 
@@ -25,8 +26,13 @@ from the caller's side, on the emulator's clock:
   ``UNDERRUN_TOLERANCE_S`` after the previous one (a hole the caller hears). The bench's own
   event loop is watched too: a late frame fully explained by a stall of the bench itself is
   counted apart, as a client-side underrun;
-* **CPU and RSS** of the server process (its espeak-ng children included), sampled with
-  psutil.
+* **CPU and RSS** of each server process visible from this machine (its espeak-ng children
+  included; the bench's own server, or the process listening on a local target's port), its
+  event loop's thread apart, and the whole machine's CPU, sampled with psutil. A server on
+  another machine is listed as not visible, with its calls, underruns and response p95 only.
+  The run's ``server`` figures are all visible servers together (sums); ``servers`` lists each.
+  With several targets the per-stage split reads the settings' records database: one shared
+  PostgreSQL holds every host's calls.
 
 ``--find-capacity`` climbs CAPACITY_STEPS until the p95 turn gap exceeds 1 s or a
 server-side underrun appears, and reports the largest N that held. Every run writes a
@@ -39,8 +45,8 @@ The modules, in the order a run uses them:
   the project's VAD;
 * ``lines``: the emulated AudioSocket and chan_websocket lines, and the line noise;
   ``call``: one emulated call; ``traffic``: N concurrent calls (``CallRunner``);
-* ``server``: the `voicebot serve` the bench starts, or a ``--target``; ``watch``: its CPU
-  and RSS;
+* ``server``: the `voicebot serve` the bench starts; ``targets``: the ``--target`` servers
+  and the round-robin; ``watch``: each server's CPU and RSS, the machine's;
 * ``turns``: every turn measured after the calls (the VAD replay); ``underruns``: the bot
   audio's pacing; ``records``: the per-stage split from the call records; ``summary``: one
   run's figures;

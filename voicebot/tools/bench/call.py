@@ -15,6 +15,7 @@ import numpy as np
 
 from voicebot.tools.bench.clips import FRAME_S, Clip
 from voicebot.tools.bench.lines import LINE_NOISE_DBFS, Line, LineNoise
+from voicebot.tools.bench.targets import label
 
 VOICE_PEAK = 500  # a bot frame whose peak exceeds this (≈ -36 dBFS) is speech, not silence
 
@@ -51,6 +52,7 @@ class CallResult:
     durations: list[float]
     voiced: list[bool]
     noise: LineNoise | None = None  # what was mixed under the caller's frames
+    target: str = ""  # host:port of the server the call was placed on
 
     @property
     def arrivals(self) -> list[tuple[float, float]]:
@@ -67,6 +69,7 @@ class BenchCall:
         self.noise = LineNoise(noise_dbfs, self.frame_bytes, seed=slot)
         self.t0 = 0.0
         self.wall0 = 0.0
+        self.target = ""  # host:port, once placed
         self.sent: list[float] = []  # send time of every caller frame
         self.spoken: list[Spoken] = []
         self.times: list[float] = []  # arrival of every bot audio message
@@ -90,6 +93,7 @@ class BenchCall:
         return asyncio.get_running_loop().time() - self.t0
 
     async def place(self, host: str, port: int) -> None:
+        self.target = label((host, port))
         await self.line.connect(host, port)
         # connect() returns right after the emulator has set its time 0 (no await between).
         self.t0 = asyncio.get_running_loop().time()
@@ -227,6 +231,7 @@ class BenchCall:
             durations=list(self.durations),
             voiced=list(self.voiced),
             noise=self.noise,
+            target=self.target,
         )
 
 

@@ -17,13 +17,15 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from voicebot.core.config import LAYOUT, Settings
 from voicebot.core.errors import VoicebotError
 from voicebot.tools.bench.lines import LINE_NOISE_DBFS, LINE_RATES
 from voicebot.tools.bench.run import run_async
-from voicebot.tools.bench.server import parse_target, train_if_needed
+from voicebot.tools.bench.server import train_if_needed
+from voicebot.tools.bench.targets import as_target_list, parse_targets
 
 
 def run_bench(
@@ -33,14 +35,16 @@ def run_bench(
     ramp_s: float,
     transport: str,
     find_capacity: bool,
-    target: str | None,
+    target: str | Sequence[str] | None,
     out_dir: Path | None,
     as_json: bool,
     noise_dbfs: float = LINE_NOISE_DBFS,
 ) -> int:
     """`voicebot bench`. Prints the report (markdown, or JSON with ``as_json``). 0 when the
     run took place (slow answers and missed targets are in the report), 1 when it is broken
-    (the reasons on stderr too); see this module's docstring for every exit code."""
+    (the reasons on stderr too); see this module's docstring for every exit code.
+    ``target``: one running server's host:port, or several (the calls spread round-robin
+    over them), or None to start one."""
     if calls < 1:
         raise VoicebotError("--calls must be at least 1")
     if duration_s <= 0:
@@ -51,12 +55,12 @@ def run_bench(
         raise VoicebotError("--line-noise is in dBFS (0 or less, -inf for digital silence)")
     if transport not in LINE_RATES:
         raise VoicebotError(f"--transport must be one of {', '.join(LINE_RATES)}")
-    if target is not None:
-        parse_target(target)
+    targets = as_target_list(target)
+    parse_targets(targets)  # every one checked before anything starts
     if out_dir is None:
         out_dir = LAYOUT.bench_out_dir / time.strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
-    if target is None:
+    if not targets:
         train_if_needed(settings, out_dir)
     try:
         result = asyncio.run(
@@ -67,7 +71,7 @@ def run_bench(
                 ramp_s,
                 transport,
                 find_capacity,
-                target,
+                targets,
                 out_dir,
                 noise_dbfs,
             )

@@ -66,13 +66,14 @@ def _run_section(summary: dict[str, Any]) -> list[str]:
         f"{audio['max_gap_ms']:.0f} ms. Server-side underruns while some call was in "
         + ", ".join(f"{k} {v}" for k, v in audio["underruns_during"].items())
         + " (one underrun may overlap several).",
-        f"- Server process: CPU mean {_pct(server['cpu_percent_mean'])} "
+        f"- {_servers_label(summary)}: CPU mean {_pct(server['cpu_percent_mean'])} "
         f"({_pct(server['cpu_percent_per_call'])} per call), max "
         f"{_pct(server['cpu_percent_max'])} (of one core, children included); RSS idle "
         f"{_mb(server['rss_idle_mb'])}, peak {_mb(server['rss_peak_mb'])} "
         f"({_mb(server['rss_per_call_mb'])} per call). Its event loop's thread (every "
         f"call's audio, VAD, pacing): CPU mean {_pct(server.get('loop_thread_cpu_percent_mean'))}, "
         f"max {_pct(server.get('loop_thread_cpu_percent_max'))} of one core.",
+        *_server_lines(summary),
         f"- Bench process: CPU mean {_pct(bench['cpu_percent_mean'])}; whole machine "
         f"{_pct(bench['machine_cpu_percent_mean'])}; its event loop late by p99 "
         f"{_ms(bench['loop_lag_ms']['p99'])} ms, max {_ms(bench['loop_lag_ms']['max'])} ms.",
@@ -83,6 +84,40 @@ def _run_section(summary: dict[str, Any]) -> list[str]:
         lines.append(f"- Asterisk would object: {violation}")
     for error in summary["errors"][:10]:
         lines.append(f"- Error: {error}")
+    return lines
+
+
+def _servers_label(summary: dict[str, Any]) -> str:
+    if len(summary.get("servers", [])) > 1:
+        return "All watched servers together (sums over the visible processes)"
+    return "Server process"
+
+
+def _server_lines(summary: dict[str, Any]) -> list[str]:
+    """One line per server when the calls went to several."""
+    servers = summary.get("servers", [])
+    if len(servers) < 2:
+        return []
+    lines = []
+    for server in servers:
+        p95 = server["response_p95_ms"]
+        callers = (
+            f"{server['calls_placed']} call(s) placed, {server['underruns']} server-side "
+            "underruns, "
+            + ("no spoken turn answered" if p95 is None else f"response p95 {p95:.0f} ms")
+        )
+        if not server["visible"]:
+            lines.append(
+                f"  - {server['target']}: {callers}; not visible from here (no CPU/RSS figures)"
+            )
+            continue
+        lines.append(
+            f"  - {server['target']} (pid {server['pid']}): {callers}; CPU mean "
+            f"{_pct(server['cpu_percent_mean'])}, max {_pct(server['cpu_percent_max'])}; its "
+            f"event loop's thread mean {_pct(server['loop_thread_cpu_percent_mean'])}, max "
+            f"{_pct(server['loop_thread_cpu_percent_max'])}; RSS idle "
+            f"{_mb(server['rss_idle_mb'])}, peak {_mb(server['rss_peak_mb'])}"
+        )
     return lines
 
 
@@ -130,7 +165,7 @@ def markdown_report(result: dict[str, Any]) -> str:
             f"{server['listening_after_s']} s), with "
             + ", ".join(f"{k}={v}" for k, v in server["policy_overrides"].items())
             if server["started_by_bench"]
-            else "a running server (--target)"
+            else "running server(s) (--target): " + ", ".join(server.get("targets", []))
         ),
         f"- ASR: {models['asr']}; voice: {models['tts']}; VAD end of speech "
         f"{server['vad_end_silence_ms']} ms, level floor {server['vad_floor_dbfs']} dBFS",

@@ -1,6 +1,6 @@
-"""The benchmark run: prepare the caller clips, start (or reach) the server, warm it up, run
-N calls or climb the capacity steps, then put the result together (targets, machine, models,
-the command that reproduces it) and write the report."""
+"""The benchmark run: prepare the caller clips, start the server (or reach the ``--target``
+servers), warm it up, run N calls or climb the capacity steps, then put the result together
+(targets, machine, models, the command that reproduces it) and write the report."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import logging
 import os
 import shlex
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,13 +21,14 @@ from voicebot.tools.bench.clips import Clip, audio_cache_dir, prepare_clips
 from voicebot.tools.bench.lines import LINE_NOISE_DBFS, LINE_RATES, WEBSOCKET_CODECS
 from voicebot.tools.bench.records import match_records, read_record_times
 from voicebot.tools.bench.report import write_report
-from voicebot.tools.bench.server import BENCH_POLICY_ENV, ServerProcess, parse_target
+from voicebot.tools.bench.server import BENCH_POLICY_ENV, ServerProcess
 from voicebot.tools.bench.speed import speed_reference
 from voicebot.tools.bench.summary import broken_reasons, summarize
+from voicebot.tools.bench.targets import Target, label, parse_targets
 from voicebot.tools.bench.traffic import CallRunner, RunData
 from voicebot.tools.bench.turn_ends import end_of_turn_decisions
 from voicebot.tools.bench.verdict import evaluate_targets, holds, rss_slope
-from voicebot.tools.bench.watch import ServerWatch, listening_pid, wait_until_idle
+from voicebot.tools.bench.watch import ServerWatch, Watch, listening_pid, wait_until_idle
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +44,10 @@ PREPARE_TIMEOUT_S = 300.0
 class BenchContext:
     settings: Settings
     transport: str
-    host: str
-    port: int
+    targets: list[Target]  # the calls go round-robin over them (targets.py)
     out_dir: Path
     started_server: ServerProcess | None
-    watch: ServerWatch | None
+    watch: Watch | None
     clips: dict[str, Clip]
     records_url: str
     idle_rss_mb: float | None = None
@@ -62,8 +62,7 @@ async def measure(
 ) -> tuple[RunData, dict[str, Any]]:
     """One run of ``calls`` concurrent calls, with the per-stage split from the records."""
     runner = CallRunner(
-        context.host,
-        context.port,
+        context.targets,
         context.transport,
         context.clips,
         context.settings.vad,
@@ -97,11 +96,10 @@ def server_log(context: BenchContext) -> Path | None:
 
 
 async def warm_up(context: BenchContext) -> None:
-    """One call before measuring: first decodes, caches and lazy allocations happen here,
-    so the idle RSS and the first turns are not counted as load."""
+    """One call per target before measuring: first decodes, caches and lazy allocations
+    happen here, so the idle RSS and the first turns are not counted as load."""
     runner = CallRunner(
-        context.host,
-        context.port,
+        context.targets,
         context.transport,
         context.clips,
         context.settings.vad,
@@ -109,7 +107,7 @@ async def warm_up(context: BenchContext) -> None:
         context.noise_dbfs,
     )
     log.info("bench: warm-up call")
-    await runner.run(1, WARMUP_DURATION_S, 0.0)
+    await runner.run(len(context.targets), WARMUP_DURATION_S, 0.0)
     if context.watch is not None:
         await wait_until_idle(context.watch, PREPARE_TIMEOUT_S)
 
@@ -118,13 +116,14 @@ async def warm_up(context: BenchContext) -> None:
 async def bench_context(
     settings: Settings,
     transport: str,
-    target: str | None,
+    targets: Sequence[str],
     out_dir: Path,
     noise_dbfs: float = LINE_NOISE_DBFS,
 ) -> AsyncIterator[BenchContext]:
     """Everything a run needs before its first call: SIGTERM and SIGINT cancel it, the
-    caller clips are ready, the server is started (or reached with ``target``), watched and
-    settled. A server the bench started is stopped on the way out."""
+    caller clips are ready, the server is started (or the ``targets``, host:port each, are
+    reached), every server visible from here is watched and settled. A server the bench
+    started is stopped on the way out."""
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     if main is not None:  # SIGTERM (and SIGINT, even in a background job) stop the server
@@ -137,37 +136,57 @@ async def bench_context(
     speed_before = await loop.run_in_executor(None, speed_reference, settings)
     load_before = os.getloadavg()
     server: ServerProcess | None = None
-    if target is None:
+    if not targets:
         server = ServerProcess(settings, out_dir)
-        host = server.host
         port = server.websocket_port if transport in WEBSOCKET_CODECS else server.audiosocket_port
+        reached = [(server.host, port)]
         records_url = server.records_url
     else:
         from voicebot.records.store import database_url
 
-        host, port = parse_target(target)
+        reached = parse_targets(targets)
         records_url = database_url(settings)
     try:
         if server is not None:
             await server.start(transport)
-            pid = server.pid
+            pids = [server.pid]
         else:
-            pid = listening_pid(host, port)
-        watch = ServerWatch(pid)
+            pids = [listening_pid(host, port) for host, port in reached]
+        watch = Watch([ServerWatch(pid, label(t)) for pid, t in zip(pids, reached, strict=True)])
         context = BenchContext(
-            settings, transport, host, port, out_dir, server, watch, clips, records_url
+            settings, transport, reached, out_dir, server, watch, clips, records_url
         )
         context.noise_dbfs = noise_dbfs
         context.load_before = load_before
         context.speed_before = speed_before
-        if watch.process is None:
-            context.notes.append("server process not visible: no CPU/RSS figures")
-        elif not await wait_until_idle(watch):
-            context.notes.append("the server never settled below 20 % CPU before the run")
+        context.notes += watch_notes(watch)
+        if len(reached) > 1:
+            context.notes.append(
+                f"{len(reached)} targets, the calls spread round-robin: the per-stage split "
+                "reads the call records from these settings' records database "
+                "(records.database_url), which holds every target's calls only when the "
+                "hosts share it (one PostgreSQL)"
+            )
+        if watch.visible and not await wait_until_idle(watch):
+            context.notes.append("the servers never settled below 20 % CPU before the run")
         yield context
     finally:
         if server is not None:
             await server.stop()
+
+
+def watch_notes(watch: Watch) -> list[str]:
+    """What the report says of the servers that cannot be watched from here."""
+    hidden = [server.target for server in watch.servers if server.process is None]
+    if not hidden:
+        return []
+    if len(hidden) == len(watch.servers) == 1:
+        return ["server process not visible: no CPU/RSS figures"]
+    return [
+        f"server {target} not visible from here (another machine, or not ours to see): no "
+        "CPU/RSS figures for it; the totals are the visible servers'"
+        for target in hidden
+    ]
 
 
 async def run_async(
@@ -177,17 +196,17 @@ async def run_async(
     ramp_s: float,
     transport: str,
     find_capacity: bool,
-    target: str | None,
+    targets: Sequence[str],
     out_dir: Path,
     noise_dbfs: float = LINE_NOISE_DBFS,
 ) -> dict[str, Any]:
-    """Set up (or reach) the server, run the benchmark, write the report. The JSON result."""
-    async with bench_context(settings, transport, target, out_dir, noise_dbfs) as context:
+    """Set up (or reach) the servers, run the benchmark, write the report. The JSON result."""
+    async with bench_context(settings, transport, targets, out_dir, noise_dbfs) as context:
         if duration_s >= WARMUP_MIN_DURATION_S:
             await warm_up(context)
         else:
             context.notes.append("short run (smoke test): no warm-up call")
-        context.idle_rss_mb = context.watch.rss_mb() if context.watch is not None else None
+        context.idle_rss_mb = context.watch.mark_idle() if context.watch is not None else None
         if find_capacity:
             result, runs = await _capacity(context, duration_s, ramp_s)
         else:
@@ -206,7 +225,7 @@ async def run_async(
             duration_s,
             ramp_s,
             find_capacity,
-            target,
+            targets,
         )
         return result
 
@@ -249,7 +268,7 @@ def _finish(
     duration_s: float,
     ramp_s: float,
     find_capacity: bool,
-    target: str | None,
+    targets: Sequence[str],
 ) -> None:
     """Targets, context, the report files."""
     summaries = [summary for _, summary in runs]
@@ -269,7 +288,7 @@ def _finish(
     result["targets"] = evaluate_targets(at_8, zero_underrun, per_call)
     result["rss_per_call_mb"] = per_call
     result["command"] = command_line(
-        calls, duration_s, ramp_s, context.transport, find_capacity, target
+        calls, duration_s, ramp_s, context.transport, find_capacity, targets
     )
     result["machine"] = {
         **machine(),
@@ -279,7 +298,9 @@ def _finish(
     result["models"] = models_used(context.settings)
     result["server"] = {
         "started_by_bench": context.started_server is not None,
-        "pid": context.watch.process.pid if context.watch and context.watch.process else None,
+        # the first watched server's; each one's in the run's "servers" list
+        "pid": next((w.pid for w in context.watch.visible), None) if context.watch else None,
+        "targets": [label(t) for t in context.targets],
         "listening_after_s": round(context.started_server.ready_s, 1)
         if context.started_server
         else None,
@@ -293,7 +314,7 @@ def _finish(
         result["server"]["end_of_turn"] = end_of_turn_decisions(server.log_path)
     elif context.settings.turn.enabled:
         context.notes.append(
-            "a running server (--target): its end-of-turn waits are not known here, the "
+            "running servers (--target): their end-of-turn waits are not known here, the "
             "replay takes vad.end_silence_ms for every turn (the endpoint, response and turn "
             "gap figures are then too long by what the rule saved)"
         )
@@ -346,7 +367,7 @@ def command_line(
     ramp_s: float,
     transport: str,
     find_capacity: bool,
-    target: str | None,
+    targets: Sequence[str],
 ) -> str:
     """The command that reproduces a run, with the VOICEBOT_* variables that shaped it."""
     secret = set(SECRET_ENV)
@@ -363,6 +384,6 @@ def command_line(
     args += ["--duration", f"{duration_s:g}", "--ramp", f"{ramp_s:g}"]
     if transport != "audiosocket":
         args += ["--transport", transport]
-    if target:
+    for target in targets:
         args += ["--target", target]
     return " ".join([*env, *args])

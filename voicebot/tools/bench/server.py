@@ -1,7 +1,7 @@
 """The server under test: a `voicebot serve --no-web` subprocess the bench starts on free
 loopback ports (its own records database and caller hash key, no AMI, the bench's policy),
-after `voicebot train --if-needed` (``train_if_needed``), or a running server given by
-``--target host:port``."""
+after `voicebot train --if-needed` (``train_if_needed``). Running servers given with
+``--target`` are in targets.py."""
 
 from __future__ import annotations
 
@@ -215,10 +215,3 @@ class ServerProcess:
         if process.poll() is None:
             process.kill()
             process.wait(5)
-
-
-def parse_target(target: str) -> tuple[str, int]:
-    host, sep, port_text = target.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise VoicebotError(f"--target must be host:port (e.g. 127.0.0.1:9092), not {target!r}")
-    return host, int(port_text)

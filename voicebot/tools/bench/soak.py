@@ -321,17 +321,16 @@ async def soak_async(
     samples: list[SoakSample] = []
     sample_log = SampleLog(out_dir / "samples.csv")
     problems: list[str] = []
-    async with bench_context(settings, transport, None, out_dir) as context:
+    async with bench_context(settings, transport, (), out_dir) as context:
         watch = context.watch
-        if watch is None or watch.process is None:
+        if watch is None or not watch.visible:
             raise VoicebotError("the server process is not visible: nothing to sample")
-        server_process = watch.process
+        server_process = watch.visible[0].process
         speed_before = context.speed_before  # timed before the server started
         await warm_up(context)
         idle_before = footprint(server_process)
         runner = SoakRunner(
-            context.host,
-            context.port,
+            context.targets,
             transport,
             context.clips,
             settings.vad,

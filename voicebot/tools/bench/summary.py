@@ -1,5 +1,7 @@
 """One run's figures, machine-readable (what ``--json`` prints): per-stage distributions,
-audio pacing, server and bench CPU/RSS; and whether the run is broken."""
+audio pacing, server and bench CPU/RSS (``server``: every watched server together;
+``servers``: each one, with its calls, underruns and response p95); and whether the run is
+broken."""
 
 from __future__ import annotations
 
@@ -8,9 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from voicebot.tools.bench.traffic import RunData
+from voicebot.tools.bench.traffic import RunData, Sample
 from voicebot.tools.bench.turns import Turn
-from voicebot.tools.bench.underruns import UNDERRUN_TOLERANCE_S, pacing, underrun_stages
+from voicebot.tools.bench.underruns import (
+    UNDERRUN_TOLERANCE_S,
+    Pacing,
+    pacing,
+    underrun_stages,
+)
 
 STAGES = (  # key in the summary, label, what it spans
     ("endpoint_wait", "Endpoint wait (VAD)", "last voiced caller frame → VAD decision"),
@@ -37,6 +44,66 @@ def distribution(values: Sequence[float | None]) -> dict[str, float] | None:
         "max": round(float(present.max()), 1),
         "mean": round(float(present.mean()), 1),
     }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(float(np.mean(values)), 1) if values else None
+
+
+def _max(values: Sequence[float]) -> float | None:
+    return round(float(np.max(values)), 1) if values else None
+
+
+def per_server(
+    data: RunData, turns: Sequence[Turn], pacings: Sequence[Pacing]
+) -> list[dict[str, Any]]:
+    """Each server of the run (``data.servers``, in order): what the watch saw of it (CPU
+    mean and max at full load, its event loop's thread, RSS idle and peak; None when it is
+    not visible from here) and what its callers got (calls placed on it, server-side
+    underruns, response p95 over ``turns``). ``pacings``: one per ``data.results``."""
+    loaded = loaded_samples(data)
+    servers = []
+    for index, described in enumerate(data.servers):
+        readings = [s.servers[index] for s in loaded if index < len(s.servers)]
+        cpu = [r.cpu_percent for r in readings if r.cpu_percent is not None]
+        loop_cpu = [r.loop_percent for r in readings if r.loop_percent is not None]
+        every = [s.servers[index] for s in data.samples if index < len(s.servers)]
+        rss = [r.rss_mb for r in every if r.rss_mb is not None]  # the ramp-up included
+        mine = [
+            (result, p)
+            for result, p in zip(data.results, pacings, strict=True)
+            if result.target == described["target"]
+        ]
+        calls = {result.call_id for result, _ in mine}
+        response = distribution(
+            [t.response_ms for t in turns if t.kind != "dtmf" and t.call_id in calls]
+        )
+        servers.append(
+            {
+                "target": described["target"],
+                "pid": described.get("pid"),
+                "visible": bool(described.get("visible")),
+                "calls_placed": len(mine),
+                "cpu_percent_mean": _mean(cpu),
+                "cpu_percent_max": _max(cpu),
+                "loop_thread_cpu_percent_mean": _mean(loop_cpu),
+                "loop_thread_cpu_percent_max": _max(loop_cpu),
+                "rss_idle_mb": _rounded(described.get("rss_idle_mb")),
+                "rss_peak_mb": _max(rss),
+                "underruns": sum(p.underruns for _, p in mine),
+                "response_p95_ms": response["p95"] if response else None,
+            }
+        )
+    return servers
+
+
+def loaded_samples(data: RunData) -> list[Sample]:
+    """The samples taken once every call of the run was placed (all when there are none)."""
+    return [s for s in data.samples if s.t >= data.full_load_s] or data.samples
 
 
 def full_load(data: RunData) -> list[Turn]:
@@ -72,9 +139,9 @@ def summarize(data: RunData, idle_rss_mb: float | None) -> dict[str, Any]:
         for due, arrived in p.late
     ]
     abs_late = np.abs(np.array(lateness)) if lateness else np.zeros(1)
-    loaded_samples = [s for s in data.samples if s.t >= data.full_load_s] or data.samples
-    cpu = [s.cpu_percent for s in loaded_samples if s.cpu_percent is not None]
-    loop_cpu = [s.loop_percent for s in loaded_samples if s.loop_percent is not None]
+    loaded = loaded_samples(data)
+    cpu = [s.cpu_percent for s in loaded if s.cpu_percent is not None]
+    loop_cpu = [s.loop_percent for s in loaded if s.loop_percent is not None]
     rss = [s.rss_mb for s in data.samples if s.rss_mb is not None]
     rss_peak = max(rss) if rss else None
     per_call = (
@@ -121,28 +188,22 @@ def summarize(data: RunData, idle_rss_mb: float | None) -> dict[str, Any]:
                 [(r.wall0, r.wall0 + (r.greeting_ms or 0.0) / 1000) for r in data.results],
             ),
         },
+        # every watched server together (sums); each one in "servers"
         "server": {
-            "cpu_percent_mean": round(float(np.mean(cpu)), 1) if cpu else None,
-            "cpu_percent_max": round(float(np.max(cpu)), 1) if cpu else None,
+            "cpu_percent_mean": _mean(cpu),
+            "cpu_percent_max": _max(cpu),
             "cpu_percent_per_call": round(float(np.mean(cpu)) / data.calls, 1) if cpu else None,
-            "rss_idle_mb": round(idle_rss_mb, 1) if idle_rss_mb is not None else None,
-            "rss_peak_mb": round(rss_peak, 1) if rss_peak is not None else None,
+            "rss_idle_mb": _rounded(idle_rss_mb),
+            "rss_peak_mb": _rounded(rss_peak),
             "rss_per_call_mb": per_call,
-            # the main thread, where every call's audio is paced: at most one core
-            "loop_thread_cpu_percent_mean": round(float(np.mean(loop_cpu)), 1)
-            if loop_cpu
-            else None,
-            "loop_thread_cpu_percent_max": round(float(np.max(loop_cpu)), 1) if loop_cpu else None,
+            # the main thread, where every call's audio is paced: at most one core each
+            "loop_thread_cpu_percent_mean": _mean(loop_cpu),
+            "loop_thread_cpu_percent_max": _max(loop_cpu),
         },
+        "servers": per_server(data, turns, pacings),
         "bench": {
-            "cpu_percent_mean": round(float(np.mean([s.bench_percent for s in loaded_samples])), 1)
-            if loaded_samples
-            else None,
-            "machine_cpu_percent_mean": round(
-                float(np.mean([s.system_percent for s in loaded_samples])), 1
-            )
-            if loaded_samples
-            else None,
+            "cpu_percent_mean": _mean([s.bench_percent for s in loaded]),
+            "machine_cpu_percent_mean": _mean([s.system_percent for s in loaded]),
             "loop_lag_ms": {
                 "p99": round(float(np.percentile(data.lags_ms, 99)), 1) if data.lags_ms else None,
                 "max": round(float(max(data.lags_ms)), 1) if data.lags_ms else None,

@@ -1,14 +1,16 @@
 """The traffic: N concurrent calls placed one every ``ramp_s`` and kept up until the end of the
-run, each following the caller's script; the bench's own event loop and the server's CPU and
-RSS watched meanwhile (``CallRunner.run`` → ``RunData``)."""
+run, each following the caller's script, spread round-robin over the targets (targets.py);
+the bench's own event loop and the servers' CPU and RSS watched meanwhile (``CallRunner.run``
+→ ``RunData``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from voicebot.core.config import VadSettings
 from voicebot.tools.bench.call import BenchCall, CallResult, Spoken
@@ -30,9 +32,10 @@ from voicebot.tools.bench.script import (
     Step,
     call_script,
 )
+from voicebot.tools.bench.targets import Target, assign, label
 from voicebot.tools.bench.turn_ends import server_waits
 from voicebot.tools.bench.turns import Turn, measure_turns
-from voicebot.tools.bench.watch import ServerWatch
+from voicebot.tools.bench.watch import ServerReading, Watch
 
 CLIENT_STALL_S = 0.010  # the bench's own loop stalling longer than this is recorded
 LAG_PROBE_S = 0.005
@@ -44,11 +47,12 @@ SAMPLE_EVERY_S = 0.5
 class Sample:
     t: float  # run clock
     calls: int
-    cpu_percent: float | None  # server process and its children, % of one core
-    rss_mb: float | None
+    cpu_percent: float | None  # the watched servers and their children, % of one core
+    rss_mb: float | None  # the watched servers together
     system_percent: float  # the whole machine, % of all cores
     bench_percent: float  # this process, % of one core
-    loop_percent: float | None = None  # the server's event-loop thread, % of one core
+    loop_percent: float | None = None  # the servers' event-loop threads, % of one core
+    servers: list[ServerReading] = field(default_factory=list)  # each, as RunData.servers
 
 
 @dataclass
@@ -66,26 +70,27 @@ class RunData:
     errors: list[str] = field(default_factory=list)
     loop_t0: float = 0.0
     records_note: str = ""
+    # each server (Watch.describe(): target, pid, visible, rss_idle_mb), or each target
+    # without figures when nothing is watched
+    servers: list[dict[str, Any]] = field(default_factory=list)
 
 
 class CallRunner:
-    """Places N calls (one every ``ramp_s``), keeps them up until the end, then measures
-    every turn from what was sent and received (measure_turns)."""
+    """Places N calls (one every ``ramp_s``; line i on target i mod T), keeps them up until
+    the end, then measures every turn from what was sent and received (measure_turns)."""
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        targets: Sequence[Target],
         transport: str,
         clips: dict[str, Clip],
         vad: VadSettings,
-        watch: ServerWatch | None,
+        watch: Watch | None,
         noise_dbfs: float = LINE_NOISE_DBFS,
         server_log: Path | None = None,
     ) -> None:
         self.server_log = server_log  # the server's end-of-turn waits (bench/turn_ends.py)
-        self.host = host
-        self.port = port
+        self.targets = list(targets)
         self.transport = transport
         self.clips = clips
         self.vad = vad
@@ -104,6 +109,11 @@ class CallRunner:
         loop = asyncio.get_running_loop()
         data = RunData(calls, duration_s, ramp_s, self.transport, full_load_s=(calls - 1) * ramp_s)
         data.loop_t0 = loop.time()
+        data.servers = (
+            self.watch.describe()
+            if self.watch is not None
+            else [{"target": label(t), "pid": None, "visible": False} for t in self.targets]
+        )
         end_at = data.loop_t0 + (calls - 1) * ramp_s + duration_s
         probes = [
             asyncio.create_task(self._probe_lag(data)),
@@ -112,8 +122,8 @@ class CallRunner:
         try:
             await asyncio.gather(
                 *(
-                    self._slot(data, slot, data.loop_t0 + slot * ramp_s, end_at)
-                    for slot in range(calls)
+                    self._slot(data, slot, target, data.loop_t0 + slot * ramp_s, end_at)
+                    for slot, target in enumerate(assign(calls, self.targets))
                 )
             )
         finally:
@@ -146,19 +156,28 @@ class CallRunner:
             return
         loop = asyncio.get_running_loop()
         self.watch.sample()
-        self.watch.loop_thread_percent()
         while True:
             await asyncio.sleep(SAMPLE_EVERY_S)
-            cpu, rss, system, bench = self.watch.sample()
-            loop_percent = self.watch.loop_thread_percent()
+            reading = self.watch.sample()
             data.samples.append(
                 Sample(
-                    loop.time() - data.loop_t0, self.active, cpu, rss, system, bench, loop_percent
+                    loop.time() - data.loop_t0,
+                    self.active,
+                    reading.cpu_percent,
+                    reading.rss_mb,
+                    reading.system_percent,
+                    reading.bench_percent,
+                    reading.loop_percent,
+                    reading.servers,
                 )
             )
 
-    async def _slot(self, data: RunData, slot: int, start_at: float, end_at: float) -> None:
-        """One line of the switchboard: a call, and a new one whenever the bot ends it."""
+    async def _slot(
+        self, data: RunData, slot: int, target: Target, start_at: float, end_at: float
+    ) -> None:
+        """One line of the switchboard, on one target: a call, and a new one whenever the bot
+        ends it."""
+        host, port = target
         loop = asyncio.get_running_loop()
         await asyncio.sleep(max(0.0, start_at - loop.time()))
         failures = 0
@@ -166,12 +185,10 @@ class CallRunner:
         while end_at - loop.time() > MIN_CALL_S:
             call = BenchCall(self._line(), slot, self.noise_dbfs)
             try:
-                await asyncio.wait_for(call.place(self.host, self.port), 10.0)
+                await asyncio.wait_for(call.place(host, port), 10.0)
             except (OSError, asyncio.TimeoutError) as exc:
                 failures += 1
-                data.errors.append(
-                    f"slot {slot}: cannot connect to {self.host}:{self.port} ({exc!r})"
-                )
+                data.errors.append(f"slot {slot}: cannot connect to {host}:{port} ({exc!r})")
                 if failures >= 3:
                     return
                 await asyncio.sleep(1.0)

@@ -1,59 +1,87 @@
-"""The server process seen from outside: its CPU (children included) and RSS, sampled with
-psutil; waiting for it to settle; finding the process behind a port."""
+"""The servers seen from outside: each visible server process's CPU (children included), RSS
+and event-loop thread, sampled with psutil (``ServerWatch``); all of them together with the
+whole machine and the bench itself (``Watch``); waiting for them to settle; finding the
+process behind a port. A server on another machine is not visible from here: it is listed,
+without figures."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 SETTLE_TIMEOUT_S = 300.0  # pre-rendering of the fixed answers on a cold TTS cache
 SETTLE_CPU_PERCENT = 20.0
 
 
-class ServerWatch:
-    """CPU (with children) and RSS of the server process, from psutil."""
+@dataclass
+class ServerReading:
+    """One server over one sample interval (None: not visible, or the first sample)."""
 
-    def __init__(self, pid: int | None) -> None:
+    cpu_percent: float | None  # the process and its children, % of one core
+    rss_mb: float | None
+    loop_percent: float | None  # its event-loop (main) thread, % of one core
+
+
+@dataclass
+class Reading:
+    """Every watched server together (sums over distinct processes), the machine, the bench."""
+
+    cpu_percent: float | None
+    rss_mb: float | None
+    system_percent: float  # the whole machine, % of all cores
+    bench_percent: float  # this process, % of one core
+    loop_percent: float | None
+    servers: list[ServerReading] = field(default_factory=list)  # in Watch.servers' order
+
+
+def _total(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) if present else None
+
+
+class ServerWatch:
+    """CPU (with children), RSS and main-thread CPU of one server process, from psutil.
+    ``target``: the host:port the calls reach it on."""
+
+    def __init__(self, pid: int | None, target: str = "") -> None:
         import psutil
 
         self._psutil = psutil
+        self.target = target
+        self.pid = pid
         self.process = None
         if pid is not None:
             with contextlib.suppress(psutil.Error):
                 self.process = psutil.Process(pid)
-        self.me = psutil.Process()
-        self._last: tuple[float, float, float] | None = None
+        self.rss_idle_mb: float | None = None
+        self._last: tuple[float, float] | None = None
         self._last_loop: tuple[float, float] | None = None
-        psutil.cpu_percent(None)
 
     @staticmethod
-    def _cpu_seconds(process: Any) -> float:
+    def cpu_seconds(process: Any) -> float:
         times = process.cpu_times()
         return float(times.user + times.system + times.children_user + times.children_system)
 
-    def sample(self) -> tuple[float | None, float | None, float, float]:
-        """(server CPU %, server RSS MB, machine CPU %, bench CPU %) since the last sample."""
+    def sample(self) -> tuple[float | None, float | None]:
+        """(CPU % of one core since the last sample, RSS MB); None when not visible (the CPU
+        also the first time)."""
+        if self.process is None:
+            return None, None
         now = time.monotonic()
-        mine = self._cpu_seconds(self.me)
-        server_cpu = None
-        rss = None
-        theirs = 0.0
-        if self.process is not None:
-            try:
-                theirs = self._cpu_seconds(self.process)
-                rss = self.process.memory_info().rss / 2**20
-            except self._psutil.Error:
-                self.process = None
-        bench = 0.0
-        if self._last is not None:
-            elapsed = max(now - self._last[0], 1e-6)
-            bench = (mine - self._last[1]) / elapsed * 100
-            if self.process is not None:
-                server_cpu = (theirs - self._last[2]) / elapsed * 100
-        self._last = (now, mine, theirs)
-        return server_cpu, rss, float(self._psutil.cpu_percent(None)), bench
+        try:
+            seconds = self.cpu_seconds(self.process)
+            rss = self.process.memory_info().rss / 2**20
+        except self._psutil.Error:
+            self.process = None
+            return None, None
+        last, self._last = self._last, (now, seconds)
+        if last is None:
+            return None, rss
+        return (seconds - last[1]) / max(now - last[0], 1e-6) * 100, rss
 
     def loop_thread_percent(self) -> float | None:
         """CPU % of one core used by the server's main thread, where its event loop runs
@@ -89,20 +117,102 @@ class ServerWatch:
             return None
 
 
-async def wait_until_idle(watch: ServerWatch, timeout_s: float = SETTLE_TIMEOUT_S) -> bool:
-    """Until the server uses less than SETTLE_CPU_PERCENT of a core for 2 s in a row (it
-    pre-renders the fixed answers after start-up)."""
-    if watch.process is None:
+class Watch:
+    """Every server of a run (one per target, or the one the bench started), the whole
+    machine and the bench process. Two targets served by one process (the same pid) are
+    watched once: the totals count each process once."""
+
+    def __init__(self, servers: Sequence[ServerWatch]) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.servers = list(servers)
+        self.me = psutil.Process()
+        self._last_me: tuple[float, float] | None = None
+        psutil.cpu_percent(None)
+
+    @property
+    def visible(self) -> list[ServerWatch]:
+        """The servers seen from here, one per process."""
+        seen: set[int] = set()
+        distinct = []
+        for server in self.servers:
+            if server.process is not None and server.process.pid not in seen:
+                seen.add(server.process.pid)
+                distinct.append(server)
+        return distinct
+
+    def sample(self) -> Reading:
+        """Every server's CPU and RSS since the last sample, their sums, the machine's CPU
+        and the bench's."""
+        readings: dict[int, ServerReading] = {}
+        per_server = []
+        for server in self.servers:
+            pid = server.process.pid if server.process is not None else None
+            if pid is None or pid not in readings:
+                cpu, rss = server.sample()
+                reading = ServerReading(cpu, rss, server.loop_thread_percent())
+                if pid is not None:
+                    readings[pid] = reading
+            else:
+                reading = readings[pid]  # the same process as an earlier target
+            per_server.append(reading)
+        now = time.monotonic()
+        mine = ServerWatch.cpu_seconds(self.me)
+        last, self._last_me = self._last_me, (now, mine)
+        bench = 0.0 if last is None else (mine - last[1]) / max(now - last[0], 1e-6) * 100
+        distinct = list(readings.values())
+        return Reading(
+            cpu_percent=_total([r.cpu_percent for r in distinct]),
+            rss_mb=_total([r.rss_mb for r in distinct]),
+            system_percent=float(self._psutil.cpu_percent(None)),
+            bench_percent=bench,
+            loop_percent=_total([r.loop_percent for r in distinct]),
+            servers=per_server,
+        )
+
+    def rss_mb(self) -> float | None:
+        """The visible servers' RSS together."""
+        return _total([server.rss_mb() for server in self.visible])
+
+    def mark_idle(self) -> float | None:
+        """Each visible server's RSS now, kept as its idle RSS (a second target on the same
+        process gets the same); their sum, each process once."""
+        idle = {server.pid: server.rss_mb() for server in self.visible}
+        for server in self.servers:
+            server.rss_idle_mb = idle.get(server.pid) if server.process is not None else None
+        return _total(list(idle.values()))
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Each server as results.json lists it, before its figures."""
+        return [
+            {
+                "target": server.target,
+                "pid": server.process.pid if server.process is not None else server.pid,
+                "visible": server.process is not None,
+                "rss_idle_mb": round(server.rss_idle_mb, 1)
+                if server.rss_idle_mb is not None
+                else None,
+            }
+            for server in self.servers
+        ]
+
+
+async def wait_until_idle(watch: Watch, timeout_s: float = SETTLE_TIMEOUT_S) -> bool:
+    """Until every visible server uses less than SETTLE_CPU_PERCENT of a core for 2 s in a
+    row (a server pre-renders the fixed answers after start-up). False when the time is out
+    or every server vanished."""
+    if not watch.visible:
         return True
     deadline = time.monotonic() + timeout_s
     quiet = 0
     watch.sample()
     while time.monotonic() < deadline:
         await asyncio.sleep(1.0)
-        cpu = watch.sample()[0]
-        if cpu is None:
+        cpus = [r.cpu_percent for r in watch.sample().servers if r.cpu_percent is not None]
+        if not cpus:
             return False
-        quiet = quiet + 1 if cpu < SETTLE_CPU_PERCENT else 0
+        quiet = quiet + 1 if max(cpus) < SETTLE_CPU_PERCENT else 0
         if quiet >= 2:
             return True
     return False
