@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -258,3 +259,64 @@ def test_evaluate_without_a_model_names_voicebot_train(tmp_path: Path) -> None:
         evaluate_command(settings, out_dir=tmp_path / "out")
     with pytest.raises(ModelError, match="no Rasa model at"):
         evaluate_command(settings, model=tmp_path / "absent.tar.gz", out_dir=tmp_path / "out")
+
+
+# --- model versions and the model folder (fake archives: no training) -------------------
+
+
+def test_accepting_a_candidate_moves_it_in_with_its_version(tmp_path: Path) -> None:
+    from voicebot.dialogue.model_store import make_version, read_version, write_version
+    from voicebot.dialogue.training import accept
+
+    folder = tmp_path / "models"
+    (folder / "candidate").mkdir(parents=True)
+    old = folder / "allonantes-20261201-100000.tar.gz"
+    old.write_bytes(b"old")
+    candidate = folder / "candidate" / "allonantes-20261202-170406.tar.gz"
+    candidate.write_bytes(b"new")
+    version = make_version(candidate, "59cc2b4b0f93" + "0" * 52, "2026-12-02T17:04:06+00:00")
+    assert version.version == "20261202-170406-59cc2b4b0f93"
+    write_version(candidate, version)
+
+    model = accept(folder, candidate, version)
+
+    assert model == folder / candidate.name and model.read_bytes() == b"new"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "allonantes-20261202-170406.json",
+        "allonantes-20261202-170406.tar.gz",
+        "fingerprint.json",
+    ]
+    assert read_version(model) == version
+    record = json.loads((folder / "fingerprint.json").read_text(encoding="utf-8"))
+    assert record == {
+        "fingerprint": version.fingerprint,
+        "model": model.name,
+        "version": version.version,
+    }
+
+
+def test_a_model_trained_before_versions_gets_one_from_its_name(tmp_path: Path) -> None:
+    from voicebot.dialogue.model_store import read_version
+
+    model = tmp_path / "allonantes-20261202-141339.tar.gz"
+    model.write_bytes(b"")
+    assert read_version(model).version == "20261202-141339-inconnu"
+    (tmp_path / "fingerprint.json").write_text(
+        json.dumps({"fingerprint": "f5fd9d94480f0a06", "model": model.name}), encoding="utf-8"
+    )
+    assert read_version(model).version == "20261202-141339-f5fd9d94480f"
+
+
+def test_if_needed_refuses_at_once_data_already_refused(tmp_path: Path) -> None:
+    from voicebot.core.errors import GateRefusedError
+    from voicebot.dialogue.model_store import write_last_refused
+    from voicebot.dialogue.training import fingerprint, train
+
+    copy = tmp_path / "nlu"
+    shutil.copytree(NLU_DIR, copy, ignore=shutil.ignore_patterns("models"))
+    report = copy / "models" / "refused" / "x" / "report.html"
+    write_last_refused(copy / "models", fingerprint(copy), report, "F1 en baisse")
+    settings = Settings().replace("paths", nlu_dir=copy)
+    with pytest.raises(GateRefusedError, match="déjà donné un modèle refusé"):
+        train(settings, if_needed=True)
+    assert not (copy / "models" / "candidate").exists()  # nothing was trained
