@@ -200,6 +200,9 @@ def test_gate_tolerates_an_f1_drop_up_to_the_setting() -> None:
         "(75,0 → 72,0, baisse tolérée : 2 points)"
     ]
     assert gate(CURRENT, three_points, max_f1_drop_points=5).accepted
+    just_over = figures(clean_f1={"decheterie": 0.8798, "encombrants": 0.80})
+    [reason] = gate(CURRENT, just_over).reasons
+    assert "en baisse de 2,02 points" in reason  # not "2,0", which reads as tolerated
     assert not gate(CURRENT, two_points, max_f1_drop_points=0).accepted
 
 

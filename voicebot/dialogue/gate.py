@@ -40,6 +40,14 @@ def _points(ratio: float) -> str:
     return f"{ratio * 100:.1f}".replace(".", ",")
 
 
+def _drop(points: float, tolerated: float) -> str:
+    """The drop in points, with one more decimal when one would show the tolerance itself."""
+    shown = f"{points:.1f}"
+    if float(shown) <= tolerated:
+        shown = f"{points:.2f}"
+    return shown.replace(".", ",")
+
+
 def gate(current: Figures, candidate: Figures, max_f1_drop_points: float = 2.0) -> GateDecision:
     """Accept the candidate only if it is no worse than the current model (see module doc)."""
     reasons: list[str] = []
@@ -61,7 +69,8 @@ def gate(current: Figures, candidate: Figures, max_f1_drop_points: float = 2.0) 
             after = after_f1.get(intent, 0.0)
             if (before - after) * 100 > max_f1_drop_points + _EPSILON:
                 reasons.append(
-                    f"F1 de l'intention « {intent} » en baisse de {_points(before - after)} "
+                    f"F1 de l'intention « {intent} » en baisse de "
+                    f"{_drop((before - after) * 100, max_f1_drop_points)} "
                     f"points sur les {label} ({_points(before)} → {_points(after)}, "
                     f"baisse tolérée : {max_f1_drop_points:g} points)"
                 )
