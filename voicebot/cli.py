@@ -36,6 +36,18 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    from voicebot.dialogue.evaluate_command import evaluate_command
+
+    return evaluate_command(
+        settings,
+        model=Path(args.model) if args.model else None,
+        compare=Path(args.compare) if args.compare else None,
+        out_dir=Path(args.out) if args.out else None,
+        as_json=args.json,
+    )
+
+
 def _chat(settings: Settings, args: argparse.Namespace) -> int:
     from voicebot.dialogue.chat import chat_interactive, chat_once
 
@@ -175,6 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train the Rasa model from nlu/")
     p.add_argument("--if-needed", action="store_true", help="only if nlu/ changed since last train")
     p.set_defaults(handler=_train)
+
+    p = sub.add_parser(
+        "evaluate", help="the model's accuracy on nlu/tests, clean and noisy: HTML, PNG, JSON"
+    )
+    p.add_argument("--model", help="a model archive (default: the current model)")
+    p.add_argument("--compare", metavar="PATH", help="a second model, side by side")
+    p.add_argument("--out", help="folder for the report (default: DATA_DIR/evaluations/DATE)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(handler=_evaluate)
 
     p = sub.add_parser("chat", help="talk to the bot in French, by text")
     p.add_argument("--text", help="one turn: print the reply and any handoff signal, then exit")

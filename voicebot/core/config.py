@@ -265,6 +265,15 @@ class DialogueSettings:
     model: str = ""  # a trained Rasa model archive; empty = newest under nlu/models
     # The NLU fallback threshold lives in nlu/config.yml (FallbackClassifier): it is part of
     # the trained model and calibrated on held-out data (scripts/calibrate_fallback.py).
+    # `voicebot train` keeps a new model only if no intent's F1 on the test sets (clean or
+    # noisy) drops by more than this many points (of percentage) below the current model's.
+    gate_max_f1_drop: float = 2.0
+
+    def validate(self) -> None:
+        if not 0 <= self.gate_max_f1_drop <= 100:
+            raise ValueError(
+                f"gate_max_f1_drop must be between 0 and 100 points, not {self.gate_max_f1_drop}"
+            )
 
 
 SILENCE_ACTIONS = ("hangup", "transfer", "hangup_if_answered")

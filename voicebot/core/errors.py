@@ -19,6 +19,14 @@ class ModelError(VoicebotError):
     """A model (ASR, TTS, NLU) is missing, incomplete or unreadable."""
 
 
+class NluDataError(VoicebotError):
+    """A Rasa training or test file under nlu/ is malformed; names the file."""
+
+
+class GateRefusedError(VoicebotError):
+    """A newly trained model was refused by the gate: it would have made the bot worse."""
+
+
 class KnowledgeBaseError(VoicebotError):
     """A knowledge-base file is malformed; names the file, line and field."""
 

@@ -55,9 +55,17 @@ def model_path(settings: Settings) -> Path:
     return model
 
 
-def load_agent(settings: Settings, action_endpoint: Any = None, tracker_store: Any = None) -> Any:
-    """A Rasa Agent on the trained model (blocking: a few seconds)."""
-    model = model_path(settings)
+def load_agent(
+    settings: Settings,
+    action_endpoint: Any = None,
+    tracker_store: Any = None,
+    model: Path | None = None,
+) -> Any:
+    """A Rasa Agent on the trained model, or on ``model`` (blocking: a few seconds)."""
+    if model is None:
+        model = model_path(settings)
+    elif not model.is_file():
+        raise ModelError(f"no Rasa model at {model}")
     quiet_rasa()
     from rasa.core.agent import Agent
 

@@ -1,29 +1,71 @@
-"""Training the Rasa model from ``nlu/`` (``voicebot train``).
+"""Training the Rasa model from ``nlu/`` (``voicebot train``), behind a quality gate.
 
-The model is written to ``nlu/models/allonantes-<date>.tar.gz`` next to a
-``fingerprint.json`` that records a hash of everything training reads (config, domain,
-training data). ``train(..., if_needed=True)`` skips training when that hash still matches,
-so ``make test`` and ``make run`` only retrain after a trainer changed something.
+A new model is first trained as a *candidate* (``nlu/models/candidate/``, never loaded by
+the bot). If there is no current model it is accepted as is. Otherwise both models are
+evaluated on the test sets, clean and noisy (voicebot.dialogue.nlu_eval), and the candidate
+replaces the current model only if the gate (voicebot.dialogue.gate) accepts it; a refused
+candidate goes to ``nlu/models/refused/<name>/`` with the report that says why, and
+``GateRefusedError`` is raised (the command exits non-zero). Layout and versions:
+voicebot.dialogue.model_store.
 
-Only ``nlu/data/`` is trained on: the held-out test set (``nlu/tests/``) and the knowledge
-base (``nlu/knowledge/``, read at run time) stay out of the model.
+``fingerprint.json`` records a hash of everything training reads (config, domain, training
+data). ``train(..., if_needed=True)`` skips training when that hash still matches the
+current model, and fails fast when it matches the last refused candidate (training the same
+data again would be refused again), so ``make test`` and ``make run`` only retrain after a
+trainer changed something.
+
+Only ``nlu/data/`` is trained on: the test sets (``nlu/tests/``) and the knowledge base
+(``nlu/knowledge/``, read at run time) stay out of the model.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import hashlib
-import json
 import logging
+import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from voicebot.core.config import Settings
-from voicebot.core.errors import ModelError
+from voicebot.core.errors import GateRefusedError, ModelError
+from voicebot.dialogue.gate import GateDecision, gate
+from voicebot.dialogue.model_store import (
+    CANDIDATE_DIR,
+    EVALUATIONS_DIR,
+    MODEL_PREFIX,
+    MODEL_SUFFIX,
+    REFUSED_DIR,
+    ModelVersion,
+    clear_last_refused,
+    last_refused,
+    make_version,
+    model_name,
+    models_dir,
+    recorded_current,
+    version_file,
+    write_current,
+    write_last_refused,
+    write_version,
+)
+
+if TYPE_CHECKING:
+    from voicebot.dialogue.nlu_eval import ModelEvaluation
 
 log = logging.getLogger(__name__)
 
-MODEL_PREFIX = "allonantes-"
-FINGERPRINT_FILE = "fingerprint.json"
+__all__ = [
+    "MODEL_PREFIX",
+    "fingerprint",
+    "heldout_path",
+    "labelled_examples",
+    "latest_model",
+    "models_dir",
+    "train",
+    "training_files",
+]
 
 
 def training_files(nlu_dir: Path) -> list[Path]:
@@ -48,45 +90,58 @@ def fingerprint(nlu_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def models_dir(settings: Settings) -> Path:
-    return settings.paths.nlu_dir / "models"
-
-
 def latest_model(settings: Settings) -> Path | None:
     """The model the bot loads: settings.dialogue.model, else the newest trained one."""
     if settings.dialogue.model:
         return Path(settings.dialogue.model)
     folder = models_dir(settings)
-    models = sorted(folder.glob(f"{MODEL_PREFIX}*.tar.gz")) if folder.is_dir() else []
+    models = sorted(folder.glob(f"{MODEL_PREFIX}*{MODEL_SUFFIX}")) if folder.is_dir() else []
     return models[-1] if models else None
 
 
-def _recorded(folder: Path) -> tuple[str, Path] | None:
-    try:
-        record = json.loads((folder / FINGERPRINT_FILE).read_text(encoding="utf-8"))
-        return str(record["fingerprint"]), folder / str(record["model"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def train(settings: Settings, if_needed: bool = False) -> Path:
-    """Train nlu/ into nlu/models/; returns the model archive. Raises ModelError."""
+    """Train nlu/ and let the result through the gate; returns the current model archive.
+
+    Raises ModelError (training failed), NluDataError (a broken test file) or
+    GateRefusedError (the candidate would have made the bot worse: kept aside).
+    """
     nlu_dir = settings.paths.nlu_dir
     folder = models_dir(settings)
-    current = fingerprint(nlu_dir)
+    current_fp = fingerprint(nlu_dir)
     if if_needed:
-        recorded = _recorded(folder)
-        if recorded is not None and recorded[0] == current and recorded[1].is_file():
+        recorded = recorded_current(folder)
+        if recorded is not None and recorded[0] == current_fp and recorded[1].is_file():
             print(f"Modèle à jour, pas de ré-entraînement : {recorded[1]}")
-            log.info("model up to date (fingerprint %s): %s", current[:12], recorded[1])
+            log.info("model up to date (fingerprint %s): %s", current_fp[:12], recorded[1])
             return recorded[1]
+        refused = last_refused(folder)
+        if refused is not None and refused.get("fingerprint") == current_fp:
+            raise GateRefusedError(
+                "ces données d'entraînement ont déjà donné un modèle refusé "
+                f"({refused.get('reason', '')}) ; rapport : {refused.get('report', '')}. "
+                "Corrigez nlu/data puis relancez `voicebot train`"
+            )
+
+    current = latest_model(settings)
+    candidate, version = train_candidate(settings, current_fp)
+    if current is None or not current.is_file():
+        print("Premier modèle : accepté sans comparaison.")
+        return accept(folder, candidate, version)
+    return gated(settings, current, candidate, version)
+
+
+def train_candidate(settings: Settings, current_fp: str) -> tuple[Path, ModelVersion]:
+    """Train nlu/ into nlu/models/candidate/ (emptied first); returns it and its version."""
+    nlu_dir = settings.paths.nlu_dir
+    out = models_dir(settings) / CANDIDATE_DIR
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
 
     from voicebot.dialogue.rasa_runtime import quiet_rasa
 
     quiet_rasa()
     from rasa.model_training import train as rasa_train
 
-    folder.mkdir(parents=True, exist_ok=True)
     name = MODEL_PREFIX + time.strftime("%Y%m%d-%H%M%S")
     print(f"Entraînement du modèle Rasa à partir de {nlu_dir} …")
     started = time.perf_counter()
@@ -94,7 +149,7 @@ def train(settings: Settings, if_needed: bool = False) -> Path:
         domain=str(nlu_dir / "domain.yml"),
         config=str(nlu_dir / "config.yml"),
         training_files=[str(p) for p in training_files(nlu_dir)],
-        output=str(folder),
+        output=str(out),
         fixed_model_name=name,
         force_training=True,
     )
@@ -105,24 +160,88 @@ def train(settings: Settings, if_needed: bool = False) -> Path:
             f"and check the files under {nlu_dir}"
         )
     elapsed = time.perf_counter() - started
-    for old in folder.glob(f"{MODEL_PREFIX}*.tar.gz"):
+    trained_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    version = make_version(model, current_fp, trained_at)
+    write_version(model, version)
+    print(f"Modèle candidat entraîné en {elapsed:.0f} s : version {version.version}")
+    log.info("trained a candidate in %.1f s (version %s)", elapsed, version.version)
+    return model, version
+
+
+def accept(folder: Path, candidate: Path, version: ModelVersion) -> Path:
+    """Move the candidate in as the current model; older models are deleted."""
+    model = folder / candidate.name
+    candidate.replace(model)
+    version_file(candidate).replace(version_file(model))
+    for old in folder.glob(f"{MODEL_PREFIX}*{MODEL_SUFFIX}"):
         if old != model:
             old.unlink()
-    (folder / FINGERPRINT_FILE).write_text(
-        json.dumps({"fingerprint": current, "model": model.name}, indent=2) + "\n",
-        encoding="utf-8",
-    )
-    print(f"Modèle entraîné en {elapsed:.0f} s : {model}")
-    log.info("trained a model in %.1f s (fingerprint %s)", elapsed, current[:12])
+            version_file(old).unlink(missing_ok=True)
+    write_current(folder, version)
+    clear_last_refused(folder)
+    shutil.rmtree(folder / CANDIDATE_DIR, ignore_errors=True)
+    print(f"Nouveau modèle en service : {model} (version {version.version})")
     return model
+
+
+def gated(settings: Settings, current: Path, candidate: Path, version: ModelVersion) -> Path:
+    """Evaluate both models; accept the candidate or keep it aside and raise."""
+    from voicebot.dialogue.eval_report import write_report
+    from voicebot.dialogue.nlu_eval import evaluate_model, load_test_sets
+
+    folder = models_dir(settings)
+    print("Évaluation du modèle actuel et du candidat sur les jeux de test …")
+    examples = load_test_sets(settings.paths.nlu_dir)
+    before = evaluate_model(settings, current, examples)
+    after = evaluate_model(settings, candidate, examples)
+    decision = gate(before.figures(), after.figures(), settings.dialogue.gate_max_f1_drop)
+    test_sets = sorted({e.test_set for e in examples})
+    print(
+        f"Actuel {before.version.version} : {before.clean.accuracy:.1%} (propres), "
+        f"{before.noisy.accuracy:.1%} (bruitées) ; candidat {version.version} : "
+        f"{after.clean.accuracy:.1%}, {after.noisy.accuracy:.1%}"
+    )
+    if decision.accepted:
+        report_dir = folder / EVALUATIONS_DIR / model_name(candidate)
+        write_report(report_dir, [after, before], test_sets, decision)
+        print(decision.summary())
+        print(f"Rapport : {report_dir / 'report.html'}")
+        return accept(folder, candidate, version)
+    return refuse(folder, candidate, version, decision, [after, before], test_sets)
+
+
+def refuse(
+    folder: Path,
+    candidate: Path,
+    version: ModelVersion,
+    decision: GateDecision,
+    evaluations: list[ModelEvaluation],
+    test_sets: list[str],
+) -> NoReturn:
+    """Keep the candidate aside with its report, remember its fingerprint, raise."""
+    from voicebot.dialogue.eval_report import write_report
+
+    kept = folder / REFUSED_DIR / model_name(candidate)
+    shutil.rmtree(kept, ignore_errors=True)
+    kept.mkdir(parents=True)
+    candidate.replace(kept / candidate.name)
+    version_file(candidate).replace(version_file(kept / candidate.name))
+    evaluations[0] = dataclasses.replace(evaluations[0], model=kept / candidate.name)
+    write_report(kept, evaluations, test_sets, decision)
+    shutil.rmtree(folder / CANDIDATE_DIR, ignore_errors=True)
+    report = kept / "report.html"
+    write_last_refused(folder, version.fingerprint, report, "; ".join(decision.reasons))
+    raise GateRefusedError(
+        f"{decision.summary()} Le modèle actuel reste en service ; le candidat "
+        f"{version.version} est mis de côté dans {kept} (rapport : {report})"
+    )
 
 
 def labelled_examples(path: Path) -> list[tuple[str, str]]:
     """(text, intent) pairs of a Rasa NLU file, entity markup removed (held-out sets)."""
-    from rasa.shared.nlu.training_data.loading import load_data
+    from voicebot.dialogue.nlu_eval import load_examples
 
-    data = load_data(str(path))
-    return [(str(m.get("text")), str(m.get("intent"))) for m in data.intent_examples]
+    return load_examples(path)
 
 
 def heldout_path(settings: Settings) -> Path:
