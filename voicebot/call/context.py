@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,9 @@ class SessionServices:
     hub: CallHub = field(default_factory=CallHub)
     records: Recorder | None = None
     prompt: Callable[[str], str] | None = None
+    # Where the calls' VAD scores their frames, off the event loop (Listener._on_audio):
+    # one thread per process; None = the loop's default executor.
+    vad_executor: Executor | None = None
 
 
 class CallContext:

