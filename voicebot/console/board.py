@@ -11,7 +11,7 @@ from typing import Any
 from voicebot.console.context import WebLimits
 from voicebot.console.outbox import Outbox, to_json
 from voicebot.core.events import CallEvent, CallHub
-from voicebot.core.logs import redact_numbers
+from voicebot.core.logs import redact_numbers_in
 
 log = logging.getLogger(__name__)
 
@@ -25,17 +25,6 @@ REASON_LABELS = {
     "erreur": "Incident technique",
     "arrêt": "Arrêt du service",
 }
-
-
-def _clean(value: Any) -> Any:
-    """No phone number leaves for the console (strings, lists, dicts)."""
-    if isinstance(value, str):
-        return redact_numbers(value)
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
 
 
 class LiveBoard:
@@ -148,7 +137,7 @@ class LiveBoard:
         """Add the turn to the call's transcript; returns its text, numbers redacted."""
         transcript = self.transcripts.setdefault(event.call_id, [])
         # Redacted once per turn: this runs inside the publishing call (see the class).
-        text = _clean(str(event.data.get("text") or ""))
+        text = redact_numbers_in(str(event.data.get("text") or ""))
         turn = {
             "at": event.at,
             "speaker": speaker,
@@ -219,9 +208,9 @@ class LiveBoard:
             "reason": reason,
             "reason_label": REASON_LABELS.get(reason, reason),
             "intent": data.get("intent"),
-            "entities": _clean(dict(data.get("entities") or {})),
-            "summary": _clean(str(data.get("summary") or "")),
-            "last_utterances": _clean(list(data.get("last_utterances") or [])),
+            "entities": redact_numbers_in(dict(data.get("entities") or {})),
+            "summary": redact_numbers_in(str(data.get("summary") or "")),
+            "last_utterances": redact_numbers_in(list(data.get("last_utterances") or [])),
             "context_delivered": data.get("context_delivered"),
             "bot_answers": [t["text"] for t in transcript if t["speaker"] == "bot" and t["text"]],
             "transcript": transcript,

@@ -51,6 +51,18 @@ def redact_numbers(text: str) -> str:
     return "".join(parts)
 
 
+def redact_numbers_in(value: Any) -> Any:
+    """``value`` (a string, or dicts and lists of them, as JSON holds) with every string's
+    phone numbers masked; other values as they are."""
+    if isinstance(value, str):
+        return redact_numbers(value)
+    if isinstance(value, dict):
+        return {str(k): redact_numbers_in(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_numbers_in(v) for v in value]
+    return value
+
+
 class RedactingFilter(logging.Filter):
     """Last line of defence: no log record leaves with a raw phone number in its message (the
     call id is not part of the message: CallFormatter adds it)."""

@@ -54,7 +54,7 @@ from sqlalchemy.exc import IntegrityError
 
 from voicebot.core.config import RecordsSettings
 from voicebot.core.events import CallEvent, CallHub
-from voicebot.core.logs import redact_numbers
+from voicebot.core.logs import redact_numbers_in
 from voicebot.records.database import calls_table
 
 log = logging.getLogger(__name__)
@@ -446,15 +446,7 @@ class LiveRelay:
                 .with_for_update()
             ).first()
             if row is None:
-                conn.execute(
-                    hosts_table.insert().values(
-                        host_id=self.host_id,
-                        started_at=DB_NOW,
-                        last_seen=DB_NOW,
-                        state="alive",
-                        last_seq=0,
-                    )
-                )
+                _insert_host(conn, self.host_id)
                 return
             # The same name as an earlier life of this host (records.host_id set): the calls
             # that life left open ended with it.
@@ -482,15 +474,7 @@ class LiveRelay:
                 .with_for_update()
             ).first()
             if state is None:  # deleted meanwhile: register again
-                conn.execute(
-                    hosts_table.insert().values(
-                        host_id=self.host_id,
-                        started_at=DB_NOW,
-                        last_seen=DB_NOW,
-                        state="alive",
-                        last_seq=0,
-                    )
-                )
+                _insert_host(conn, self.host_id)
             else:
                 if state[0] == "dead":
                     log.warning(
@@ -613,7 +597,7 @@ def _append_events(
                 "kind": kind,
                 "at": at,
                 # No phone number leaves in clear for the database (the records' own rule).
-                "data": json.dumps(_redacted(data), ensure_ascii=False, default=str),
+                "data": json.dumps(redact_numbers_in(data), ensure_ascii=False, default=str),
             }
         )
     conn.execute(live_events_table.insert(), values)
@@ -621,15 +605,13 @@ def _append_events(
     conn.execute(sa.select(sa.func.pg_notify(CHANNEL, f"{host_id} {seq}")))
 
 
-def _redacted(value: Any) -> Any:
-    """Every string of a JSON-like value with its phone numbers masked."""
-    if isinstance(value, str):
-        return redact_numbers(value)
-    if isinstance(value, dict):
-        return {str(k): _redacted(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_redacted(v) for v in value]
-    return value
+def _insert_host(conn: Connection, host_id: str) -> None:
+    """A host's first row: alive, seen now, no event sent yet."""
+    conn.execute(
+        hosts_table.insert().values(
+            host_id=host_id, started_at=DB_NOW, last_seen=DB_NOW, state="alive", last_seq=0
+        )
+    )
 
 
 def _shown_calls(conn: Connection, host_id: str) -> list[str]:

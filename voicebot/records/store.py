@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from voicebot.core.config import Settings
-from voicebot.core.logs import call_logger, redact_numbers
+from voicebot.core.logs import call_logger, redact_numbers, redact_numbers_in
 from voicebot.records.database import (
     CHANNEL_ENDS,
     OUTCOMES,
@@ -64,17 +64,6 @@ __all__ = [
 ]
 
 MAX_TEXT_CHARS = 4000  # one turn; longer texts are cut (a transcript, not a document)
-
-
-def _redact_value(value: Any) -> Any:
-    """Redact phone numbers in every string of a JSON-like value."""
-    if isinstance(value, str):
-        return redact_numbers(value)
-    if isinstance(value, dict):
-        return {str(k): _redact_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_redact_value(v) for v in value]
-    return value
 
 
 class CallRecords(RecordsQueries, RecordsPurge, ReportQueries, CallerRights):
@@ -235,7 +224,9 @@ class CallRecords(RecordsQueries, RecordsPurge, ReportQueries, CallerRights):
         if channel_end is not None and channel_end not in CHANNEL_ENDS:
             raise ValueError(f"channel_end must be one of {CHANNEL_ENDS}, not {channel_end!r}")
         handoff_json = (
-            json.dumps(_redact_value(handoff), ensure_ascii=False) if handoff is not None else None
+            json.dumps(redact_numbers_in(handoff), ensure_ascii=False)
+            if handoff is not None
+            else None
         )
         now = self._clock()
 
