@@ -16,7 +16,8 @@ from tests.pg_helpers import fresh_postgres_database
 from voicebot.core.config import Settings
 from voicebot.core.events import CallEvent, CallHub
 from voicebot.records.database import calls_table
-from voicebot.records.live_relay import LiveRelay, hosts_table
+from voicebot.records.live_hosts import hosts_table
+from voicebot.records.live_relay import LiveRelay
 from voicebot.records.store import CallRecords
 
 WAIT_S = 60.0  # generous: a busy 2-core machine

@@ -35,7 +35,8 @@ from tests.pg_helpers import fresh_postgres_database
 from voicebot.core.config import PROJECT_ROOT, Settings
 from voicebot.core.events import CallEvent, CallHub
 from voicebot.records.database import calls_table
-from voicebot.records.live_relay import LiveRelay, hosts_table
+from voicebot.records.live_hosts import hosts_table
+from voicebot.records.live_relay import LiveRelay
 
 START_TIMEOUT_S = 600.0  # Rasa and TensorFlow, twice, on a busy 2-core machine
 WAIT_S = 120.0

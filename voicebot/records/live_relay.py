@@ -32,6 +32,8 @@ All database work runs on the relay's own thread (never on the event loop, which
 calls' audio), separate from the records thread. A database that goes away is logged once
 and retried; the calls never wait for it (pending events are kept, up to ``MAX_PENDING``).
 With SQLite (one host) there is no relay and the board follows the process's own hub.
+The hosts and live-events tables, and what a heartbeat, a death and a leave do in them:
+``voicebot.records.live_hosts``.
 """
 
 from __future__ import annotations
@@ -43,29 +45,29 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from voicebot.core.config import RecordsSettings
 from voicebot.core.events import CallEvent, CallHub
-from voicebot.core.logs import redact_numbers_in
-from voicebot.records.database import calls_table
+from voicebot.records.live_hosts import (
+    CHANNEL,
+    HostRow,
+    HostTable,
+    append_events,
+    live_events_table,
+)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-CHANNEL = "voicebot_live"
 # What the consoles show; "taken": an operator took a transferred call from the queue (on any
 # host's console, for a call of any host): it leaves every console's queue.
 RELAYED_KINDS = frozenset({"started", "state", "caller", "bot", "handoff", "ended", "taken"})
-RETENTION_S = 3 * 3600.0  # events (and gone hosts) older than this are deleted
 MAX_PENDING = 50_000  # local events waiting for the database; past it new ones are dropped
 BATCH = 200
 FETCH_LIMIT = 2000
@@ -78,39 +80,6 @@ CONNECT_ARGS = {
     "keepalives_interval": 2,
     "keepalives_count": 3,
 }
-
-# The database's clock, seconds since 1970: every host compares heartbeats on the same clock.
-DB_NOW = sa.literal_column("extract(epoch from clock_timestamp())::float8")
-
-live_metadata = sa.MetaData()
-
-hosts_table = sa.Table(
-    "hosts",
-    live_metadata,
-    sa.Column("host_id", sa.String(64), primary_key=True),
-    sa.Column("started_at", sa.Float, nullable=False),
-    sa.Column("last_seen", sa.Float, nullable=False),  # the database's clock
-    sa.Column("state", sa.String(8), nullable=False),  # alive | left | dead
-    sa.Column("last_seq", sa.BigInteger, nullable=False),
-)
-
-live_events_table = sa.Table(
-    "live_events",
-    live_metadata,
-    sa.Column("host_id", sa.String(64), primary_key=True),
-    sa.Column("seq", sa.BigInteger, primary_key=True),
-    sa.Column("call_id", sa.String(128), nullable=False),
-    sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("at", sa.Float, nullable=False, index=True),
-    sa.Column("data", sa.Text, nullable=False),  # JSON
-)
-
-
-@dataclass(frozen=True)
-class HostRow:
-    host_id: str
-    state: str
-    last_seq: int
 
 
 class LiveRelay:
@@ -139,6 +108,7 @@ class LiveRelay:
             future=True,
             connect_args=CONNECT_ARGS,
         )
+        self._hosts = HostTable(self._engine, host_id, self.dead_after_s, clock)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-relay")
         self._pending: deque[CallEvent] = deque()
         self._dropped = 0
@@ -160,7 +130,7 @@ class LiveRelay:
         """Create the tables, register this host, publish its calls and keep its heartbeat;
         with ``receive``, ``start_receiving`` too. Raises if the database cannot be reached
         at start (as the records do)."""
-        await self._run(self._register)
+        await self._run(self._hosts.register)
         self._stop_local = self.local.listen(self._on_local)
         for coro in (self._writer(), self._heartbeat()):
             self._tasks.append(asyncio.create_task(coro))
@@ -195,7 +165,7 @@ class LiveRelay:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._flush(), timeout_s)
         try:
-            await asyncio.wait_for(self._run(self._leave), timeout_s)
+            await asyncio.wait_for(self._run(self._hosts.leave), timeout_s)
             log.info("live relay: host %s left the hosts table", self.host_id)
         except Exception as exc:
             log.warning("live relay: could not mark host %s as left: %s", self.host_id, exc)
@@ -278,7 +248,7 @@ class LiveRelay:
 
     def _append(self, batch: list[CallEvent]) -> None:
         with self._engine.begin() as conn:
-            _append_events(conn, self.host_id, ((e.call_id, e.kind, e.at, e.data) for e in batch))
+            append_events(conn, self.host_id, ((e.call_id, e.kind, e.at, e.data) for e in batch))
 
     # ----- receiving ---------------------------------------------------------------------
 
@@ -405,7 +375,7 @@ class LiveRelay:
         while True:
             await asyncio.sleep(self.heartbeat_s)
             try:
-                hosts = await self._run(self._beat)
+                hosts = await self._run(self._hosts.beat)
             except Exception as exc:
                 self._db_error("heartbeat", exc)
                 continue
@@ -437,209 +407,5 @@ class LiveRelay:
                     _STATE_WORDS.get(host.state, host.state),
                 )
 
-    def _register(self) -> None:
-        live_metadata.create_all(self._engine)
-        with self._engine.begin() as conn:
-            row = conn.execute(
-                sa.select(hosts_table.c.state)
-                .where(hosts_table.c.host_id == self.host_id)
-                .with_for_update()
-            ).first()
-            if row is None:
-                _insert_host(conn, self.host_id)
-                return
-            # The same name as an earlier life of this host (records.host_id set): the calls
-            # that life left open ended with it.
-            _close_host_calls(conn, self.host_id, "interrupted", self._previous_last_seen(conn))
-            shown = _shown_calls(conn, self.host_id)
-            ended = {"outcome": "interrupted"}
-            _append_events(conn, self.host_id, ((c, "ended", self._clock(), ended) for c in shown))
-            conn.execute(
-                hosts_table.update()
-                .where(hosts_table.c.host_id == self.host_id)
-                .values(started_at=DB_NOW, last_seen=DB_NOW, state="alive")
-            )
-
-    def _previous_last_seen(self, conn: Connection) -> float:
-        value = conn.execute(
-            sa.select(hosts_table.c.last_seen).where(hosts_table.c.host_id == self.host_id)
-        ).scalar()
-        return float(value or 0.0)
-
-    def _beat(self) -> list[HostRow]:
-        with self._engine.begin() as conn:
-            state = conn.execute(
-                sa.select(hosts_table.c.state)
-                .where(hosts_table.c.host_id == self.host_id)
-                .with_for_update()
-            ).first()
-            if state is None:  # deleted meanwhile: register again
-                _insert_host(conn, self.host_id)
-            else:
-                if state[0] == "dead":
-                    log.warning(
-                        "live relay: the other hosts had declared this host (%s) dead; it is "
-                        "back, its calls show again at their next turn",
-                        self.host_id,
-                    )
-                conn.execute(
-                    hosts_table.update()
-                    .where(hosts_table.c.host_id == self.host_id)
-                    .values(last_seen=DB_NOW, state="alive")
-                )
-            stale = conn.execute(
-                sa.select(hosts_table.c.host_id).where(
-                    hosts_table.c.state == "alive",
-                    hosts_table.c.host_id != self.host_id,
-                    hosts_table.c.last_seen < DB_NOW - self.dead_after_s,
-                )
-            ).all()
-        for (host_id,) in stale:
-            self._declare_dead(str(host_id))
-        with self._engine.begin() as conn:
-            cutoff = self._clock() - RETENTION_S
-            conn.execute(live_events_table.delete().where(live_events_table.c.at < cutoff))
-            conn.execute(
-                hosts_table.delete().where(
-                    hosts_table.c.state != "alive", hosts_table.c.last_seen < cutoff
-                )
-            )
-            rows = conn.execute(
-                sa.select(hosts_table.c.host_id, hosts_table.c.state, hosts_table.c.last_seq)
-            ).all()
-        return [HostRow(str(r.host_id), str(r.state), int(r.last_seq)) for r in rows]
-
-    def _declare_dead(self, host_id: str) -> None:
-        """One transaction: only the first survivor to see the host stale does this."""
-        with self._engine.begin() as conn:
-            won = conn.execute(
-                hosts_table.update()
-                .where(
-                    hosts_table.c.host_id == host_id,
-                    hosts_table.c.state == "alive",
-                    hosts_table.c.last_seen < DB_NOW - self.dead_after_s,
-                )
-                .values(state="dead")
-                .returning(hosts_table.c.last_seen)
-            ).first()
-            if won is None:
-                return
-            last_seen = float(won[0])
-            records = _close_host_calls(conn, host_id, "interrupted", last_seen)
-            shown = _shown_calls(conn, host_id)
-            _append_events(
-                conn,
-                host_id,
-                (
-                    (call_id, "ended", self._clock(), {"outcome": "interrupted"})
-                    for call_id in shown
-                ),
-            )
-        log.warning(
-            "live relay: host %s silent for over %.0f s, declared dead: %d call record(s) "
-            "marked interrupted, %d live call(s) removed from the consoles",
-            host_id,
-            self.dead_after_s,
-            records,
-            len(shown),
-        )
-
-    def _leave(self) -> None:
-        with self._engine.begin() as conn:
-            conn.execute(
-                sa.select(hosts_table.c.host_id)
-                .where(hosts_table.c.host_id == self.host_id)
-                .with_for_update()
-            )
-            # Calls the shutdown's grace did not see to their end were handed to operators.
-            _close_host_calls(conn, self.host_id, "transferred", None)
-            shown = _shown_calls(conn, self.host_id)
-            _append_events(
-                conn,
-                self.host_id,
-                (
-                    (call_id, "ended", self._clock(), {"outcome": "transferred"})
-                    for call_id in shown
-                ),
-            )
-            conn.execute(
-                hosts_table.update()
-                .where(hosts_table.c.host_id == self.host_id)
-                .values(state="left", last_seen=DB_NOW)
-            )
-
 
 _STATE_WORDS = {"alive": "alive", "left": "gone (stopped cleanly)", "dead": "gone (declared dead)"}
-
-
-def _append_events(
-    conn: Connection, host_id: str, events: Iterable[tuple[str, str, float, dict[str, Any]]]
-) -> None:
-    """Append events under ``host_id`` with its next sequence numbers, and notify. The host's
-    row is locked first: the host itself and a survivor declaring it dead never collide."""
-    rows = list(events)
-    if not rows:
-        return
-    last = conn.execute(
-        sa.select(hosts_table.c.last_seq).where(hosts_table.c.host_id == host_id).with_for_update()
-    ).scalar()
-    if last is None:
-        raise IntegrityError("host not registered", None, Exception(host_id))
-    seq = int(last)
-    values = []
-    for call_id, kind, at, data in rows:
-        seq += 1
-        values.append(
-            {
-                "host_id": host_id,
-                "seq": seq,
-                "call_id": call_id[:128],
-                "kind": kind,
-                "at": at,
-                # No phone number leaves in clear for the database (the records' own rule).
-                "data": json.dumps(redact_numbers_in(data), ensure_ascii=False, default=str),
-            }
-        )
-    conn.execute(live_events_table.insert(), values)
-    conn.execute(hosts_table.update().where(hosts_table.c.host_id == host_id).values(last_seq=seq))
-    conn.execute(sa.select(sa.func.pg_notify(CHANNEL, f"{host_id} {seq}")))
-
-
-def _insert_host(conn: Connection, host_id: str) -> None:
-    """A host's first row: alive, seen now, no event sent yet."""
-    conn.execute(
-        hosts_table.insert().values(
-            host_id=host_id, started_at=DB_NOW, last_seen=DB_NOW, state="alive", last_seq=0
-        )
-    )
-
-
-def _shown_calls(conn: Connection, host_id: str) -> list[str]:
-    """The host's calls that the consoles show: started, with no ``ended`` event."""
-    table = live_events_table
-    ended = sa.select(table.c.call_id).where(table.c.host_id == host_id, table.c.kind == "ended")
-    query = (
-        sa.select(table.c.call_id)
-        .where(
-            table.c.host_id == host_id,
-            table.c.kind == "started",
-            table.c.call_id.notin_(ended.scalar_subquery()),
-        )
-        .distinct()
-    )
-    return [str(r[0]) for r in conn.execute(query).all()]
-
-
-def _close_host_calls(conn: Connection, host_id: str, outcome: str, ended_at: float | None) -> int:
-    """The host's call records never ended get ``outcome``; returns how many."""
-    end = sa.literal(ended_at, sa.Float) if ended_at else DB_NOW
-    result = conn.execute(
-        calls_table.update()
-        .where(calls_table.c.host_id == host_id, calls_table.c.outcome.is_(None))
-        .values(
-            outcome=outcome,
-            ended_at=end,
-            duration_s=sa.func.greatest(0.0, end - calls_table.c.started_at),
-        )
-    )
-    return int(result.rowcount or 0)

@@ -14,7 +14,8 @@ This module holds what the call session writes; ``database`` the tables, the eng
 records thread; ``queries`` what the console reads; ``purge`` the deletion of old records;
 ``report_queries`` what the ROI report reads (its figures: ``report``); ``rights`` a caller's
 calls found and erased through the keyed hash (``voicebot records export / delete``:
-``rights_commands``); ``live_relay`` the live calls of several bot hosts on one PostgreSQL.
+``rights_commands``); ``live_relay`` the live calls of several bot hosts on one PostgreSQL
+(its tables and the hosts' heartbeats: ``live_hosts``).
 ``CallRecords`` gathers them all (but the relay, which the phone server runs); the names of the other modules that callers use are
 importable from here too.
 """
