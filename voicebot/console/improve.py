@@ -66,9 +66,7 @@ async def api_review(request: web.Request) -> web.StreamResponse:
     except VoicebotError as exc:
         log.warning("console: fallback threshold unreadable: %s", exc)
         return json_error(503, "Le seuil de compréhension du robot est illisible.")
-    threshold = (
-        thresholds.threshold if thresholds.threshold is not None else RASA_DEFAULT_THRESHOLD
-    )
+    threshold = thresholds.threshold if thresholds.threshold is not None else RASA_DEFAULT_THRESHOLD
     margin = context.settings.dialogue.review_confidence_margin
     cutoff = min(1.0, threshold + margin)
     try:
@@ -97,7 +95,9 @@ def _field(body: dict[str, Any], name: str, required: bool = True) -> str | None
             raise RelabelRefused(f"Champ « {name} » manquant.")
         return None
     if not isinstance(value, str) or len(value) > MAX_FIELD_CHARS:
-        raise RelabelRefused(f"Champ « {name} » : un texte de {MAX_FIELD_CHARS} caractères au plus.")
+        raise RelabelRefused(
+            f"Champ « {name} » : un texte de {MAX_FIELD_CHARS} caractères au plus."
+        )
     return value
 
 

@@ -44,11 +44,12 @@ NUMBER_MARK = redact_numbers("0240000000")
 MARKUP_CHARACTERS = frozenset("[]{}")
 # A number dictated in words (« zéro six douze trente-quatre… »): the recogniser writes it
 # in words, which the records' redaction (digits) does not see.
-NUMBER_WORDS = frozenset(
-    "zero un une deux trois quatre cinq six sept huit neuf dix onze douze treize quatorze "
-    "quinze seize vingt trente quarante cinquante soixante septante huitante nonante cent "
-    "cents mille et".split()
-)
+NUMBER_WORDS = frozenset((
+    "zero", "un", "une", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf",
+    "dix", "onze", "douze", "treize", "quatorze", "quinze", "seize", "vingt", "trente",
+    "quarante", "cinquante", "soixante", "septante", "huitante", "nonante", "cent", "cents",
+    "mille", "et",
+))  # fmt: skip
 MAX_NUMBER_WORDS_IN_A_ROW = 4
 HEADER = (
     "# Sentences callers really said, labelled by trainers in the console (« Améliorer le\n"

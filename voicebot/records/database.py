@@ -26,6 +26,7 @@ from sqlalchemy.pool import StaticPool
 
 from voicebot.core.config import Settings
 from voicebot.core.errors import ConfigError, VoicebotError
+
 # Re-exported: the records' search columns use the one text normalisation of the bot.
 from voicebot.core.french import search_form as search_form
 

@@ -105,7 +105,7 @@ class ReviewGroup:
 
 
 def why_missed(row: Any, cutoff: float) -> str | None:
-    """"fallback", "low_confidence", "transferred" or None (understood: not in the queue)."""
+    """ "fallback", "low_confidence", "transferred" or None (understood: not in the queue)."""
     if row.answer_intent == FALLBACK_INTENT:
         return "fallback"
     if row.answer_intent and row.answer_confidence is not None:
