@@ -15,6 +15,7 @@ import pytest_asyncio
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.pg_helpers import fresh_postgres_database
 from voicebot.console.app import make_app
 from voicebot.core.config import PROJECT_ROOT, Settings, load_settings
 from voicebot.core.errors import ConfigError
@@ -60,9 +61,17 @@ def settings(tmp_path: Path, nlu_copy: Path) -> Settings:
     return base.replace("records", caller_hash_key="clé-de-test")
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def records_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    if request.param == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+        return settings.replace("records", database_url=fresh_postgres_database(server))
+    return settings
+
+
 @pytest_asyncio.fixture(loop_scope="function")
-async def records(settings: Settings) -> AsyncIterator[CallRecords]:
-    store = CallRecords.open(settings, clock=Clock())
+async def records(records_settings: Settings) -> AsyncIterator[CallRecords]:
+    store = CallRecords.open(records_settings, clock=Clock())
     try:
         yield store
     finally:
@@ -174,7 +183,7 @@ async def test_decided_group_leaves_the_queue(records: CallRecords) -> None:
         await records.add_relabel("Camille", "phrase", "peut-être")
 
 
-async def test_relabels_survive_the_purge(records: CallRecords, settings: Settings) -> None:
+async def test_relabels_survive_the_purge(records: CallRecords) -> None:
     await _seed(records)
     await records.add_relabel("Camille", "je veux un composteur", "trained", "collecte_dechets")
     assert await records.purge(1.0) == 4  # every call is older than a second by now
