@@ -38,8 +38,15 @@
     return body;
   }
 
+  // What the bot understood, as a trainer reads it. "aucune": the recogniser was too unsure
+  // for the sentence to reach the NLU.
+  const understood = {
+    nlu_fallback: "rien (pas compris)",
+    aucune: "rien (phrase mal entendue)",
+  };
+
   function label(intent) {
-    return intent.replaceAll("_", " ");
+    return understood[intent] || intent.replaceAll("_", " ");
   }
 
   function intentSelect(id) {
@@ -71,7 +78,8 @@
 
   function confidenceText(group) {
     const parts = [label(group.intent)];
-    if (group.confidence_min !== null) {
+    // A fallback's confidence is the threshold itself: it says nothing about the sentence.
+    if (group.confidence_min !== null && group.intent !== "nlu_fallback") {
       parts.push(`confiance ${A.percent(group.confidence_mean)} en moyenne, ${A.percent(group.confidence_min)} au plus bas`);
     }
     const why = Object.keys(group.reasons).map((r) => reasons[r] || r).join(", ");
