@@ -181,6 +181,9 @@ async def test_decided_group_leaves_the_queue(records: CallRecords) -> None:
     assert "je veux un composteur" not in keys and "gris ma la meuh" in keys
     with pytest.raises(ValueError):
         await records.add_relabel("Camille", "phrase", "peut-être")
+    await records.add_relabel("Camille 0612345678", "rappelez le 06 12 34 56 78", "ignored")
+    latest = (await records.relabels(limit=1))[0]
+    assert "12" not in latest["text"] + latest["who"] and "<numéro>" in latest["text"]
 
 
 async def test_relabels_survive_the_purge(records: CallRecords) -> None:

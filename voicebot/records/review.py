@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from voicebot.core.french import sentence_key
+from voicebot.core.logs import redact_numbers
 from voicebot.records.database import (
     RELABEL_DECISIONS,
     RecordsDatabase,
@@ -156,6 +157,8 @@ class ReviewQueries(RecordsDatabase):
         """A trainer's decision on a sentence: its group leaves the review queue."""
         if decision not in RELABEL_DECISIONS:
             raise ValueError(f"decision must be one of {RELABEL_DECISIONS}, not {decision!r}")
+        # As every text of the records: no phone number in clear, whoever typed it.
+        text, who = redact_numbers(text), redact_numbers(who)
         key = review_key(text)
         if not key or not who.strip():
             raise ValueError("a relabel needs a sentence and the trainer's name")
