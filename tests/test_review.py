@@ -340,6 +340,8 @@ async def test_api_needs_the_token(console: Console) -> None:
     html = await page.text()
     assert page.status == 200 and 'id="entrainement"' in html
     assert '<script src="/static/entrainement.js" defer></script>' in html
+    console_page = await (await console.client.get("/", headers=AUTH)).text()
+    assert 'href="/ameliorer"' in console_page
 
 
 async def test_api_queue_relabel_and_ignore(console: Console) -> None:
