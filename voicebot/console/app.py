@@ -19,7 +19,8 @@ The modules: ``auth`` (the token, its cookie, failed logins, the guard every req
 the login pages), ``outbox`` (the queue to one browser), ``board`` (the live board), ``api``
 (the JSON API and the console's WebSocket), ``softphone`` (``BrowserTransport`` and its
 WebSocket), ``metrics`` (``/metrics`` for Prometheus, loopback peers only, no token),
-``dashboard`` (``/tableau-de-bord``, the ROI report, behind the token),
+``dashboard`` (``/tableau-de-bord``, the ROI report, behind the token), ``improve``
+(``/ameliorer``: trainers review the sentences the bot missed and relabel them),
 ``context`` (what they share) and this one, which puts them together with the
 pages and the security headers. The console never imports the call: it is given
 ``on_call``, which runs a transport as a call.
@@ -37,7 +38,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from voicebot.console import api, auth, dashboard, softphone, transparency
+from voicebot.console import api, auth, dashboard, improve, softphone, transparency
 from voicebot.console.auth import LoginThrottle, check_access
 from voicebot.console.board import LiveBoard
 from voicebot.console.context import CONTEXT, STATIC_DIR, WebContext, WebLimits
@@ -82,6 +83,7 @@ def make_app(
     )
     app.router.add_get("/", _page("console.html"))
     app.router.add_get("/appeler", _page("softphone.html"))
+    app.router.add_get(improve.PAGE, _page("ameliorer.html"))  # trainers: the review queue
     app.router.add_get("/login", auth.login_page)
     app.router.add_post("/login", auth.login)
     app.router.add_post("/logout", auth.logout)
@@ -96,6 +98,7 @@ def make_app(
     app.router.add_get("/api/live", api.api_live)
     app.router.add_get("/ws/console", api.console_ws)
     app.router.add_get("/ws/softphone", softphone.softphone_ws)
+    improve.add_routes(app)
     serve_metrics(app, hub, metrics or Metrics())
     app.router.add_static("/static/", STATIC_DIR, show_index=False, follow_symlinks=False)
     # aiosignal's newer typing of Signal does not match aiohttp 3.9's stubs: hence the casts.

@@ -268,11 +268,20 @@ class DialogueSettings:
     # `voicebot train` keeps a new model only if no intent's F1 on the test sets (clean or
     # noisy) drops by more than this many points (of percentage) below the current model's.
     gate_max_f1_drop: float = 2.0
+    # The console's « Améliorer le robot » lists the caller sentences the bot understood with
+    # a confidence below the fallback threshold plus this margin (besides those it did not
+    # understand at all): a guess barely above the threshold is worth a trainer's look.
+    review_confidence_margin: float = 0.15
 
     def validate(self) -> None:
         if not 0 <= self.gate_max_f1_drop <= 100:
             raise ValueError(
                 f"gate_max_f1_drop must be between 0 and 100 points, not {self.gate_max_f1_drop}"
+            )
+        if not 0 <= self.review_confidence_margin <= 1:
+            raise ValueError(
+                "review_confidence_margin is a confidence between 0 and 1, "
+                f"not {self.review_confidence_margin}"
             )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 
 MONTHS = (
     "janvier", "février", "mars", "avril", "mai", "juin",
@@ -26,3 +27,17 @@ def spoken_words(text: str) -> list[str]:
     « J'appelle pour l'état-civil, euh… » → j appelle pour l état civil euh. Two
     transcripts with the same words are the same sentence, whatever the ASR's punctuation."""
     return [w for w in _NOT_WORD.split(text.lower()) if w]
+
+
+def search_form(text: str) -> str:
+    """Lower case without accents, so that "etat civil" finds "État civil"."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def sentence_key(text: str) -> str:
+    """What makes two sentences "the same" for a trainer: case, accents, punctuation and
+    spacing ignored (« Où est la DÉCHÈTERIE ? » and « ou est la decheterie » share one key).
+    The review queue groups callers' sentences by it; relabelling compares training and
+    test sentences by it."""
+    return " ".join(spoken_words(search_form(text)))

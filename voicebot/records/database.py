@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import time
-import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +27,9 @@ from sqlalchemy.pool import StaticPool
 from voicebot.core.config import Settings
 from voicebot.core.errors import ConfigError, VoicebotError
 
+# Re-exported: the records' search columns use the one text normalisation of the bot.
+from voicebot.core.french import search_form as search_form
+
 log = logging.getLogger(__name__)
 
 SPEAKERS = ("caller", "bot")
@@ -39,6 +41,9 @@ OUTCOMES = ("resolved", "transferred", "abandoned", "error", "interrupted")
 # the bot's decision, it went to the operators' queue (a transfer, or the fail-safe when AMI
 # could not carry the decision), or the caller hung up first.
 CHANNEL_ENDS = ("hung_up_by_bot", "queued", "caller_hung_up")
+# A trainer's decision on a sentence: taught under an intent, already known under it, or set
+# aside (never trained). Each takes the sentence out of the review queue.
+RELABEL_DECISIONS = ("trained", "known", "ignored")
 
 T = TypeVar("T")
 
@@ -87,11 +92,21 @@ turns_table = sa.Table(
     sa.Column("latency_ms", sa.Float),
 )
 
-
-def search_form(text: str) -> str:
-    """Lower case without accents, so that "etat civil" finds "État civil"."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+# What trainers decided about callers' sentences in the console's « Améliorer le robot »
+# (voicebot.records.review). No phone number, no caller: kept when old calls are purged.
+relabels_table = sa.Table(
+    "relabels",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("who", sa.String(100), nullable=False),  # the name the trainer typed
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("text_key", sa.String(500), nullable=False, index=True),  # french.sentence_key
+    sa.Column("decision", sa.String(16), nullable=False),  # one of RELABEL_DECISIONS
+    sa.Column("intent", sa.String(100)),
+    sa.Column("entity", sa.String(100)),
+    sa.Column("value", sa.String(200)),
+)
 
 
 def database_url(settings: Settings) -> str:

@@ -14,10 +14,11 @@ This module holds what the call session writes; ``database`` the tables, the eng
 records thread; ``queries`` what the console reads; ``purge`` the deletion of old records;
 ``report_queries`` what the ROI report reads (its figures: ``report``); ``rights`` a caller's
 calls found and erased through the keyed hash (``voicebot records export / delete``:
-``rights_commands``); ``live_relay`` the live calls of several bot hosts on one PostgreSQL
-(its tables and the hosts' heartbeats: ``live_hosts``).
-``CallRecords`` gathers them all (but the relay, which the phone server runs); the names of the other modules that callers use are
-importable from here too.
+``rights_commands``); ``review`` the console's review queue of missed sentences and the
+trainers' relabelling decisions; ``live_relay`` the live calls of several bot hosts on one
+PostgreSQL (its tables and the hosts' heartbeats: ``live_hosts``). ``CallRecords`` gathers
+them all (but the relay, which the phone server runs); the names of the other modules that
+callers use are importable from here too.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from voicebot.records.database import (
 from voicebot.records.purge import RecordsPurge, parse_duration, purge_command
 from voicebot.records.queries import RecordsQueries
 from voicebot.records.report_queries import ReportQueries
+from voicebot.records.review import ReviewQueries
 from voicebot.records.rights import CallerRights, number_forms
 
 __all__ = [
@@ -67,7 +69,7 @@ __all__ = [
 MAX_TEXT_CHARS = 4000  # one turn; longer texts are cut (a transcript, not a document)
 
 
-class CallRecords(RecordsQueries, RecordsPurge, ReportQueries, CallerRights):
+class CallRecords(RecordsQueries, RecordsPurge, ReportQueries, CallerRights, ReviewQueries):
     """The call records store. Open once per process; every method is safe to await."""
 
     def __init__(
