@@ -13,14 +13,8 @@ timeouts (two servers load Rasa on a busy 2-core machine).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,122 +24,36 @@ import pytest_asyncio
 import sqlalchemy as sa
 
 from telephony.emulator.audiosocket import NO_TRAFFIC_TIMEOUT_S, AudioSocketCaller
-from telephony.emulator.net import free_port
 from tests.pg_helpers import fresh_postgres_database
-from voicebot.core.config import PROJECT_ROOT, Settings
+from tests.serve_helpers import WAIT_S, ConsoleView, ServeProcess, until
+from voicebot.core.config import Settings
 from voicebot.core.events import CallEvent, CallHub
 from voicebot.records.database import calls_table
 from voicebot.records.live_hosts import hosts_table
 from voicebot.records.live_relay import LiveRelay
 
-START_TIMEOUT_S = 600.0  # Rasa and TensorFlow, twice, on a busy 2-core machine
-WAIT_S = 120.0
 TOKEN = "jeton-de-test-multihote"
 
 
-async def _until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-class Host:
-    """One `voicebot serve` subprocess on free loopback ports."""
-
-    def __init__(self, name: str, url: str, folder: Path, web: bool) -> None:
-        self.name = name
-        self.web = web
-        self.audiosocket_port = free_port()
-        self.http_port = free_port()
-        self.log_path = folder / f"{name}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEBOT_")}
-        env.update(
-            {
-                "VOICEBOT_CALLER_HASH_KEY": os.environ["VOICEBOT_CALLER_HASH_KEY"],
-                "VOICEBOT_PATHS_DATA_DIR": str(folder / name),
-                "VOICEBOT_SERVER_HOST": "127.0.0.1",
-                "VOICEBOT_SERVER_AUDIOSOCKET_PORT": str(self.audiosocket_port),
-                "VOICEBOT_SERVER_WEBSOCKET_PORT": str(free_port()),
-                "VOICEBOT_SERVER_HTTP_PORT": str(self.http_port),
-                "VOICEBOT_RECORDS_DATABASE_URL": url,
-                "VOICEBOT_RECORDS_HOST_ID": name,
-                "VOICEBOT_RECORDS_HEARTBEAT_S": "0.5",
-                "VOICEBOT_RECORDS_DEAD_AFTER_S": "4",
-                "VOICEBOT_CONSOLE_TOKEN": TOKEN,
-                "VOICEBOT_AMI_HOST": "",
-                # The emulated callers stay silent: no « Êtes-vous toujours là ? » during the
-                # test, so that their calls last until the test ends them.
-                "VOICEBOT_POLICY_SILENCE_PROMPT_S": "600",
-                "VOICEBOT_ASR_WARM_RECOGNIZERS": "1",  # modest CPU: the machine is shared
-                "VOICEBOT_ASR_IDLE_RECOGNIZERS": "1",
-            }
-        )
-        command = [sys.executable, "-m", "voicebot.cli", "serve"]
-        if not web:
-            command.append("--no-web")
-        with self.log_path.open("wb") as log_file:
-            self.process = subprocess.Popen(
-                command,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=str(PROJECT_ROOT),
-            )
-
-    def log_tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    async def wait_ready(self) -> None:
-        ports = [self.audiosocket_port] + ([self.http_port] if self.web else [])
-        deadline = time.monotonic() + START_TIMEOUT_S
-        for port in ports:
-            while True:
-                if self.process.poll() is not None:
-                    pytest.fail(f"{self.name} exited while starting:\n{self.log_tail()}")
-                try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", port)
-                except OSError:
-                    if time.monotonic() > deadline:
-                        pytest.fail(f"{self.name} did not listen:\n{self.log_tail()}")
-                    await asyncio.sleep(0.5)
-                    continue
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
-                break
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(30)
-
-
-class ConsoleView:
-    """A console as the browser runs it: the snapshot, then every change over the WebSocket."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.live: dict[str, dict[str, Any]] = {}
-        self.ended: dict[str, Any] = {}
-        self.task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        async for message in self.ws:
-            if message.type != aiohttp.WSMsgType.TEXT:
-                break
-            data = json.loads(message.data)
-            kind = data.get("type")
-            if kind == "snapshot":
-                self.live = {call["call_id"]: call for call in data["live"]}
-            elif kind == "call":
-                self.live[data["call"]["call_id"]] = data["call"]
-            elif kind == "call_ended":
-                self.live.pop(data["call_id"], None)
-                self.ended[data["call_id"]] = data.get("outcome")
+def bot_host(name: str, url: str, folder: Path, web: bool) -> ServeProcess:
+    """One bot host on the shared PostgreSQL."""
+    return ServeProcess(
+        name,
+        folder,
+        {
+            "VOICEBOT_RECORDS_DATABASE_URL": url,
+            "VOICEBOT_RECORDS_HOST_ID": name,
+            "VOICEBOT_RECORDS_HEARTBEAT_S": "0.5",
+            "VOICEBOT_RECORDS_DEAD_AFTER_S": "4",
+            "VOICEBOT_CONSOLE_TOKEN": TOKEN,
+            # The emulated callers stay silent: no « Êtes-vous toujours là ? » during the
+            # test, so that their calls last until the test ends them.
+            "VOICEBOT_POLICY_SILENCE_PROMPT_S": "600",
+            "VOICEBOT_ASR_WARM_RECOGNIZERS": "1",  # modest CPU: the machine is shared
+            "VOICEBOT_ASR_IDLE_RECOGNIZERS": "1",
+        },
+        web,
+    )
 
 
 @pytest_asyncio.fixture(loop_scope="function")
@@ -183,15 +91,15 @@ async def test_two_hosts_one_console_and_a_host_killed_mid_call(
     url = str(database.url)
     # B first, and calls on it: A and its console start after them (a console that starts
     # late must show the calls already under way on the other hosts).
-    b = Host("hote-b", url, tmp_path, web=False)
-    a: Host | None = None
+    b = bot_host("hote-b", url, tmp_path, web=False)
+    a: ServeProcess | None = None
     callers: list[tuple[AudioSocketCaller, asyncio.Task[int]]] = []
     session: aiohttp.ClientSession | None = None
     try:
         await b.wait_ready()
         on_b = [await _call(b.audiosocket_port) for _ in range(2)]
         callers += on_b
-        a = Host("hote-a", url, tmp_path, web=True)
+        a = bot_host("hote-a", url, tmp_path, web=True)
         await a.wait_ready()
         session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"})
         ws = await session.ws_connect(f"http://127.0.0.1:{a.http_port}/ws/console")
@@ -203,8 +111,8 @@ async def test_two_hosts_one_console_and_a_host_killed_mid_call(
         ids_b = {c.call_uuid for c, _ in on_b}
 
         # One console, every host's calls, each with the host that holds it.
-        await _until(lambda: ids_a | ids_b <= set(console.live), "all four calls on A's console")
-        await _until(
+        await until(lambda: ids_a | ids_b <= set(console.live), "all four calls on A's console")
+        await until(
             lambda: all(console.live[i].get("host") == "hote-b" for i in ids_b),
             "B's calls named as B's",
         )
@@ -224,7 +132,7 @@ async def test_two_hosts_one_console_and_a_host_killed_mid_call(
             # operators' queue, tests/test_dialplan.py).
             assert await caller.wait_for_hangup(WAIT_S) == "bot_close"
         # A declares B dead: B's calls leave A's console, the records say "interrupted".
-        await _until(lambda: not ids_b & set(console.live), "B's calls gone from A's console")
+        await until(lambda: not ids_b & set(console.live), "B's calls gone from A's console")
         assert {console.ended[i] for i in ids_b} == {"interrupted"}
         records = _records(database)
         assert {records[i].outcome for i in ids_b} == {"interrupted"}
@@ -242,8 +150,8 @@ async def test_two_hosts_one_console_and_a_host_killed_mid_call(
         for caller, player in on_a:
             player.cancel()
             await caller.hangup()
-        await _until(lambda: not ids_a & set(console.live), "A's calls ended on the console")
-        await _until(
+        await until(lambda: not ids_a & set(console.live), "A's calls ended on the console")
+        await until(
             lambda: all(_records(database)[i].outcome is not None for i in ids_a),
             "A's records closed",
         )
@@ -256,7 +164,7 @@ async def test_two_hosts_one_console_and_a_host_killed_mid_call(
         # A leaves the hosts table, nobody declares it dead.
         last, player = await _call(a.audiosocket_port)
         callers.append((last, player))
-        await _until(lambda: last.call_uuid in console.live, "the last call on A's console")
+        await until(lambda: last.call_uuid in console.live, "the last call on A's console")
         await ws.close()
         observer_hub = CallHub()
         settings = Settings().replace("records", heartbeat_s=0.5, dead_after_s=4.0)
@@ -269,7 +177,7 @@ async def test_two_hosts_one_console_and_a_host_killed_mid_call(
             a.process.send_signal(signal.SIGTERM)
             assert await last.wait_for_hangup(WAIT_S) in ("bot_hangup", "bot_close")
             assert await asyncio.to_thread(a.process.wait, 120) == 0, a.log_tail()
-            await _until(
+            await until(
                 lambda: "ended" in [e.kind for e in seen if e.call_id == last.call_uuid],
                 "A's last call ended on the other console",
             )
