@@ -308,6 +308,17 @@ async def test_the_greeting_and_the_card_tell_the_same_retention(
         assert greeting in page  # the greeting itself, as the bot says it
 
 
+def test_the_sentences_kept_for_training_are_published(tmp_path: Path) -> None:
+    """Relabelled sentences outlive the retention period: the card says so, and the rights
+    do not promise that everything goes after it."""
+    page = flat(render_html(gather_card(settings_in(tmp_path))))
+    assert "Ce qui est gardé pour l'apprentissage" in page
+    assert "au-delà de la durée de conservation" in page
+    assert "numéro est toujours refusée" in page
+    assert "sauf les phrases choisies pour l'apprentissage" in page
+    assert "tout est effacé" not in page
+
+
 # --- the public page and the command ----------------------------------------------------------------
 
 

@@ -86,7 +86,21 @@ def gather_data_kept(settings: Settings) -> DataKept:
             "Rien n'est envoyé à un tiers : l'assistant fonctionne entièrement sur les "
             "serveurs de la Ville, sans service en ligne.",
         ),
+        for_training=FOR_TRAINING,
     )
+
+
+# What the trainers' relabelling (« Améliorer le robot », voicebot.records.review) keeps.
+FOR_TRAINING = (
+    "Quand l'assistant n'a pas compris une phrase, un formateur de la Ville peut la choisir "
+    "pour lui apprendre à la comprendre. Cette phrase, en texte écrit, entre alors dans les "
+    "exemples d'apprentissage de l'assistant et y reste au-delà de la durée de conservation, "
+    "sans lien avec votre appel ni avec votre numéro.",
+    "Une phrase qui contient un numéro est toujours refusée pour l'apprentissage ; les "
+    "formateurs écartent aussi les phrases qui contiennent un nom, une adresse ou toute "
+    "autre information personnelle.",
+    "Le nom du formateur et la date de sa décision sont gardés avec la phrase.",
+)
 
 
 def gather_rights(settings: Settings) -> tuple[str, ...]:
@@ -99,7 +113,9 @@ def gather_rights(settings: Settings) -> tuple[str, ...]:
         "Le personnel de la Ville répond à ces demandes avec les commandes "
         "« voicebot records export --caller NUMÉRO » (ce qui est gardé pour ce numéro) et "
         "« voicebot records delete --caller NUMÉRO » (l'effacement).",
-        f"Sans demande de votre part, tout est effacé automatiquement au bout de "
-        f"{days}{NBSP}jours.",
+        f"Sans demande de votre part, tout ce qui est gardé de vos appels est effacé "
+        f"automatiquement au bout de {days}{NBSP}jours, sauf les phrases choisies pour "
+        "l'apprentissage de l'assistant, qui ne sont plus liées à votre appel (voir plus "
+        "haut).",
         "Vous pouvez aussi adresser une réclamation à la CNIL (www.cnil.fr).",
     )

@@ -46,6 +46,8 @@ class DataKept:
     per_turn: tuple[str, ...]
     storage: str
     never: tuple[str, ...]
+    # Kept beyond the retention period: the sentences trainers chose to teach the bot.
+    for_training: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

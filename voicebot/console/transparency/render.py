@@ -294,6 +294,8 @@ def render_html(card: AlgorithmCard, stylesheet_href: str | None = "/static/styl
                 _list(card.data.per_turn),
                 "<h3>Ce qui n'est jamais gardé</h3>",
                 _list(card.data.never),
+                "<h3>Ce qui est gardé pour l'apprentissage</h3>",
+                _list(card.data.for_training),
             ),
             _section("modeles", models),
             _section("evaluation", evaluation),
@@ -515,6 +517,8 @@ def render_pdf(card: AlgorithmCard) -> bytes:
     bullets(card.data.per_turn)
     text("Ce qui n'est jamais gardé", 11, "B", gap=0.5)
     bullets(card.data.never)
+    text("Ce qui est gardé pour l'apprentissage", 11, "B", gap=0.5)
+    bullets(card.data.for_training)
 
     heading("modeles")
     table(
