@@ -53,6 +53,9 @@ from voicebot.records.store import CallRecords
 TOKEN = "jeton-de-test-entrainement"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 MODEL = "allonantes-20261202-141339"
+VERSION = "20261202-141339-59cc2b4b0f93"
+ACCEPTED_MESSAGE = f"Nouveau modèle accepté : version {VERSION}."
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -278,8 +281,17 @@ async def _console(tmp_path: Path, token: str) -> Console:
     app = make_app(settings, CallHub(), CallRecords.open(settings), _no_call)
     folder = tmp_path / "job"
 
+    report = settings.paths.nlu_dir / "models" / "evaluations" / MODEL / "report.html"
+    accepted = Outcome("accepted", ACCEPTED_MESSAGE, report=report, version=VERSION)
+
     def job(_: Settings) -> JobSpec:
-        return stand_in(folder, 0, f"{STAGE_EVALUATION} Évaluation …", OUTCOME_ACCEPTED)
+        return stand_in(
+            folder,
+            0,
+            f"{STAGE_EVALUATION} Évaluation …",
+            OUTCOME_ACCEPTED,
+            conclude=lambda code, marker: accepted,
+        )
 
     app[TRAINING_JOBS] = TrainingJobs(app[TRAINING_JOBS].runner, training=job)
     client = TestClient(TestServer(app))
@@ -437,6 +449,46 @@ async def test_path_traversal_is_refused(open_console: Console, path: str) -> No
     assert "secret" not in await response.text() and "root:" not in await response.text()
     query = await open_console.client.get("/ameliorer/evaluation?refused=../evaluations/" + MODEL)
     assert query.status == 404
+
+
+async def test_the_page_in_a_browser_starts_a_training_and_shows_its_result(
+    open_console: Console,
+) -> None:
+    from playwright.async_api import async_playwright
+
+    assert CHROMIUM.exists(), "install Debian's chromium: apt-get install chromium"
+    url = str(open_console.client.make_url("/ameliorer/evaluation"))
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = await browser.new_page(locale="fr-FR")
+            page.set_default_timeout(30_000)
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            await page.goto(url)
+            version = page.get_by_test_id("version-modele")
+            await version.get_by_text(VERSION, exact=False).wait_for()
+            assert await page.get_by_test_id("evaluer").is_visible()  # no evaluation yet
+            button = page.get_by_test_id("reentrainer")
+            await button.click()
+            state = page.get_by_test_id("etat-entrainement")
+            await state.get_by_text("Entraînement en cours", exact=False).wait_for()
+            assert await button.is_disabled()
+            await wait_until(lambda: (open_console.folder / "ready").exists())
+            await state.get_by_text(STAGE_LABELS[STAGE_EVALUATION], exact=False).wait_for()
+            (open_console.folder / "go").touch()
+            result = page.get_by_test_id("resultat-entrainement")
+            await result.get_by_text(ACCEPTED_MESSAGE).wait_for()
+            link = page.get_by_test_id("lien-evaluation")
+            assert await link.get_attribute("href") == f"/ameliorer/evaluation/{MODEL}/report.html"
+            assert await link.text_content() == "Voir l'évaluation"
+            assert await button.is_enabled()
+            assert errors == []  # no script error, nothing the Content-Security-Policy blocked
+        finally:
+            await browser.close()
 
 
 # ---- one real `voicebot train` through the job ------------------------------------------------
