@@ -210,6 +210,13 @@ async def test_cancel_and_shutdown_end_the_whole_process_group(tmp_path: Path, h
     assert not await runner.cancel()  # nothing left to cancel
 
 
+async def test_a_job_cancelled_as_it_starts_is_ended_too(tmp_path: Path) -> None:
+    runner = JobRunner()
+    runner.start(stand_in(tmp_path, 0))
+    assert await asyncio.wait_for(runner.cancel(), 60)  # before its process even exists
+    assert runner.status().state == "cancelled" and not (tmp_path / "go").exists()
+
+
 async def test_a_command_that_cannot_start_fails_cleanly(tmp_path: Path) -> None:
     runner = JobRunner()
     spec = stand_in(tmp_path, 0)
@@ -519,6 +526,7 @@ async def test_a_real_training_through_the_job_agrees_with_the_disk(tmp_path: Pa
     done = await runner.finished()
 
     assert done.outcome is not None, done.lines
+    print(f"real `voicebot train` through the job: {done.state} after {done.elapsed_s:.0f} s")
     assert done.state in ("accepted", "refused"), (done.state, done.exit_code, done.lines)
     assert done.stages == (STAGE_TRAINING, STAGE_EVALUATION)
     assert not (models / "candidate").exists()

@@ -209,8 +209,7 @@ class JobRunner:
     async def finished(self) -> JobStatus:
         """The status once the current job (if any) has ended."""
         if self._run is not None and self._run.task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._run.task)
+            await asyncio.wait({self._run.task})  # the job goes on if the caller is cancelled
         return self.status()
 
     async def cancel(self) -> bool:
@@ -222,8 +221,7 @@ class JobRunner:
         if run.process is not None:
             await _terminate(run.process)
         if run.task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await run.task
+            await asyncio.wait({run.task})
         return True
 
     async def shutdown(self) -> None:
@@ -243,6 +241,8 @@ class JobRunner:
             )
             assert run.process.stdout is not None  # noqa: S101 — PIPE was asked for
             _lower_priority(run.process.pid)
+            if run.cancelled:  # cancelled while it was being started
+                await _terminate(run.process)
             while data := await run.process.stdout.read(4096):
                 run.output.feed(data)
             run.output.feed(b"")
