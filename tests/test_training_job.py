@@ -28,6 +28,7 @@ from voicebot.dialogue.model_store import (
     FINGERPRINT_FILE,
     make_version,
     recorded_current,
+    write_last_refused,
     write_version,
 )
 from voicebot.dialogue.training import (
@@ -189,6 +190,23 @@ async def test_exit_code_2_without_the_refusal_marker_is_a_failure(tmp_path: Pat
     assert conclude_training(settings, 1, OUTCOME_ACCEPTED).state == "failed"
     accepted = conclude_training(settings, 0, OUTCOME_ACCEPTED)
     assert accepted.state == "accepted" and accepted.version == "20261202-141339-59cc2b4b0f93"
+
+
+def test_a_refusal_reads_the_gates_reasons_and_report_from_disk(tmp_path: Path) -> None:
+    settings = fake_nlu(tmp_path)
+    models = settings.paths.nlu_dir / "models"
+    kept = models / "refused" / "allonantes-20261202-150000"
+    kept.mkdir(parents=True)
+    reasons = ["F1 de l'intention « saluer » en baisse", "taux en baisse"]
+    gate = {"gate": {"accepted": False, "reasons": reasons}}
+    (kept / "report.json").write_text(json.dumps(gate), encoding="utf-8")
+    (kept / "report.html").write_text("<p>refusé</p>", encoding="utf-8")
+    write_last_refused(models, "f" * 64, kept / "report.html", "; ".join(reasons))
+    outcome = conclude_training(settings, 2, OUTCOME_REFUSED)
+    assert outcome.state == "refused" and outcome.reasons == tuple(reasons)
+    assert outcome.report == kept / "report.html" and "reste en place" in outcome.message
+    (kept / "report.json").unlink()  # the reasons from refused/last.json then
+    assert conclude_training(settings, 2, OUTCOME_REFUSED).reasons == tuple(reasons)
 
 
 @pytest.mark.parametrize("how", ["cancel", "shutdown"])
