@@ -573,3 +573,36 @@ async def test_a_real_training_through_the_job_agrees_with_the_disk(tmp_path: Pa
     assert page.inline == [] and STYLE_FILE in page.loaded
     assert all(not url.startswith(("/", "http")) for url in page.loaded)
     assert all((report.parent / url).is_file() for url in page.loaded)
+
+
+@pytest.mark.slow
+async def test_a_sabotaged_training_through_the_job_is_refused_with_the_gates_reasons(
+    tmp_path: Path,
+) -> None:
+    from tests.test_evaluate_gate import SWAPPED, sabotage
+
+    copy = tmp_path / "nlu"
+    shutil.copytree(NLU_DIR, copy, ignore=shutil.ignore_patterns("candidate", "refused"))
+    sabotage(copy / "data", *SWAPPED)
+    models = copy / "models"
+    before = recorded_current(models)
+    assert before is not None, "train the repository's model first (make test does)"
+    settings = Settings().replace("paths", nlu_dir=copy, data_dir=tmp_path / "data")
+
+    runner = JobRunner()
+    runner.start(training_spec(settings))
+    done = await runner.finished()
+
+    assert done.state == "refused" and done.exit_code == 2, (done.state, done.lines)
+    assert done.outcome is not None and done.outcome.report is not None
+    print(f"sabotaged `voicebot train` through the job: refused after {done.elapsed_s:.0f} s")
+    assert recorded_current(models) == before
+    for intent in SWAPPED:
+        assert any(f"« {intent} » en baisse" in reason for reason in done.outcome.reasons)
+    assert done.outcome.report.parent.parent == models / "refused"
+
+    # the same data again: refused at once, with the same report, without training
+    runner.start(training_spec(settings))
+    again = await runner.finished()
+    assert again.state == "refused" and again.stages == ()
+    assert again.outcome is not None and again.outcome.report == done.outcome.report
