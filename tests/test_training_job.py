@@ -606,3 +606,27 @@ async def test_a_sabotaged_training_through_the_job_is_refused_with_the_gates_re
     again = await runner.finished()
     assert again.state == "refused" and again.stages == ()
     assert again.outcome is not None and again.outcome.report == done.outcome.report
+
+
+@pytest.mark.slow
+async def test_a_real_evaluation_of_the_model_in_service_through_the_job(tmp_path: Path) -> None:
+    copy = tmp_path / "nlu"
+    shutil.copytree(
+        NLU_DIR, copy, ignore=shutil.ignore_patterns("candidate", "refused", "evaluations")
+    )
+    settings = Settings().replace("paths", nlu_dir=copy, data_dir=tmp_path / "data")
+    current = recorded_current(copy / "models")
+    assert current is not None
+
+    runner = JobRunner()
+    runner.start(evaluation_spec(settings))
+    done = await runner.finished()
+
+    assert done.state == "evaluated" and done.exit_code == 0, (done.state, done.lines)
+    folder = copy / "models" / "evaluations" / current[1].name.removesuffix(".tar.gz")
+    assert done.outcome is not None and done.outcome.report == folder / "report.html"
+    print(f"`voicebot evaluate` through the job: {done.elapsed_s:.0f} s")
+    report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    assert report["model"] == str(current[1]) and "gate" not in report
+    with pytest.raises(JobBusyError, match="déjà son évaluation"):
+        evaluation_spec(settings)  # never over a report already there
