@@ -38,7 +38,15 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from voicebot.console import api, auth, dashboard, improve, softphone, transparency
+from voicebot.console import (
+    api,
+    auth,
+    dashboard,
+    improve,
+    softphone,
+    training_api,
+    transparency,
+)
 from voicebot.console.auth import LoginThrottle, check_access
 from voicebot.console.board import LiveBoard
 from voicebot.console.context import CONTEXT, STATIC_DIR, WebContext, WebLimits
@@ -98,7 +106,8 @@ def make_app(
     app.router.add_get("/api/live", api.api_live)
     app.router.add_get("/ws/console", api.console_ws)
     app.router.add_get("/ws/softphone", softphone.softphone_ws)
-    improve.add_routes(app)
+    improve.add_routes(app)  # « Améliorer le robot »: the review queue, relabelling
+    training_api.setup(app)  # « Réentraîner le robot », /ameliorer/evaluation
     serve_metrics(app, hub, metrics or Metrics())
     app.router.add_static("/static/", STATIC_DIR, show_index=False, follow_symlinks=False)
     # aiosignal's newer typing of Signal does not match aiohttp 3.9's stubs: hence the casts.

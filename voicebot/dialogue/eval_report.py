@@ -23,6 +23,19 @@ KINDS = (
     ("noisy", "phrases bruitées (comme la reconnaissance vocale les écrit)"),
 )
 CURVE_FILE = "seuils.png"
+# The page's style sheet, a file beside it: the console serves the report under a
+# Content-Security-Policy that forbids inline styles, and the folder still opens on its own.
+STYLE_FILE = "report.css"
+REPORT_CSS = """\
+body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; }
+table { border-collapse: collapse; margin: 1em 0; }
+td, th { border: 1px solid #ccc; padding: 4px 8px; }
+th { background: #eef3f8; }
+td.n { text-align: right; }
+.ok { color: #1d6b2f; }
+.ko { color: #a4161a; }
+img { max-width: 100%; }
+"""
 
 
 def confusion_file(index: int, kind: str) -> str:
@@ -91,6 +104,7 @@ def write_report(
             title = f"Matrice de confusion, {label.split(' (')[0]} — {evaluation.version.version}"
             draw_confusion(scores, title, out_dir / confusion_file(index, kind))
     draw_curves(evaluations, out_dir / CURVE_FILE)
+    (out_dir / STYLE_FILE).write_text(REPORT_CSS, encoding="utf-8")
     (out_dir / "report.json").write_text(
         json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
@@ -165,10 +179,7 @@ def render_html(evaluations: Sequence[ModelEvaluation], data: dict[str, Any]) ->
         "<!doctype html>",
         '<html lang="fr"><head><meta charset="utf-8">',
         "<title>Évaluation du modèle de compréhension</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}"
-        "th{background:#eef3f8}td.n{text-align:right}.ok{color:#1d6b2f}.ko{color:#a4161a}"
-        "img{max-width:100%}</style></head><body>",
+        f'<link rel="stylesheet" href="{STYLE_FILE}"></head><body>',
         "<h1>Évaluation du modèle de compréhension</h1>",
         "<p>Chaque phrase des jeux de test (<code>nlu/tests/</code>, jamais apprises) est "
         "analysée telle qu'écrite (<b>phrases propres</b>) puis telle que la reconnaissance "

@@ -56,6 +56,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# `voicebot train` begins the line of each stage, and the line of its outcome, with one of
+# these markers: the trainer at the terminal sees where it is, and the console's training
+# job (voicebot.dialogue.training_job) follows the same lines in the command's output.
+STAGE_TRAINING = "[étape 1/2]"
+STAGE_EVALUATION = "[étape 2/2]"
+OUTCOME_ACCEPTED = "[résultat : accepté]"
+OUTCOME_REFUSED = "[résultat : refusé]"
+OUTCOME_UP_TO_DATE = "[résultat : à jour]"
+
 __all__ = [
     "MODEL_PREFIX",
     "fingerprint",
@@ -111,11 +120,12 @@ def train(settings: Settings, if_needed: bool = False) -> Path:
     if if_needed:
         recorded = recorded_current(folder)
         if recorded is not None and recorded[0] == current_fp and recorded[1].is_file():
-            print(f"Modèle à jour, pas de ré-entraînement : {recorded[1]}")
+            print(f"{OUTCOME_UP_TO_DATE} Modèle à jour, pas de ré-entraînement : {recorded[1]}")
             log.info("model up to date (fingerprint %s): %s", current_fp[:12], recorded[1])
             return recorded[1]
         refused = last_refused(folder)
         if refused is not None and refused.get("fingerprint") == current_fp:
+            print(f"{OUTCOME_REFUSED} Ces données ont déjà donné un modèle refusé.")
             raise GateRefusedError(
                 "ces données d'entraînement ont déjà donné un modèle refusé "
                 f"({refused.get('reason', '')}) ; rapport : {refused.get('report', '')}. "
@@ -143,7 +153,7 @@ def train_candidate(settings: Settings, current_fp: str) -> tuple[Path, ModelVer
     from rasa.model_training import train as rasa_train
 
     name = MODEL_PREFIX + time.strftime("%Y%m%d-%H%M%S")
-    print(f"Entraînement du modèle Rasa à partir de {nlu_dir} …")
+    print(f"{STAGE_TRAINING} Entraînement du modèle Rasa à partir de {nlu_dir} …")
     started = time.perf_counter()
     result = rasa_train(
         domain=str(nlu_dir / "domain.yml"),
@@ -180,7 +190,7 @@ def accept(folder: Path, candidate: Path, version: ModelVersion) -> Path:
     write_current(folder, version)
     clear_last_refused(folder)
     shutil.rmtree(folder / CANDIDATE_DIR, ignore_errors=True)
-    print(f"Nouveau modèle en service : {model} (version {version.version})")
+    print(f"{OUTCOME_ACCEPTED} Nouveau modèle en service : {model} (version {version.version})")
     return model
 
 
@@ -190,7 +200,7 @@ def gated(settings: Settings, current: Path, candidate: Path, version: ModelVers
     from voicebot.dialogue.nlu_eval import evaluate_model, load_test_sets
 
     folder = models_dir(settings)
-    print("Évaluation du modèle actuel et du candidat sur les jeux de test …")
+    print(f"{STAGE_EVALUATION} Évaluation du modèle actuel et du candidat sur les jeux de test …")
     examples = load_test_sets(settings.paths.nlu_dir)
     before = evaluate_model(settings, current, examples)
     after = evaluate_model(settings, candidate, examples)
@@ -231,6 +241,7 @@ def refuse(
     shutil.rmtree(folder / CANDIDATE_DIR, ignore_errors=True)
     report = kept / "report.html"
     write_last_refused(folder, version.fingerprint, report, "; ".join(decision.reasons))
+    print(f"{OUTCOME_REFUSED} Candidat {version.version} mis de côté : {report}")
     raise GateRefusedError(
         f"{decision.summary()} Le modèle actuel reste en service ; le candidat "
         f"{version.version} est mis de côté dans {kept} (rapport : {report})"
