@@ -220,7 +220,7 @@ def test_public_origin_must_be_an_origin(origin: str) -> None:
 
 # ---- headers and pages ------------------------------------------------------------------------
 
-PAGES = ("/", "/appeler", "/tableau-de-bord", "/transparence", "/login")
+PAGES = ("/", "/appeler", "/tableau-de-bord", "/ameliorer", "/transparence", "/login")
 OTHER = ("/static/style.css", "/static/console.js", "/api/calls", "/healthz", "/pas-de-page")
 
 

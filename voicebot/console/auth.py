@@ -281,7 +281,7 @@ def _too_many_tries(wait_s: float, target: str, is_api: bool) -> web.Response:
 
 
 def _safe_next(target: str | None) -> str:
-    return target if target in ("/", "/appeler", "/tableau-de-bord") else "/"
+    return target if target in ("/", "/appeler", "/tableau-de-bord", "/ameliorer") else "/"
 
 
 def _render_login(message: str, target: str, status: int = 200) -> web.Response:
