@@ -48,6 +48,9 @@ class PhoneServer:
     host_id: str = ""
     live_relay: Any = None
     board_hub: CallHub | None = None
+    # The dialogue's live reload (voicebot.dialogue.live_reload.LiveReloader, started by
+    # voicebot.app): its ``last`` outcome is for the console.
+    reloader: Any = None
 
     async def on_call(self, transport: MediaTransport) -> None:
         """Run one call to its end. Never raises: a call's failure stays in that call."""
