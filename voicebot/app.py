@@ -96,7 +96,9 @@ def start_live_reload(settings: Settings, server: PhoneServer, metrics: Metrics 
         return  # a test's stand-in dialogue: nothing to reload
     reloader = LiveReloader(dialogue, settings, prerender=server.runtime.prerender)
     if metrics is not None:
-        reloader.on_swap.append(lambda brain: metrics.set_rasa_model(brain.model, brain.model_version))
+        reloader.on_swap.append(
+            lambda brain: metrics.set_rasa_model(brain.model, brain.model_version)
+        )
     reloader.start()
     server.reloader = reloader
     server.front_end_closers.append(reloader.stop)

@@ -282,7 +282,9 @@ class RasaDialogue:
         brain = self._brain
         cleaned = clean_text(text)
         if not cleaned:
-            return BotReply(texts=(brain.kb.prompt("not_heard"),), model_version=brain.model_version)
+            return BotReply(
+                texts=(brain.kb.prompt("not_heard"),), model_version=brain.model_version
+            )
         parsed = None
         if understood is not None and spoken_words(understood.text) == spoken_words(cleaned):
             # read while the caller paused: no second parse, unless another model read it
@@ -295,7 +297,9 @@ class RasaDialogue:
         brain = self._brain
         intent = DTMF_INTENTS.get(digit)
         if intent is None:
-            return BotReply(texts=(brain.kb.prompt("dtmf_menu"),), model_version=brain.model_version)
+            return BotReply(
+                texts=(brain.kb.prompt("dtmf_menu"),), model_version=brain.model_version
+            )
         reply = await self._handle(brain, call_id, f"/{intent}", metadata={"dtmf": digit})
         if digit == "0" and reply.handoff is not None:
             summary = reply.handoff.summary.replace(

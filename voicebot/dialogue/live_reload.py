@@ -65,7 +65,7 @@ class SourceStamp:
             folder = models_dir(settings)
             newest = latest_model(settings)
             model = tuple(_stamp(p) for p in (folder / FINGERPRINT_FILE, newest) if p is not None)
-        files = sorted((nlu_dir / "knowledge").glob("*.yml")) + [nlu_dir / "prompts.yml"]
+        files = [*sorted((nlu_dir / "knowledge").glob("*.yml")), nlu_dir / "prompts.yml"]
         return cls(model=model, knowledge=tuple(_stamp(p) for p in files))
 
     def changes(self, before: SourceStamp) -> tuple[str, ...]:
@@ -190,7 +190,7 @@ class LiveReloader:
                 load_s,
             )
             if self.prerender is not None:
-                self._spawn(self._prerender(brain.model_version))
+                self._spawn(_prerender(self.prerender, brain.model_version))
             return self.last
 
     # --- internals ----------------------------------------------------------------------
@@ -255,22 +255,24 @@ class LiveReloader:
                 await self.reload("fichiers modifiés", only_if_changed=True)
             previous = stamp
 
-    async def _prerender(self, version: str) -> None:
-        assert self.prerender is not None
-        started = time.perf_counter()
-        try:
-            count = await self.prerender()
-        except Exception:
-            log.exception("model %s: pre-rendering the new answers failed", version)
-            return
-        log.info(
-            "model %s: %d new answers pre-rendered in %.1f s (in the background)",
-            version,
-            count,
-            time.perf_counter() - started,
-        )
-
     def _spawn(self, work: Awaitable[Any]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+async def _prerender(prerender: Callable[[], Awaitable[int]], version: str) -> None:
+    """The voice renders the new brain's fixed texts now, not in the first call that says them
+    (the cache is content-addressed: only new or changed texts cost anything)."""
+    started = time.perf_counter()
+    try:
+        count = await prerender()
+    except Exception:
+        log.exception("model %s: pre-rendering the new answers failed", version)
+        return
+    log.info(
+        "model %s: %d new answers pre-rendered in %.1f s (in the background)",
+        version,
+        count,
+        time.perf_counter() - started,
+    )
