@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 import yaml
 
 from telephony.emulator import AudioSocketCaller
@@ -69,7 +70,7 @@ def swap_dialogue(swap_settings: Settings) -> RasaDialogue:
     return RasaDialogue.load(swap_settings)
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="function")  # the test's loop runs the server's tasks
 async def server(
     call_runtime: Runtime, swap_settings: Settings, swap_dialogue: RasaDialogue
 ) -> AsyncIterator[PhoneServer]:
@@ -318,3 +319,50 @@ async def test_sighup_reload_with_nothing_changed_keeps_calls_and_model(
     assert status.ok and status.changed == (), status
     assert swap_dialogue.model_version == version
     assert swap_dialogue.brain is not brain
+
+
+# --- the model version in the call records -------------------------------------------------
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_a_records_database_from_before_model_versions_gets_them(tmp_path: Path) -> None:
+    """An existing database (no model_version columns) is completed in place, keeps its
+    calls, and records the version of each turn and the call's latest from then on."""
+    import sqlalchemy as sa
+
+    from voicebot.records.store import CallRecords, database_url
+
+    settings = Settings().replace("paths", data_dir=tmp_path)
+    engine = sa.create_engine(database_url(settings))
+    with engine.begin() as conn:  # the two tables as an older version created them
+        conn.execute(
+            sa.text(
+                "CREATE TABLE calls (call_id VARCHAR(128) PRIMARY KEY, started_at FLOAT NOT "
+                "NULL, transport VARCHAR(32) NOT NULL, turn_count INTEGER NOT NULL)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "CREATE TABLE turns (id INTEGER PRIMARY KEY AUTOINCREMENT, call_id VARCHAR(128) "
+                "NOT NULL, at FLOAT NOT NULL, speaker VARCHAR(8) NOT NULL, text TEXT NOT NULL, "
+                "text_search TEXT NOT NULL)"
+            )
+        )
+        conn.execute(
+            sa.text("INSERT INTO calls VALUES ('ancien', 1.0, 'audiosocket', 0)")  # an old call
+        )
+    engine.dispose()
+    records = CallRecords.open(settings)
+    try:
+        old = await records.get_call("ancien")
+        assert old is not None and old["model_version"] is None
+        await records.start_call("nouveau", "audiosocket", None)
+        await records.add_turn("nouveau", "bot", "Bonjour.", None, None, None, None, "v1")
+        await records.add_turn("nouveau", "caller", "[touche 3]", None, None, None, None, "v2")
+        await records.add_turn("nouveau", "bot", "Vous êtes toujours là ?")  # a prompt
+        call = await records.get_call("nouveau")
+    finally:
+        await records.close()
+    assert call is not None
+    assert [t["model_version"] for t in call["turns"]] == ["v1", "v2", None]
+    assert call["model_version"] == "v2"  # the latest model that read or answered a turn
