@@ -89,7 +89,16 @@ async def server(
     try:
         yield running
     finally:
-        await running.shutdown(2.0)
+        # as tests/phone_helpers.py closes a server: never running.shutdown(), which would
+        # close the engines every test of the session shares
+        await running.reloader.stop()
+        running.accepting = False
+        for listener in running.listeners:
+            listener.close()
+        for task in list(running.tasks):
+            task.cancel()
+        if running.records is not None:
+            await running.records.close()
 
 
 @pytest.fixture
@@ -204,7 +213,8 @@ async def test_an_edited_answer_is_heard_in_the_next_call(
         line.cancel()
         await caller.close()
     record = await server.records.get_call(call_id)
-    assert new_answer in [t["text"] for t in record["turns"] if t["speaker"] == "bot"]
+    bot_turns = [t["text"] for t in record["turns"] if t["speaker"] == "bot"]
+    assert any(new_answer in text for text in bot_turns), bot_turns  # a reply's sentences, joined
 
 
 # --- (b) a broken knowledge base is refused; the one in service stays ----------------------
@@ -252,7 +262,8 @@ async def test_a_new_model_swapped_in_during_a_call(
         seen: list[CallEvent] = []
         await wait_for_bot(hub, call_id, seen, 1)
         await caller.send_dtmf(ETAT_CIVIL_KEY)
-        answer = (await wait_for_bot(hub, call_id, seen, 2))[1]
+        # the answer, then « Puis-je vous aider pour autre chose ? »: one event per sentence
+        answer = (await wait_for_bot(hub, call_id, seen, 3))[1:3]
         window_from = len(caller.received)
 
         before = reloader.last
@@ -269,10 +280,10 @@ async def test_a_new_model_swapped_in_during_a_call(
         # The next turn, on the new model, remembers the call: « répéter » says the answer
         # given before the swap (a slot of the shared tracker).
         await caller.send_dtmf("*")
-        texts = await wait_for_bot(hub, call_id, seen, 3)
-        assert texts[2] == answer
+        texts = await wait_for_bot(hub, call_id, seen, 5)
+        assert texts[3:5] == answer, texts
         tracker = await swap_dialogue.agent.tracker_store.retrieve(call_id)
-        assert tracker is not None and tracker.get_slot("derniere_reponse") == [answer]
+        assert tracker is not None and tracker.get_slot("derniere_reponse") == answer
         await caller.send_dtmf("0")
         assert await caller.wait_for_hangup(30.0) == "bot_hangup"
         assert not caller.violations, caller.violations
