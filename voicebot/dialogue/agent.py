@@ -31,7 +31,7 @@ from voicebot.core.interfaces import BotReply, Handoff, Understanding
 from voicebot.core.logs import call_logger, redact_numbers
 from voicebot.core.loop_thread import LoopThread
 from voicebot.dialogue.knowledge import KnowledgeBase, entity_values
-from voicebot.dialogue.model_store import read_version
+from voicebot.dialogue.model_store import MODEL_PREFIX, read_version
 from voicebot.dialogue.rasa_runtime import quiet_rasa
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,12 @@ class DialogueBrain:
     model_version: str
     loaded_s: float  # how long loading it took
 
+    @property
+    def log_name(self) -> str:
+        """The version as logs can show it: a bare ``20261202-141339-…`` reads as a phone
+        number to the log redaction (voicebot.core.logs), ``allonantes-20261202-…`` does not."""
+        return MODEL_PREFIX + self.model_version
+
 
 class Conversations:
     """The calls' conversations, shared by every brain: each brain's tracker store reads and
@@ -227,7 +233,7 @@ class RasaDialogue:
         log.info(
             "dialogue ready in %.1f s (model %s, %d knowledge-base entries)",
             brain.loaded_s,
-            brain.model_version,
+            brain.log_name,
             len(brain.kb.entries),
         )
         return cls(brain, conversations, settings)

@@ -174,11 +174,11 @@ class LiveReloader:
             log.info(
                 "model %s in service (%s; %s): loaded in %.1f s off the calls' loop, swapped "
                 "for %s; calls in progress go on",
-                brain.model_version,
+                brain.log_name,
                 trigger,
-                ", ".join(changed) or "rechargement forcé",
+                ", ".join(changed) or "forced",
                 load_s,
-                old.model_version,
+                old.log_name,
             )
             what = ", ".join(changed) or "rechargement demandé"
             self.last = self._status(
@@ -190,7 +190,7 @@ class LiveReloader:
                 load_s,
             )
             if self.prerender is not None:
-                self._spawn(_prerender(self.prerender, brain.model_version))
+                self._spawn(_prerender(self.prerender, brain.log_name))
             return self.last
 
     # --- internals ----------------------------------------------------------------------
@@ -215,7 +215,7 @@ class LiveReloader:
             trigger,
             ", ".join(changed) or "forced",
             error,
-            current,
+            self.dialogue.brain.log_name,
         )
         self._handled = stamp  # not tried again until the files change again
         self.last = self._status(

@@ -305,6 +305,9 @@ def _finish(
     result["command"] = command_line(
         calls, duration_s, ramp_s, context.transport, find_capacity, targets
     )
+    reload = summaries[0].get("reload") if not find_capacity else None
+    if reload is not None:
+        result["command"] += f" --reload-at {reload['at_s']:g}"
     result["machine"] = {
         **machine(),
         "load_before": [round(v, 2) for v in load_before],
