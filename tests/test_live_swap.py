@@ -377,3 +377,43 @@ async def test_a_records_database_from_before_model_versions_gets_them(tmp_path:
     assert call is not None
     assert [t["model_version"] for t in call["turns"]] == ["v1", "v2", None]
     assert call["model_version"] == "v2"  # the latest model that read or answered a turn
+
+
+# --- the benchmark's reload window ---------------------------------------------------------
+
+
+def test_the_bench_reports_late_frames_in_the_reload_window_apart() -> None:
+    from voicebot.tools.bench.call import CallResult
+    from voicebot.tools.bench.reload import ReloadRun, reload_summary, report_lines
+    from voicebot.tools.bench.traffic import RunData
+
+    times = [i * 0.02 for i in range(500)]  # 10 s of 20 ms frames, on the call's clock
+    times[300:] = [t + 0.065 for t in times[300:]]  # at 6 s, one frame 65 ms late
+    result = CallResult(
+        call_id="c",
+        slot=0,
+        transport="audiosocket",
+        rate=8000,
+        t0=0.0,
+        wall0=1000.0,
+        duration_s=10.0,
+        ended_by="caller",
+        violations=[],
+        greeting_ms=None,
+        sent=[],
+        spoken=[],
+        times=times,
+        durations=[0.02] * len(times),
+        voiced=[False] * len(times),
+    )
+    data = RunData(calls=1, duration_s=10.0, ramp_s=0.0, transport="audiosocket", full_load_s=0)
+    data.results.append(result)
+    summary = reload_summary(data, ReloadRun(at_s=5.0, sent_at=1005.0, done_at=1006.0))
+    windows = summary["windows"]
+    assert summary["window_s"] == 2.0  # signal → swap, and one second more
+    assert windows["reload"]["later_than_40ms"] == 1 and windows["reload"]["underruns"] == 1
+    assert windows["reload"]["max_lateness_ms"] == pytest.approx(65.0, abs=0.1)
+    assert windows["before"]["later_than_40ms"] == 0 and windows["before"]["frames"] > 90
+    assert windows["whole_run"]["frames"] == len(times) - 1
+    table = "\n".join(report_lines(summary))
+    assert "| reload (signal → swap + 1 s) |" in table and "65.0 ms" in table
