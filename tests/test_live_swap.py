@@ -190,12 +190,14 @@ async def test_an_edited_answer_is_heard_in_the_next_call(
     before = reloader.last
     new_answer = "Réponse modifiée à chaud : l'état civil se fait désormais au guichet unique."
     assert swap_dialogue.kb.entries["etat_civil"].answer != new_answer
+    model = swap_dialogue.agent.processor.graph_runner
     edit_entry(nlu_copy, "etat_civil", lambda entry: entry.update(answer=new_answer))
 
     status = await next_status(reloader, before)
     assert status.ok, status.message
-    assert "base de connaissances" in status.changed
+    assert status.changed == ("base de connaissances",)
     assert swap_dialogue.kb.entries["etat_civil"].answer == new_answer
+    assert swap_dialogue.agent.processor.graph_runner is model  # the model was not reloaded
 
     hub = server.runtime.services.hub.subscribe()
     caller = AudioSocketCaller()
@@ -330,6 +332,8 @@ async def test_sighup_reload_with_nothing_changed_keeps_calls_and_model(
     assert status.ok and status.changed == (), status
     assert swap_dialogue.model_version == version
     assert swap_dialogue.brain is not brain
+    # nothing said what changed: the model is loaded again too (an archive replaced in place)
+    assert swap_dialogue.agent.processor.graph_runner is not brain.agent.processor.graph_runner
 
 
 # --- the model version in the call records -------------------------------------------------

@@ -16,6 +16,7 @@ structured ``Handoff`` for the operator) or ``end_call`` (the caller said goodby
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import re
@@ -211,6 +212,22 @@ def load_brain(
         model_version=read_version(model).version,
         loaded_s=time.perf_counter() - started,
     )
+
+
+def with_new_knowledge(brain: DialogueBrain, settings: Settings) -> DialogueBrain:
+    """``brain``'s model with the knowledge base as the files say now: no model load
+    (milliseconds, no memory kept by the old brain), the new brain's agent shares the model
+    and swaps only the actions' knowledge base (Rasa reads its processor's action endpoint at
+    every action). Raises KnowledgeBaseError."""
+    from voicebot.dialogue.actions import InProcessActions, build_executor
+
+    started = time.perf_counter()
+    kb = load_knowledge(settings)
+    endpoint = InProcessActions(build_executor(kb, settings.policy))
+    agent = copy.copy(brain.agent)
+    agent.processor = copy.copy(brain.agent.processor)
+    agent.action_endpoint = agent.processor.action_endpoint = endpoint
+    return dataclasses.replace(brain, agent=agent, kb=kb, loaded_s=time.perf_counter() - started)
 
 
 class RasaDialogue:

@@ -4,10 +4,12 @@
 model (``nlu/models/fingerprint.json``, written last when ``voicebot train`` lets a model in,
 and the newest archive's name), the knowledge files and the prompts (``stat()`` only: size and
 modification time). When they changed and stayed still for one more look (a trainer saving
-several files, a model being moved in), it loads a new ``DialogueBrain`` in a thread of its
+several files, a model being moved in), it makes a new ``DialogueBrain`` in a thread of its
 own, never on the calls' event loop, and swaps it in: the turns in progress finish on the old
-brain, the next ones use the new one. ``reload()`` does the same on demand (SIGHUP, the
-console); one reload at a time.
+brain, the next ones use the new one. A knowledge-base or prompts change keeps the model in
+service (milliseconds); a new model is loaded (seconds). ``reload()`` does the same on demand
+(SIGHUP, the console): with nothing changed, it loads everything again. One reload at a
+time.
 
 A reload that fails (a damaged model archive, a knowledge file that does not validate) is
 refused: the error is logged with its file, line and field, the brain in service stays, and
@@ -35,7 +37,7 @@ from typing import Any
 
 from voicebot.core.config import Settings
 from voicebot.core.errors import KnowledgeBaseError, ModelError
-from voicebot.dialogue.agent import DialogueBrain, RasaDialogue, load_brain
+from voicebot.dialogue.agent import DialogueBrain, RasaDialogue, load_brain, with_new_knowledge
 from voicebot.dialogue.model_store import FINGERPRINT_FILE, models_dir
 
 log = logging.getLogger(__name__)
@@ -158,9 +160,11 @@ class LiveReloader:
             changed = stamp.changes(self._handled) if self._handled is not None else ()
             if only_if_changed and not changed:
                 return self.last or self._status(trigger, (), True, "Rien n'a changé.")
+            # a new model, or a forced reload of one that may change: load the model too
+            model_too = not self.settings.dialogue.model and (MODEL in changed or not changed)
             started = time.perf_counter()
             try:
-                brain = await loop.run_in_executor(self._executor, self._load)
+                brain = await loop.run_in_executor(self._executor, self._load, model_too)
             except (ModelError, KnowledgeBaseError) as exc:
                 return self._refused(trigger, changed, stamp, str(exc))
             except Exception as exc:  # Rasa and TensorFlow raise many kinds
@@ -195,12 +199,16 @@ class LiveReloader:
 
     # --- internals ----------------------------------------------------------------------
 
-    def _load(self) -> DialogueBrain:
-        """In the reload thread: the new brain; then out of the garbage collector's sight,
-        like everything loaded at start-up (voicebot.call.runtime.settle_heap): a full
-        collection walking a model's objects would stop every call's audio for a while.
-        ``gc.freeze`` alone walks nothing. (The old brain's cyclic garbage stays frozen, so a
-        swap costs some memory until the next restart.)"""
+    def _load(self, model_too: bool) -> DialogueBrain:
+        """In the reload thread: the new brain. A knowledge-base change keeps the model in
+        service (no load, nothing kept in memory). A new model is put out of the garbage
+        collector's sight, like everything loaded at start-up
+        (voicebot.call.runtime.settle_heap): full collections walking its objects would stop
+        every call's audio for tens of milliseconds; ``gc.freeze`` alone walks nothing. The
+        price: the model it replaces stays in memory (~115 MB measured) until the next
+        restart."""
+        if not model_too:
+            return with_new_knowledge(self.dialogue.brain, self.settings)
         brain = load_brain(self.settings, self.dialogue.conversations)
         gc.freeze()
         return brain
