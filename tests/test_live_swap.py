@@ -248,6 +248,32 @@ async def test_a_knowledge_base_that_fails_validation_is_refused(
     assert reloader.last is status
 
 
+async def test_a_damaged_model_archive_is_refused(
+    server: PhoneServer, swap_dialogue: RasaDialogue, nlu_copy: Path
+) -> None:
+    reloader = reloader_of(server)
+    before = reloader.last
+    version = swap_dialogue.model_version
+    damaged = nlu_copy / "models" / f"{MODEL_PREFIX}29991231-235959{MODEL_SUFFIX}"
+    try:
+        damaged.write_bytes(b"not a model archive")
+        bad = make_version(damaged, "e" * 64, "2026-12-02T00:00:00+00:00")
+        write_version(damaged, bad)
+        write_current(nlu_copy / "models", bad)
+        status = await next_status(reloader, before)
+        assert not status.ok and status.changed == ("modèle",), status
+        assert "modèle Rasa illisible" in status.message and damaged.name in status.message
+        assert swap_dialogue.model_version == version  # the model in service stays
+        reply = await swap_dialogue.dtmf("damaged-model-call", ETAT_CIVIL_KEY)
+        await swap_dialogue.end("damaged-model-call")
+        assert reply.texts and reply.model_version == version
+    finally:  # the next tests' "new" model must sort after a sound one
+        damaged.unlink(missing_ok=True)
+        (damaged.with_name(damaged.name.removesuffix(MODEL_SUFFIX) + ".json")).unlink()
+        current = make_version(swap_dialogue.brain.model, "0" * 64, "2026-12-01T00:00:00+00:00")
+        write_current(nlu_copy / "models", dataclasses.replace(current, version=version))
+
+
 # --- (c, d) a new model during a call: the call goes on, its audio paced --------------------
 
 

@@ -165,8 +165,12 @@ class LiveReloader:
             started = time.perf_counter()
             try:
                 brain = await loop.run_in_executor(self._executor, self._load, model_too)
-            except (ModelError, KnowledgeBaseError) as exc:
+            except KnowledgeBaseError as exc:  # already in French, with file, line and field
                 return self._refused(trigger, changed, stamp, str(exc))
+            except ModelError as exc:
+                return self._refused(
+                    trigger, changed, stamp, f"modèle Rasa illisible ou incomplet ({exc})"
+                )
             except Exception as exc:  # Rasa and TensorFlow raise many kinds
                 log.exception("reload: unexpected failure")
                 return self._refused(trigger, changed, stamp, f"erreur inattendue ({exc})")
