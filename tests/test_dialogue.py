@@ -262,7 +262,7 @@ async def test_empty_turn_asks_to_repeat(dialogue: RasaDialogue, call_id: str) -
 
 async def test_end_drops_the_tracker(dialogue: RasaDialogue, call_id: str) -> None:
     await dialogue.turn(call_id, "stationnement résident")
-    store: dict[str, Any] = dialogue.trackers.store
+    store: dict[str, Any] = dialogue.conversations.serialised
     assert call_id in store
     await dialogue.end(call_id)
     assert call_id not in store

@@ -594,6 +594,9 @@ def test_the_service_runs_sandboxed_as_its_own_user() -> None:
     credentials = {v.split(":", 1)[0] for k, v in service if k == "LoadCredential"}
     assert credentials == set(CREDENTIALS.values())
     assert not any(k == "Environment" and "SECRET" in v.upper() for k, v in service)
+    # `systemctl reload`: SIGHUP, a new model or knowledge base in service without a restart
+    # (voicebot.dialogue.live_reload), the same in the instances' template (checked below).
+    assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
 
 
 def test_systemd_accepts_the_unit(tmp_path: Path) -> None:

@@ -207,8 +207,15 @@ def test_underruns_and_model_versions() -> None:
         "tts_voice": "fr",
         "tts_origin": "stand-in",
         "rasa_model": "allonantes-20250101-120000.tar.gz",
+        "rasa_version": "unknown",
     }
     assert value(samples, "allonantes_models_info", **info) == 1
+    # A live swap puts another model in service: the info shows it, and it alone.
+    metrics.set_rasa_model(Path("nlu/models/allonantes-20250102-080000.tar.gz"), "v2")
+    swapped = {**info, "rasa_model": "allonantes-20250102-080000.tar.gz", "rasa_version": "v2"}
+    samples = parse(metrics.exposition().decode("utf-8"))[1]
+    assert value(samples, "allonantes_models_info", **swapped) == 1
+    assert value(samples, "allonantes_models_info", **info) == 0
     # No ASR model at all: said so, not left blank.
     bare = ModelVersions.describe(None, "aucune", _Engine("piper fr_FR-siwis-medium"), "", None)
     assert (bare.asr_engine, bare.asr_origin, bare.rasa_model) == ("none", "none", "none")

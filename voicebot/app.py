@@ -1,8 +1,10 @@
 """The bot as a process: `voicebot serve` and `voicebot run`.
 
 The phone server (``voicebot.call.server``) takes the calls; this module puts the process
-around it: the operators' console and the browser softphone on top of it, the daily purge of
-old records, the banner, and running until SIGTERM or Ctrl-C.
+around it: the operators' console and the browser softphone on top of it, the live reload of
+the dialogue (a new model or knowledge base put in service without a restart: every couple of
+seconds, or at once on SIGHUP), the daily purge of old records, the banner, and running until
+SIGTERM or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ async def start_server(
     """The phone server, with the console and the softphone on top when ``with_web``.
     Returns once it takes calls; ``server.shutdown()`` closes it all."""
     server = await start_phone_server(settings, runtime=runtime)
+    metrics = process_metrics(settings, server.runtime) if with_web else None
+    start_live_reload(settings, server, metrics)
     if with_web:
         from voicebot.console.app import start_web
 
@@ -46,7 +50,7 @@ async def start_server(
             server.runtime.services.hub,
             server.records,
             server.on_call,
-            process_metrics(settings, server.runtime),
+            metrics,
             board_hub=server.board_hub,
         )
         server.front_end_closers.append(runner.cleanup)
@@ -68,14 +72,36 @@ def process_metrics(settings: Settings, runtime: Runtime) -> Metrics:
     from voicebot.dialogue.training import latest_model
 
     services = runtime.services
+    brain = getattr(services.dialogue, "brain", None)
     models = ModelVersions.describe(
         services.asr,
         runtime.asr_description,
         services.tts,
         runtime.tts_description,
-        latest_model(settings),  # the model RasaDialogue.load loaded
+        brain.model if brain is not None else latest_model(settings),
+        brain.model_version if brain is not None else None,
     )
     return Metrics(models)
+
+
+def start_live_reload(settings: Settings, server: PhoneServer, metrics: Metrics | None) -> None:
+    """Watch the model, the knowledge base and the prompts; swap a new dialogue brain in
+    when they change (voicebot.dialogue.live_reload). ``server.reloader`` holds the watcher
+    and its ``last`` outcome; the metrics show the new model after a swap."""
+    from voicebot.dialogue.agent import RasaDialogue
+    from voicebot.dialogue.live_reload import LiveReloader
+
+    dialogue = server.runtime.services.dialogue
+    if not isinstance(dialogue, RasaDialogue):
+        return  # a test's stand-in dialogue: nothing to reload
+    reloader = LiveReloader(dialogue, settings, prerender=server.runtime.prerender)
+    if metrics is not None:
+        reloader.on_swap.append(
+            lambda brain: metrics.set_rasa_model(brain.model, brain.model_version)
+        )
+    reloader.start()
+    server.reloader = reloader
+    server.front_end_closers.append(reloader.stop)
 
 
 async def _serve(settings: Settings, with_web: bool, banner: bool) -> int:
@@ -105,6 +131,9 @@ async def _serve(settings: Settings, with_web: bool, banner: bool) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if server.reloader is not None:
+        # systemd's `reload` (ExecReload) and `kill -HUP`: a new model or knowledge base now
+        loop.add_signal_handler(signal.SIGHUP, server.reloader.request, "SIGHUP")
     await stop.wait()
     log.info("stop requested")
     prepare.cancel()

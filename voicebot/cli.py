@@ -134,6 +134,7 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
         out_dir=Path(args.out) if args.out else None,
         as_json=args.json,
         noise_dbfs=args.line_noise,
+        reload_at_s=args.reload_at,
     )
 
 
@@ -283,6 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DBFS",
         help="white noise under the callers' audio, as on a real line (default -65; "
         "--line-noise=-inf for digital silence)",
+    )
+    p.add_argument(
+        "--reload-at",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="send SIGHUP to the server this far into the run (a live swap of the dialogue) "
+        "and report the audio pacing during the reload beside the whole run's",
     )
     p.set_defaults(handler=_bench)
 

@@ -124,12 +124,15 @@ class TurnPolicy:
         """One caller turn. Returns True when the call is over for the bot."""
         ctx = self.ctx
         dialogue = ctx.services.dialogue
+        # the model about to read the turn (a live swap may come between: then the reply's
+        # record says which model really answered)
+        version: str | None = getattr(dialogue, "model_version", None)
         timing = TurnTiming()
         if kind == "utterance":
             utterance: Utterance = value
             timing.asr_ms = utterance.decode_s * 1000.0
             timing.endpoint_wait_ms = self.listener.endpoint_wait_ms
-            await ctx.book.turn(TurnRecord.heard(utterance))
+            await ctx.book.turn(TurnRecord.heard(utterance, version))
             if utterance.confidence < ctx.settings.policy.min_asr_confidence:
                 return await self._not_heard(utterance, timing, arrived)
             self._low_confidence_turns = 0
@@ -138,13 +141,13 @@ class TurnPolicy:
                 ctx.call_id, utterance.text, self.listener.understood_for(utterance.text)
             )
         elif kind == "dtmf":
-            await ctx.book.turn(TurnRecord.key(value))
+            await ctx.book.turn(TurnRecord.key(value, version))
             self.playout.stop()
             started = time.perf_counter()
             reply = await dialogue.dtmf(ctx.call_id, value)
         else:
             text = str(value)
-            await ctx.book.turn(TurnRecord.typed(text))
+            await ctx.book.turn(TurnRecord.typed(text, version))
             started = time.perf_counter()
             reply = await dialogue.turn(ctx.call_id, text)
         timing.nlu_ms = (time.perf_counter() - started) * 1000.0

@@ -39,6 +39,7 @@ class Recorder(Protocol):
         confidence: float | None = None,
         asr_confidence: float | None = None,
         latency_ms: float | None = None,
+        model_version: str | None = None,
     ) -> None: ...
 
     async def end_call(
@@ -98,18 +99,25 @@ class TurnRecord:
     asr_confidence: float | None = None  # the recognizer's (speech)
     digit: str | None = None
     prompt: str | None = None
+    # the dialogue model that read the caller's turn / wrote the reply (None for a prompt)
+    model_version: str | None = None
 
     @classmethod
-    def heard(cls, utterance: Utterance) -> TurnRecord:
-        return cls("speech", utterance.text, asr_confidence=utterance.confidence)
+    def heard(cls, utterance: Utterance, model_version: str | None = None) -> TurnRecord:
+        return cls(
+            "speech",
+            utterance.text,
+            asr_confidence=utterance.confidence,
+            model_version=model_version,
+        )
 
     @classmethod
-    def key(cls, digit: str) -> TurnRecord:
-        return cls("dtmf", f"[touche {digit}]", digit=digit)
+    def key(cls, digit: str, model_version: str | None = None) -> TurnRecord:
+        return cls("dtmf", f"[touche {digit}]", digit=digit, model_version=model_version)
 
     @classmethod
-    def typed(cls, text: str) -> TurnRecord:
-        return cls("text", text)
+    def typed(cls, text: str, model_version: str | None = None) -> TurnRecord:
+        return cls("text", text, model_version=model_version)
 
     @classmethod
     def reply(cls, reply: BotReply) -> TurnRecord:
@@ -120,6 +128,7 @@ class TurnRecord:
             intent=reply.intent,
             confidence=reply.confidence,
             entities=dict(reply.entities),
+            model_version=reply.model_version,
         )
 
     @classmethod
@@ -206,7 +215,8 @@ class CallBook:
         self.report.turns.append(turn.report_entry())
         for kind, data in turn.hub_events():
             self.publish(kind, **data)
-        await self.record("add_turn", self.call_id, *turn.records_row(), None)
+        # no latency_ms (the timings go to the report), then the model version
+        await self.record("add_turn", self.call_id, *turn.records_row(), None, turn.model_version)
 
     def timing(self, timing: TurnTiming) -> None:
         """Every caller turn that gets an answer is timed, a "pardon ?" included."""

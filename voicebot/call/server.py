@@ -13,13 +13,16 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voicebot.call.runtime import Runtime, load_runtime
 from voicebot.call.session import CallSession
 from voicebot.core.config import Settings
 from voicebot.core.events import CallHub
 from voicebot.core.interfaces import MediaTransport
+
+if TYPE_CHECKING:
+    from voicebot.dialogue.live_reload import LiveReloader
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,9 @@ class PhoneServer:
     host_id: str = ""
     live_relay: Any = None
     board_hub: CallHub | None = None
+    # The dialogue's live reload (voicebot.dialogue.live_reload.LiveReloader, started by
+    # voicebot.app): its ``last`` outcome is for the console.
+    reloader: LiveReloader | None = None
 
     async def on_call(self, transport: MediaTransport) -> None:
         """Run one call to its end. Never raises: a call's failure stays in that call."""

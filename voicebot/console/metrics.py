@@ -20,8 +20,8 @@ started; nothing at module level) and follows the live call events of the ``Call
 - ``allonantes_audio_underruns_total``: bot audio frames the pacer sent more than 40 ms after
   their due time (the "underrun" event);
 - ``allonantes_call_duration_seconds``: time with the bot;
-- ``allonantes_models_info``: the models in use (ASR engine and model, voice, Rasa model file,
-  official or stand-in).
+- ``allonantes_models_info``: the models in use (ASR engine and model, voice, Rasa model file
+  and version, official or stand-in); after a live swap of the Rasa model, the new one.
 
 Why on the console's server and not a port of its own: one server fewer to run and watch. It
 needs no token, so it is guarded by the peer instead: only a loopback TCP peer gets it, a
@@ -34,7 +34,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -91,6 +91,7 @@ class ModelVersions:
     tts_voice: str = "unknown"
     tts_origin: str = "unknown"
     rasa_model: str = "unknown"
+    rasa_version: str = "unknown"  # model_store's version: <date>-<fingerprint prefix>
 
     @classmethod
     def describe(
@@ -100,6 +101,7 @@ class ModelVersions:
         tts: object,
         tts_description: str,
         rasa_model: Path | None,
+        rasa_version: str | None = None,
     ) -> ModelVersions:
         """From the loaded engines (their ``name``, the ASR's ``model_dir``) and the
         descriptions the banner prints, which say when a model is a stand-in
@@ -124,7 +126,11 @@ class ModelVersions:
             tts_voice=tts_voice or "unknown",
             tts_origin=_origin(tts_description),
             rasa_model=rasa_model.name if rasa_model is not None else "none",
+            rasa_version=rasa_version or ("none" if rasa_model is None else "unknown"),
         )
+
+    def with_rasa_model(self, model: Path, version: str) -> ModelVersions:
+        return replace(self, rasa_model=model.name, rasa_version=version)
 
 
 def _origin(description: str) -> str:
@@ -196,13 +202,20 @@ class Metrics:
             "The models in use: ASR engine and model, voice, Rasa model, official or stand-in.",
             registry=registry,
         )
-        self.models.info(asdict(models or ModelVersions()))
+        self.model_versions = models or ModelVersions()
+        self.models.info(asdict(self.model_versions))
         # call id → None, oldest first (a dict as an ordered set)
         self._live: dict[str, None] = {}
         # calls whose caller said or typed something the dialogue has not replied to yet
         self._awaiting_reply: dict[str, None] = {}
 
     # ----- following the calls -----------------------------------------------------------
+
+    def set_rasa_model(self, model: Path, version: str) -> None:
+        """A new Rasa model in service (a live swap, voicebot.dialogue.live_reload): the
+        info metric shows it from the next scrape (an Info keeps one set of labels)."""
+        self.model_versions = self.model_versions.with_rasa_model(model, version)
+        self.models.info(asdict(self.model_versions))
 
     def listen(self, hub: CallHub) -> Callable[[], None]:
         """Follow ``hub``'s events; returns what stops it."""

@@ -140,6 +140,7 @@ class BotReply:
     entities: dict[str, str] = field(default_factory=dict)
     handoff: Handoff | None = None
     end_call: bool = False  # the caller said goodbye: hang up after speaking
+    model_version: str | None = None  # the dialogue model that read the turn, when known
 
 
 @dataclass(frozen=True)

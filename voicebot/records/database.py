@@ -69,6 +69,8 @@ calls_table = sa.Table(
     sa.Column("first_caller_text", sa.Text),
     sa.Column("handoff_search", sa.Text),  # search form of the handoff's reason and summary
     sa.Column("host_id", sa.String(64)),  # the bot host that took the call (records.host_id)
+    # the dialogue model of the call's latest turn (a live swap may change it mid-call)
+    sa.Column("model_version", sa.String(64)),
 )
 
 turns_table = sa.Table(
@@ -90,6 +92,8 @@ turns_table = sa.Table(
     sa.Column("confidence", sa.Float),
     sa.Column("asr_confidence", sa.Float),
     sa.Column("latency_ms", sa.Float),
+    # the dialogue model that read a caller's turn or wrote the bot's (model_store's version)
+    sa.Column("model_version", sa.String(64)),
 )
 
 # What trainers decided about callers' sentences in the console's « Améliorer le robot »

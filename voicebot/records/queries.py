@@ -79,6 +79,7 @@ class RecordsQueries(RecordsDatabase):
                     "confidence": t.confidence,
                     "asr_confidence": t.asr_confidence,
                     "latency_ms": t.latency_ms,
+                    "model_version": t.model_version,
                 }
                 for t in turns
             ]
@@ -143,4 +144,5 @@ def _call_summary(row: Any) -> dict[str, Any]:
         "turn_count": row["turn_count"],
         "excerpt": row["first_caller_text"],
         "caller_known": row["caller_hash"] is not None,
+        "model_version": row["model_version"],
     }

@@ -176,6 +176,7 @@ class CallRecords(RecordsQueries, RecordsPurge, ReportQueries, CallerRights, Rev
         confidence: float | None = None,
         asr_confidence: float | None = None,
         latency_ms: float | None = None,
+        model_version: str | None = None,
     ) -> None:
         if speaker not in SPEAKERS:
             raise ValueError(f"speaker must be one of {SPEAKERS}, not {speaker!r}")
@@ -195,11 +196,14 @@ class CallRecords(RecordsQueries, RecordsPurge, ReportQueries, CallerRights, Rev
                     confidence=_number(confidence),
                     asr_confidence=_number(asr_confidence),
                     latency_ms=_number(latency_ms),
+                    model_version=model_version[:64] if model_version else None,
                 )
             )
             changes: dict[str, Any] = {"turn_count": calls_table.c.turn_count + 1}
             if intent:
                 changes["last_intent"] = intent[:100]
+            if model_version:
+                changes["model_version"] = model_version[:64]
             conn.execute(
                 calls_table.update().where(calls_table.c.call_id == call_id).values(**changes)
             )

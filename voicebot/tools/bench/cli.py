@@ -39,6 +39,7 @@ def run_bench(
     out_dir: Path | None,
     as_json: bool,
     noise_dbfs: float = LINE_NOISE_DBFS,
+    reload_at_s: float | None = None,
 ) -> int:
     """`voicebot bench`. Prints the report (markdown, or JSON with ``as_json``). 0 when the
     run took place (slow answers and missed targets are in the report), 1 when it is broken
@@ -57,6 +58,14 @@ def run_bench(
         raise VoicebotError(f"--transport must be one of {', '.join(LINE_RATES)}")
     targets = as_target_list(target)
     parse_targets(targets)  # every one checked before anything starts
+    if reload_at_s is not None:
+        if targets or find_capacity:
+            raise VoicebotError(
+                "--reload-at needs the server the bench starts (no --target) and one run "
+                "(no --find-capacity)"
+            )
+        if not 0 <= reload_at_s < duration_s:
+            raise VoicebotError("--reload-at must fall within the run (0 to --duration seconds)")
     if out_dir is None:
         out_dir = LAYOUT.bench_out_dir / time.strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -74,6 +83,7 @@ def run_bench(
                 targets,
                 out_dir,
                 noise_dbfs,
+                reload_at_s,
             )
         )
     except asyncio.CancelledError:

@@ -9,6 +9,7 @@ from typing import Any
 
 from voicebot.tools.bench.call import VOICE_PEAK
 from voicebot.tools.bench.plots import write_plots
+from voicebot.tools.bench.reload import report_lines
 from voicebot.tools.bench.speed import describe
 from voicebot.tools.bench.summary import STAGES
 from voicebot.tools.bench.traffic import RunData
@@ -214,6 +215,9 @@ def markdown_report(result: dict[str, Any]) -> str:
             lines += [f"### {step['calls']} calls", "", *_run_section(step), ""]
     else:
         lines += ["## Run", "", *_run_section(result["run"]), ""]
+        reload = result["run"].get("reload")
+        if reload:
+            lines += report_lines(reload)
     lines += ["## Targets", "", *_target_lines(result), ""]
     lines += [
         "## How it is measured",

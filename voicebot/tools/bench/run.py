@@ -20,6 +20,7 @@ from voicebot.core.errors import VoicebotError
 from voicebot.tools.bench.clips import Clip, audio_cache_dir, prepare_clips
 from voicebot.tools.bench.lines import LINE_NOISE_DBFS, LINE_RATES, WEBSOCKET_CODECS
 from voicebot.tools.bench.records import match_records, read_record_times
+from voicebot.tools.bench.reload import ReloadRun, reload_during, reload_summary
 from voicebot.tools.bench.report import write_report
 from voicebot.tools.bench.server import BENCH_POLICY_ENV, ServerProcess
 from voicebot.tools.bench.speed import speed_reference
@@ -58,9 +59,14 @@ class BenchContext:
 
 
 async def measure(
-    context: BenchContext, calls: int, duration_s: float, ramp_s: float
+    context: BenchContext,
+    calls: int,
+    duration_s: float,
+    ramp_s: float,
+    reload_at_s: float | None = None,
 ) -> tuple[RunData, dict[str, Any]]:
-    """One run of ``calls`` concurrent calls, with the per-stage split from the records."""
+    """One run of ``calls`` concurrent calls, with the per-stage split from the records;
+    with ``reload_at_s``, a SIGHUP to the server that far into the run (bench/reload.py)."""
     runner = CallRunner(
         context.targets,
         context.transport,
@@ -73,8 +79,13 @@ async def measure(
     log.info(
         "bench: %d call(s), %.0f s at full load, a call every %.1f s", calls, duration_s, ramp_s
     )
+    reload: asyncio.Task[ReloadRun] | None = None
+    server = context.started_server
+    if reload_at_s is not None and server is not None:
+        reload = asyncio.create_task(reload_during(server.pid, server.log_path, reload_at_s))
     data = await runner.run(calls, duration_s, ramp_s)
     await asyncio.sleep(1.5)  # the server records the end of the last calls
+    reloaded = await reload if reload is not None else None
     try:
         rows = await asyncio.get_running_loop().run_in_executor(
             None, read_record_times, context.records_url, [r.call_id for r in data.results]
@@ -83,7 +94,10 @@ async def measure(
         data.records_note = f"{matched} of {sum(t.answered for t in data.turns)} answered turns matched in the call records"
     except VoicebotError as exc:
         data.records_note = f"per-stage split unavailable: {exc}"
-    return data, summarize(data, context.idle_rss_mb)
+    summary = summarize(data, context.idle_rss_mb)
+    if reloaded is not None:
+        summary["reload"] = reload_summary(data, reloaded)
+    return data, summary
 
 
 def server_log(context: BenchContext) -> Path | None:
@@ -199,6 +213,7 @@ async def run_async(
     targets: Sequence[str],
     out_dir: Path,
     noise_dbfs: float = LINE_NOISE_DBFS,
+    reload_at_s: float | None = None,
 ) -> dict[str, Any]:
     """Set up (or reach) the servers, run the benchmark, write the report. The JSON result."""
     async with bench_context(settings, transport, targets, out_dir, noise_dbfs) as context:
@@ -210,7 +225,7 @@ async def run_async(
         if find_capacity:
             result, runs = await _capacity(context, duration_s, ramp_s)
         else:
-            data, summary = await measure(context, calls, duration_s, ramp_s)
+            data, summary = await measure(context, calls, duration_s, ramp_s, reload_at_s)
             result, runs = {"mode": "run", "run": summary}, [(data, summary)]
         speed_after = await asyncio.get_running_loop().run_in_executor(
             None, speed_reference, settings
@@ -290,6 +305,9 @@ def _finish(
     result["command"] = command_line(
         calls, duration_s, ramp_s, context.transport, find_capacity, targets
     )
+    reload = summaries[0].get("reload") if not find_capacity else None
+    if reload is not None:
+        result["command"] += f" --reload-at {reload['at_s']:g}"
     result["machine"] = {
         **machine(),
         "load_before": [round(v, 2) for v in load_before],
