@@ -581,8 +581,12 @@ def test_the_service_runs_sandboxed_as_its_own_user() -> None:
     for key, value in expected.items():
         assert settings.get(key) == value, key
     assert set(settings["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
-    # Only its data folder is writable.
-    assert settings["ReadWritePaths"].split() == ["/opt/allonantes-voicebot/var"]
+    # Only its data folder and what the trainers change from the console are writable.
+    assert settings["ReadWritePaths"].split() == [
+        "/opt/allonantes-voicebot/var",
+        "/opt/allonantes-voicebot/nlu/data",
+        "/opt/allonantes-voicebot/nlu/models",
+    ]
     assert not {"ReadWriteDirectories", "StateDirectory", "LogsDirectory"} & set(settings)
     # Real-time priority for the audio pacing thread only, and at most 10 (voicebot.core.realtime).
     assert settings.get("RestrictRealtime") == "false"
