@@ -156,6 +156,24 @@ async def test_progress_from_stage_markers_then_the_outcome(tmp_path: Path) -> N
     assert done.elapsed_s > 0 and runner.status().elapsed_s == done.elapsed_s  # stopped
 
 
+async def test_runs_under_uvloop_s_policy_as_in_the_server(tmp_path: Path) -> None:
+    """Importing Rasa (sanic) sets uvloop's event-loop policy while the server's loop is
+    asyncio's own: asyncio's subprocesses then fail (no child watcher). The job must not."""
+    import uvloop
+
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        runner = JobRunner()
+        runner.start(stand_in(tmp_path, 0, OUTCOME_ACCEPTED))
+        await wait_until(lambda: (tmp_path / "ready").exists())
+        (tmp_path / "go").touch()
+        done = await runner.finished()
+    finally:
+        asyncio.set_event_loop_policy(previous)
+    assert done.state == "accepted" and done.exit_code == 0, done
+
+
 async def test_one_job_at_a_time(tmp_path: Path) -> None:
     runner = JobRunner()
     runner.start(stand_in(tmp_path / "a", 0))

@@ -26,10 +26,12 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,7 +152,7 @@ class _Run:
     started_at: float
     started: float  # monotonic
     output: OutputLines = field(default_factory=OutputLines)
-    process: asyncio.subprocess.Process | None = None
+    process: _Child | None = None
     task: asyncio.Task[None] | None = None
     finished: float | None = None
     exit_code: int | None = None
@@ -164,6 +166,9 @@ class JobRunner:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._run: _Run | None = None
+        # The child's start, output and exit are waited for here (never on the loop's default
+        # executor, which may be the speech engines'): a reader, a waiter, a starter.
+        self._threads = ThreadPoolExecutor(max_workers=3, thread_name_prefix="training-job")
 
     @property
     def running(self) -> bool:
@@ -230,23 +235,20 @@ class JobRunner:
             log.info("training job ended by the server's shutdown")
 
     async def _execute(self, run: _Run) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            run.process = await asyncio.create_subprocess_exec(
-                *run.spec.command,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=dict(run.spec.environment),
-                start_new_session=True,  # its own process group: ended as a whole
-            )
-            assert run.process.stdout is not None  # noqa: S101 — PIPE was asked for
-            _lower_priority(run.process.pid)
+            # subprocess.Popen in a thread, not asyncio's subprocesses: importing Rasa (sanic)
+            # sets uvloop's event-loop policy, whose get_child_watcher() the standard loop
+            # the server runs on cannot use (NotImplementedError).
+            popen = await loop.run_in_executor(self._threads, _spawn, run.spec)
+            run.process = child = _Child(popen, self._threads)
+            _lower_priority(child.pid)
             if run.cancelled:  # cancelled while it was being started
-                await _terminate(run.process)
-            while data := await run.process.stdout.read(4096):
+                await _terminate(child)
+            while data := await child.read():
                 run.output.feed(data)
             run.output.feed(b"")
-            run.exit_code = await run.process.wait()
+            run.exit_code = await child.wait()
         except OSError as exc:
             log.error("%s job could not start: %s", run.spec.kind, exc)
             run.outcome = Outcome("failed", f"La commande n'a pas pu démarrer : {exc.strerror}.")
@@ -254,6 +256,11 @@ class JobRunner:
             if run.process is not None:
                 await _terminate(run.process)
             raise
+        except Exception:  # a bug here must not leave a job "running" with no trace
+            log.exception("%s job failed in the server", run.spec.kind)
+            if run.process is not None:
+                await _terminate(run.process)
+            run.outcome = Outcome("failed", "Erreur interne du serveur : voir son journal.")
         finally:
             run.finished = self._clock()
             if run.outcome is None:
@@ -279,7 +286,46 @@ class JobRunner:
             return Outcome("failed", f"Résultat illisible : {exc}.")
 
 
-async def _terminate(process: asyncio.subprocess.Process) -> None:
+def _spawn(spec: JobSpec) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # noqa: S603 — a fixed command line: no trainer text in it
+        list(spec.command),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=dict(spec.environment),
+        start_new_session=True,  # its own process group: ended as a whole
+    )
+
+
+class _Child:
+    """A job's subprocess, waited for on the runner's threads."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], threads: ThreadPoolExecutor) -> None:
+        self._popen = popen
+        self._threads = threads
+        assert popen.stdout is not None  # noqa: S101 — PIPE was asked for
+        self._stdout = popen.stdout.fileno()
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    async def read(self) -> bytes:
+        """What the child wrote since the last read (b"" once its output is closed). Only
+        the reader closes the pipe, at its end: a descriptor closed under a blocked read
+        could be reused by the next one."""
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(self._threads, os.read, self._stdout, 4096)
+        if not data and self._popen.stdout is not None:
+            self._popen.stdout.close()
+        return data
+
+    async def wait(self) -> int:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, self._popen.wait)
+
+
+async def _terminate(process: _Child) -> None:
     """SIGTERM to the job's process group, SIGKILL if it is still there after a grace."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
