@@ -240,6 +240,8 @@ async def test_a_knowledge_base_that_fails_validation_is_refused(
     assert "refusé" in status.message and version in status.message
     # the brain in service did not change: same model, same answers
     assert swap_dialogue.model_version == version
+    # what the console shows (« Améliorer le robot »): the model in service, the refusal
+    assert reloader.status() == {"model_version": version, "last_reload": status.as_dict()}
     reply = await swap_dialogue.dtmf("refused-kb-call", ETAT_CIVIL_KEY)
     await swap_dialogue.end("refused-kb-call")
     assert reply.texts[0] == answer

@@ -319,9 +319,17 @@ async def _no_call(transport: MediaTransport) -> None:
     raise AssertionError("no call here")
 
 
+SERVICE = {
+    "model_version": "20261202-141339-59cc2b4b0f93",
+    "last_reload": {"ok": False, "message": "base de connaissances refusée : mairie.yml"},
+}
+
+
 async def _console(tmp_path: Path, token: str) -> Console:
     settings = fake_nlu(tmp_path).replace("console", token=token)
-    app = make_app(settings, CallHub(), CallRecords.open(settings), _no_call)
+    app = make_app(
+        settings, CallHub(), CallRecords.open(settings), _no_call, service_status=lambda: SERVICE
+    )
     folder = tmp_path / "job"
 
     report = settings.paths.nlu_dir / "models" / "evaluations" / MODEL / "report.html"
@@ -374,6 +382,8 @@ async def test_the_api_needs_the_token(guarded: Console) -> None:
         "version": "20261202-141339-59cc2b4b0f93",
         "evaluation_url": None,
     }
+    # What the server answers with, and its last reload (voicebot.dialogue.live_reload).
+    assert data["service"] == SERVICE
 
 
 async def test_start_progress_refusal_of_a_second_job_and_cancel(guarded: Console) -> None:

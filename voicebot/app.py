@@ -52,6 +52,7 @@ async def start_server(
             server.on_call,
             metrics,
             board_hub=server.board_hub,
+            service_status=server.reloader.status if server.reloader is not None else None,
         )
         server.front_end_closers.append(runner.cleanup)
         if server.live_relay is not None:

@@ -49,7 +49,7 @@ from voicebot.console import (
 )
 from voicebot.console.auth import LoginThrottle, check_access
 from voicebot.console.board import LiveBoard
-from voicebot.console.context import CONTEXT, STATIC_DIR, WebContext, WebLimits
+from voicebot.console.context import CONTEXT, STATIC_DIR, ServiceStatus, WebContext, WebLimits
 from voicebot.console.metrics import Metrics, loopback_only, serve_metrics
 from voicebot.core.config import Settings
 from voicebot.core.errors import ConfigError
@@ -70,11 +70,14 @@ def make_app(
     clock: Callable[[], float] = time.monotonic,
     metrics: Metrics | None = None,
     board_hub: CallHub | None = None,
+    service_status: ServiceStatus | None = None,
 ) -> web.Application:
     """``clock`` times the failed logins (tests pass their own rather than wait a minute);
     ``metrics`` is served at /metrics to loopback peers only (a bare one when not given);
     ``board_hub`` is what the live board follows (every host's calls when several hosts
-    share a PostgreSQL: ``voicebot.records.live_relay``), ``hub`` when not given."""
+    share a PostgreSQL: ``voicebot.records.live_relay``), ``hub`` when not given;
+    ``service_status`` says which model this server answers with and how its last reload
+    went (voicebot.dialogue.live_reload), for « Améliorer le robot »."""
     limits = limits or WebLimits()
     app = web.Application(middlewares=[loopback_only, auth.guard], client_max_size=64 * 1024)
     logins = LoginThrottle(
@@ -88,6 +91,7 @@ def make_app(
         limits,
         LiveBoard(board_hub or hub, limits, publish=hub),
         logins,
+        service_status=service_status,
     )
     app.router.add_get("/", _page("console.html"))
     app.router.add_get("/appeler", _page("softphone.html"))
@@ -125,11 +129,20 @@ async def start_web(
     on_call: OnCall,
     metrics: Metrics | None = None,
     board_hub: CallHub | None = None,
+    service_status: ServiceStatus | None = None,
 ) -> web.AppRunner:
     """Serve the console and the softphone on server.host:server.http_port, and the
     process's ``metrics`` at /metrics to loopback peers; the board follows ``board_hub``."""
     check_access(settings)
-    app = make_app(settings, hub, records, on_call, metrics=metrics, board_hub=board_hub)
+    app = make_app(
+        settings,
+        hub,
+        records,
+        on_call,
+        metrics=metrics,
+        board_hub=board_hub,
+        service_status=service_status,
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = settings.server.host, settings.server.http_port

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -55,6 +56,9 @@ class BadMessage(VoicebotError):
     """A browser message that breaks its WebSocket's protocol (answered, not fatal)."""
 
 
+ServiceStatus = Callable[[], dict[str, Any]]
+
+
 @dataclass
 class WebContext:
     """Everything the handlers share, stored once on the application."""
@@ -66,6 +70,8 @@ class WebContext:
     limits: WebLimits
     board: LiveBoard
     logins: LoginThrottle
+    # Which model this server answers with, and its last reload (None: not known here).
+    service_status: ServiceStatus | None = None
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
     calls: set[asyncio.Task[None]] = field(default_factory=set)
     browser_calls: int = 0

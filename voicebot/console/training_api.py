@@ -96,8 +96,11 @@ async def _end_job(app: web.Application) -> None:
 
 async def api_status(request: web.Request) -> web.StreamResponse:
     jobs = request.app[TRAINING_JOBS]
-    settings = request.app[CONTEXT].settings
-    return _no_store(web.json_response(status_json(settings, jobs.runner.status())))
+    context = request.app[CONTEXT]
+    status = status_json(context.settings, jobs.runner.status())
+    # What this server answers with (it takes an accepted model by itself: live_reload).
+    status["service"] = context.service_status() if context.service_status else None
+    return _no_store(web.json_response(status))
 
 
 async def api_start_training(request: web.Request) -> web.StreamResponse:

@@ -146,6 +146,13 @@ class LiveReloader:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def status(self) -> dict[str, Any]:
+        """The model this server answers with now, and the last reload's outcome."""
+        return {
+            "model_version": self.dialogue.model_version,
+            "last_reload": self.last.as_dict() if self.last is not None else None,
+        }
+
     def request(self, trigger: str) -> None:
         """Reload soon, whatever changed (a signal handler's way: it cannot await)."""
         log.info("reload requested (%s)", trigger)

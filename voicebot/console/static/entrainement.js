@@ -36,6 +36,8 @@
   const anyKind = { running: "Tâche en cours", done: "Tâche terminée" };
 
   const model = el("p", { "data-testid": "version-modele" });
+  const service = el("p", { "data-testid": "version-en-service" });
+  const reload = el("p", { class: "message", "data-testid": "rechargement", hidden: "" });
   const train = el("button", { type: "button", "data-testid": "reentrainer" }, "Réentraîner le robot");
   const evaluate = el(
     "button",
@@ -69,6 +71,8 @@
         "Compter plusieurs minutes ; les appels continuent pendant ce temps.",
     }),
     model,
+    service,
+    reload,
     el("p", {}, train, " ", evaluate, " ", cancel),
     state,
     message,
@@ -92,6 +96,21 @@
     }
     model.replaceChildren(...parts);
     evaluate.hidden = Boolean(current.evaluation_url);
+  }
+
+  // What this server answers with: it takes an accepted model (or an edited knowledge base)
+  // by itself, between two turns of each call.
+  function showService(current) {
+    service.hidden = !current;
+    reload.hidden = true;
+    if (!current) return;
+    service.textContent = `Ce serveur répond avec la version ${current.model_version}.`;
+    const last = current.last_reload;
+    if (last) {
+      reload.hidden = false;
+      reload.className = `message ${last.ok ? "info" : "error"}`;
+      reload.textContent = `Dernière mise en service : ${last.message}`;
+    }
   }
 
   function showResult(data) {
@@ -118,6 +137,7 @@
     evaluate.disabled = running;
     cancel.hidden = !running;
     showModel(data.model);
+    showService(data.service);
     if (running) {
       const who = data.who ? ` (lancé par ${data.who})` : "";
       const label = (kinds[data.kind] || anyKind).running;
@@ -137,7 +157,12 @@
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const data = await response.json();
       show(data);
-      if (data.state === "running") timer = setTimeout(refresh, POLL_MS);
+      // Polled while a job runs, and until this server answers with the accepted model.
+      const swapping =
+        data.service && data.model && data.service.model_version !== data.model.version;
+      if (data.state === "running" || (data.state === "accepted" && swapping)) {
+        timer = setTimeout(refresh, POLL_MS);
+      }
     } catch (error) {
       state.textContent = "État de l'entraînement indisponible ; nouvel essai dans quelques secondes.";
       timer = setTimeout(refresh, POLL_MS * 3);
@@ -165,8 +190,20 @@
     await refresh();
   }
 
-  train.addEventListener("click", () => post("/api/training"));
-  evaluate.addEventListener("click", () => post("/api/evaluation"));
+  // The name the trainer gave on this page (ameliorer.js keeps it): the shared token says
+  // nothing of who started a job.
+  function trainerName() {
+    const field = document.getElementById("trainer-name");
+    if (field && field.value.trim()) return field.value.trim();
+    try {
+      return localStorage.getItem("allonantes.formateur") || "";
+    } catch (_) {
+      return "";
+    }
+  }
+
+  train.addEventListener("click", () => post("/api/training", { who: trainerName() }));
+  evaluate.addEventListener("click", () => post("/api/evaluation", { who: trainerName() }));
   cancel.addEventListener("click", () => post("/api/training/cancel"));
   refresh();
 })();
