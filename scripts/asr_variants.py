@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from voicebot.dialogue.asr_noise import DEFAULT_SEED, asr_noisy
+from voicebot.dialogue.asr_noise import FILLERS, asr_noisy, numbers_in_words, strip_accents
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,6 +30,7 @@ EVERY = 3  # one variant for every EVERY examples
 # or the model starts reading any unaccented, "ben"-filled sentence as off-topic.
 MAX_PER_INTENT = 25
 _MARKUP = re.compile(r"\[([^\]]+)\]\([^)]+\)")
+_NOT_LETTER = re.compile(r"[^\w]|_")
 HEADER = """\
 # FICHIER GÉNÉRÉ par scripts/asr_variants.py : ne pas modifier à la main.
 # Des phrases d'entraînement de nlu/data telles que la reconnaissance vocale les écrit
@@ -52,14 +53,26 @@ def intent_examples(data_dir: Path) -> dict[str, list[str]]:
     return examples
 
 
+def letters(text: str) -> str:
+    """A sentence reduced to its letters: no case, accents, punctuation, fillers or spaces.
+
+    Two sentences with the same letters are the same sentence for the model (a variant that
+    only splits or merges words differently from a test sentence's noisy copy is that test
+    sentence); tests/test_nlu.py checks the test sets against nlu/data with the same rule.
+    """
+    words = _NOT_LETTER.sub(" ", strip_accents(numbers_in_words(text.lower()))).split()
+    return "".join(w for w in words if w not in FILLERS)
+
+
 def test_sentences(tests_dir: Path) -> set[str]:
+    """The letters of every test sentence (its noisy copies have the same letters)."""
     texts: set[str] = set()
     for path in sorted(tests_dir.glob("*.yml")):
         for item in yaml.safe_load(path.read_text(encoding="utf-8")).get("nlu") or []:
             for line in (item.get("examples") or "").splitlines():
                 text = _MARKUP.sub(r"\1", line.strip()[2:].strip())
                 if text:
-                    texts.update({text.lower(), asr_noisy(text, DEFAULT_SEED)})
+                    texts.add(letters(text))
     return texts
 
 
@@ -73,7 +86,7 @@ def variants(examples: dict[str, list[str]], excluded: set[str]) -> dict[str, li
         chosen = []
         for text in texts[::EVERY]:
             variant = asr_noisy(text, SEED)
-            if variant and variant not in owner and variant not in excluded:
+            if variant and variant not in owner and letters(variant) not in excluded:
                 owner[variant] = intent
                 chosen.append(variant)
                 if len(chosen) == MAX_PER_INTENT:

@@ -1,14 +1,14 @@
-"""Calibrate the NLU fallback threshold on the held-out set (nlu/tests/heldout.yml).
+"""Calibrate the NLU fallback threshold on the test sets (every nlu/tests/*.yml).
 
     .venv/bin/python scripts/calibrate_fallback.py
 
 For each candidate threshold, prints what the FallbackClassifier would decide on the
-held-out sentences: the share answered right, the share of in-scope sentences sent to
+test sentences: the share answered right, the share of in-scope sentences sent to
 the fallback (the bot asks to rephrase), and the share of off-topic sentences kept away
 from a wrong answer (hors_sujet or fallback). Then it suggests the threshold with the most
 right decisions (ties: the highest, the
 cautious choice for sentences unlike any seen). Put it in nlu/config.yml (FallbackClassifier) and
-retrain. The held-out set must never be trained on, or these figures mean nothing.
+retrain. The test sets must never be trained on, or these figures mean nothing.
 """
 
 from __future__ import annotations
@@ -45,15 +45,16 @@ def decide(gold: str, predicted: str, confidence: float, threshold: float) -> tu
 def main() -> int:
     from voicebot.core.config import load_settings
     from voicebot.dialogue.agent import load_agent
-    from voicebot.dialogue.training import heldout_path, labelled_examples
+    from voicebot.dialogue.nlu_eval import load_test_sets
 
     settings = load_settings()
-    examples = labelled_examples(heldout_path(settings))
+    # all the test sets: the held-out set alone had 30 off-topic sentences and 9-10 per intent
+    examples = [(e.text, e.intent) for e in load_test_sets(settings.paths.nlu_dir)]
     agent = load_agent(settings)
     predictions = asyncio.run(raw_predictions(agent, [text for text, _ in examples]))
     in_scope = [i for i, (_, gold) in enumerate(examples) if gold != OFF_TOPIC]
     off_topic = [i for i, (_, gold) in enumerate(examples) if gold == OFF_TOPIC]
-    print(f"held-out: {len(examples)} sentences ({len(off_topic)} off-topic)")
+    print(f"test sets: {len(examples)} sentences ({len(off_topic)} off-topic)")
     print("threshold  right  in-scope->fallback  off-topic kept away")
     best: tuple[int, float] = (-1, 0.0)
     for step in range(20, 86, 5):

@@ -53,7 +53,7 @@ def test_evaluate_json_on_the_current_model(rasa_dialogue: RasaDialogue, tmp_pat
     assert 0.5 < data["clean_accuracy"] <= 1 and 0.5 < data["noisy_accuracy"] <= 1
     model = latest_model(rasa_dialogue.settings)
     assert model is not None and data["model"] == str(model)
-    assert data["test_sets"] == ["heldout", "unseen"]
+    assert data["test_sets"] == ["complement", "heldout", "unseen"]
     for kind in ("clean", "noisy"):
         f1 = data["per_intent_f1"][kind]
         assert {"decheterie", "hors_sujet", "urgence"} <= set(f1)
