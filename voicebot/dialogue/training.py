@@ -174,7 +174,9 @@ def train_candidate(settings: Settings, current_fp: str) -> tuple[Path, ModelVer
     version = make_version(model, current_fp, trained_at)
     write_version(model, version)
     print(f"Modèle candidat entraîné en {elapsed:.0f} s : version {version.version}")
-    log.info("trained a candidate in %.1f s (version %s)", elapsed, version.version)
+    # the model name, not the bare version: a dated version reads as a phone number to the
+    # log redaction
+    log.info("trained a candidate in %.1f s (%s)", elapsed, MODEL_PREFIX + version.version)
     return model, version
 
 
