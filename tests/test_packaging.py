@@ -146,7 +146,10 @@ def test_the_installed_wheel_reads_its_share_folder_and_writes_the_user_data_fol
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     subprocess.run(
-        [*pip, "install", "-q", "--no-deps", "--no-index", "--prefix", str(venv), str(wheel)],
+        # --ignore-installed: without it pip uninstalls the checkout's editable install from the
+        # shared venv (the same distribution, "upgraded" into the prefix)
+        [*pip, "install", "-q", "--no-deps", "--no-index", "--ignore-installed"]
+        + ["--prefix", str(venv), str(wheel)],
         check=True,
         timeout=300,
         capture_output=True,

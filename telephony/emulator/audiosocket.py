@@ -177,10 +177,27 @@ class AudioSocketCaller:
     def first_voice_s(self, threshold: int = 500) -> float | None:
         """When the bot's first non-silent audio arrived (peak above ``threshold``)."""
         for message in self.audio_messages():
-            samples = np.frombuffer(message.payload, dtype="<i2")
-            if samples.size and int(np.abs(samples.astype(np.int32)).max()) > threshold:
+            if _is_voice(message.payload, threshold):
                 return message.t
         return None
+
+    async def wait_for_quiet(self, seconds: float, timeout: float, threshold: int = 500) -> bool:
+        """Wait until the bot has spoken and then sent only silence for ``seconds`` (its
+        sentence ended: a caller would answer now), by the audio itself, whatever state the
+        bot says it is in. False on timeout or if the call ended."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            messages = self.audio_messages()
+            voiced = [m.t for m in messages if _is_voice(m.payload, threshold)]
+            if voiced and messages[-1].t - voiced[-1] >= seconds:
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self.ended:
+                return False
+            self._new_message.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._new_message.wait(), remaining)
 
     async def wait_for_hangup(self, timeout: float) -> str | None:
         """Wait until the call ends; returns ``ended_by`` (None if still up)."""
@@ -276,3 +293,8 @@ class AudioSocketCaller:
         self._new_message.set()
         if self._writer is not None:
             self._writer.close()
+
+
+def _is_voice(payload: bytes, threshold: int) -> bool:
+    samples = np.frombuffer(payload, dtype="<i2")
+    return bool(samples.size) and int(np.abs(samples.astype(np.int32)).max()) > threshold
