@@ -21,6 +21,7 @@ import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from telephony.emulator import AudioSocketCaller
+from tests.browser_helpers import CHROMIUM, HEADLESS_ARGS
 from voicebot.app import start_server
 from voicebot.call.server import PhoneServer
 from voicebot.core.audio import read_wav, write_wav
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-CHROMIUM = Path("/usr/bin/chromium")
 FRENCH_RECORDING = Path("/usr/share/asterisk/sounds/fr/all-circuits-busy-now.wav")
 TOKEN = "jeton-du-test-navigateur"
 HANDOFF_DEADLINE_S = 1.0
@@ -108,12 +108,7 @@ async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bro
         chromium = await playwright.chromium.launch(
             executable_path=str(CHROMIUM),
             args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
+                *HEADLESS_ARGS,
                 "--autoplay-policy=no-user-gesture-required",
                 "--use-fake-ui-for-media-stream",
                 "--use-fake-device-for-media-stream",

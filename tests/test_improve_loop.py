@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from playwright.async_api import Browser, Page, async_playwright
 
 from telephony.emulator import AudioSocketCaller
+from tests.browser_helpers import CHROMIUM, HEADLESS_ARGS
 from tests.serve_helpers import ServeProcess, until
 from voicebot.core.config import PROJECT_ROOT, Settings
 from voicebot.records.database import calls_table, turns_table
@@ -40,7 +41,6 @@ from voicebot.speech.standins import whisper_base_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
-CHROMIUM = Path("/usr/bin/chromium")
 TOKEN = "jeton-du-test-formateur"
 TRAINING_TIMEOUT_MS = 30 * 60 * 1000  # a Rasa training and two evaluations, slow machine
 SWAP_TIMEOUT_MS = 10 * 60 * 1000  # loading the new model beside the old, slow machine
@@ -157,14 +157,7 @@ async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(
             executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
+            args=list(HEADLESS_ARGS),
         )
         yield chromium
         await chromium.close()

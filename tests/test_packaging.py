@@ -148,8 +148,17 @@ def test_the_installed_wheel_reads_its_share_folder_and_writes_the_user_data_fol
     subprocess.run(
         # --ignore-installed: without it pip uninstalls the checkout's editable install from the
         # shared venv (the same distribution, "upgraded" into the prefix)
-        [*pip, "install", "-q", "--no-deps", "--no-index", "--ignore-installed"]
-        + ["--prefix", str(venv), str(wheel)],
+        [
+            *pip,
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            "--ignore-installed",
+            "--prefix",
+            str(venv),
+            str(wheel),
+        ],
         check=True,
         timeout=300,
         capture_output=True,

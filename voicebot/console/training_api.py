@@ -263,6 +263,7 @@ def _page(status: int, title: str, text: str) -> web.Response:
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{escape(title)} — AlloNantes</title>\n"
         '<link rel="stylesheet" href="/static/style.css">\n'
+        '<script src="/static/common.js" defer></script>\n'
         '<script src="/static/entrainement.js" defer></script>\n</head>\n<body>\n'
         f'<header class="banner"><h1>{escape(title)}</h1>\n'
         '<nav aria-label="Pages"><a href="/ameliorer">Améliorer le robot</a> '

@@ -9,19 +9,7 @@
   if (!section) return;
   const POLL_MS = 1500;
 
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined) continue;
-      if (name === "class") node.className = value;
-      else if (name === "text") node.textContent = value;
-      else node.setAttribute(name, value);
-    }
-    for (const child of children) {
-      if (child !== null && child !== undefined) node.append(child);
-    }
-    return node;
-  }
+  const el = window.AlloNantes.el; // common.js, loaded first by every page with this one
 
   function duration(seconds) {
     const s = Math.max(0, Math.round(seconds || 0));
