@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,19 +186,13 @@ class AudioSocketCaller:
         """Wait until the bot has spoken and then sent only silence for ``seconds`` (its
         sentence ended: a caller would answer now), by the audio itself, whatever state the
         bot says it is in. False on timeout or if the call ended."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
+
+        def quiet() -> bool:
             messages = self.audio_messages()
             voiced = [m.t for m in messages if _is_voice(m.payload, threshold)]
-            if voiced and messages[-1].t - voiced[-1] >= seconds:
-                return True
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self.ended:
-                return False
-            self._new_message.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._new_message.wait(), remaining)
+            return bool(voiced) and messages[-1].t - voiced[-1] >= seconds
+
+        return await self._until_sent(quiet, timeout)
 
     async def wait_for_hangup(self, timeout: float) -> str | None:
         """Wait until the call ends; returns ``ended_by`` (None if still up)."""
@@ -208,9 +203,20 @@ class AudioSocketCaller:
     async def wait_for_audio(self, seconds: float, timeout: float) -> bool:
         """Wait until the bot has sent ``seconds`` of audio in total."""
         wanted = int(seconds * self.rate) * 2
+        return await self._until_sent(
+            lambda: sum(len(m.payload) for m in self.audio_messages()) >= wanted, timeout
+        )
+
+    async def wait_for_voice(self, timeout: float, threshold: int = 500) -> float | None:
+        await self._until_sent(lambda: self.first_voice_s(threshold) is not None, timeout)
+        return self.first_voice_s(threshold)
+
+    async def _until_sent(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Wait, message by message from the bot, until ``condition`` holds; False on
+        timeout or if the call ended first."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while sum(len(m.payload) for m in self.audio_messages()) < wanted:
+        while not condition():
             remaining = deadline - loop.time()
             if remaining <= 0 or self.ended:
                 return False
@@ -218,18 +224,6 @@ class AudioSocketCaller:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._new_message.wait(), remaining)
         return True
-
-    async def wait_for_voice(self, timeout: float, threshold: int = 500) -> float | None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (found := self.first_voice_s(threshold)) is None:
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self.ended:
-                return None
-            self._new_message.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._new_message.wait(), remaining)
-        return found
 
     # --- internals --------------------------------------------------------------------------
 
