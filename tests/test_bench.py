@@ -61,6 +61,7 @@ from voicebot.tools.bench.clips import (
 )
 from voicebot.tools.bench.lines import NOISE_LOOP_FRAMES, LineNoise
 from voicebot.tools.bench.records import match_records
+from voicebot.tools.bench.report import position_lines
 from voicebot.tools.bench.script import CYCLE, FIRST_STEP, QUESTIONS, call_script
 from voicebot.tools.bench.server import ServerProcess, settings_file_data
 from voicebot.tools.bench.summary import STAGES, broken_reasons, distribution, summarize
@@ -877,3 +878,26 @@ def test_the_watch_counts_the_main_thread_apart_from_the_others() -> None:
     burn(0.1)
     percent = watch.loop_thread_percent()
     assert percent is not None and 0 < percent <= 110
+
+
+def test_each_calls_first_spoken_turn_is_reported_apart_from_the_later_ones() -> None:
+    data = RunData(calls=2, duration_s=10.0, ramp_s=2.0, transport="audiosocket", full_load_s=2.0)
+
+    def turn(call_id: str, kind: str, start: float, at_s: float, response: float) -> Turn:
+        made = dataclasses.replace(_turn(kind, start, start, start, start + 1), call_id=call_id)
+        made.at_s, made.response_ms, made.asr_ms = at_s, response, response / 2
+        return made
+
+    data.turns = [
+        turn("c1", "barge_in", 100.0, 1.0, 1500.0),  # c1's first, during the ramp-up
+        turn("c1", "dtmf", 101.0, 3.0, 90.0),  # a key is never a spoken turn
+        turn("c1", "speech", 105.0, 5.0, 200.0),
+        turn("c2", "speech", 104.0, 4.0, 1300.0),  # c2's first, at full load
+        turn("c2", "speech", 108.0, 8.0, 300.0),
+    ]
+    split = summarize(data, None)["turns_by_position"]
+    assert split["opening"]["response"] == distribution([1500.0, 1300.0])
+    assert split["opening"]["asr"] == distribution([750.0, 650.0])
+    assert split["later"]["response"] == distribution([200.0, 300.0])
+    lines = position_lines(summarize(data, None))
+    assert "response p50/p95 1400/1490 ms" in lines[0] and "(n = 2)" in lines[0]

@@ -60,6 +60,7 @@ def _run_section(summary: dict[str, Any]) -> list[str]:
         "",
         *_stage_table(summary),
         "",
+        *position_lines(summary),
         f"- Bot audio: {audio['frames']} frames; underruns (a frame more than "
         f"{audio['tolerance_ms']:.0f} ms late): **{audio['underruns']}** server-side, "
         f"{audio['client_underruns']} explained by stalls of the bench itself; lateness p95 "
@@ -86,6 +87,31 @@ def _run_section(summary: dict[str, Any]) -> list[str]:
     for error in summary["errors"][:10]:
         lines.append(f"- Error: {error}")
     return lines
+
+
+def position_lines(summary: dict[str, Any]) -> list[str]:
+    """Each call's first spoken turn against its later ones: where a cold start shows."""
+    by_position = summary.get("turns_by_position")
+    if not by_position:
+        return []
+
+    def figures(stats: dict[str, Any]) -> str:
+        parts = []
+        for key, label in (
+            ("asr", "ASR final"),
+            ("response", "response"),
+            ("turn_gap", "turn gap"),
+        ):
+            values = stats.get(key)
+            if values:
+                parts.append(f"{label} p50/p95 {_ms(values['p50'])}/{_ms(values['p95'])} ms")
+        count = max((v["n"] for v in stats.values() if v), default=0)
+        return f"{'; '.join(parts) or 'nothing measured'} (n = {count})"
+
+    return [
+        f"- Each call's first spoken turn (the ramp-up included): {figures(by_position['opening'])}.",
+        f"- Later spoken turns, at full load: {figures(by_position['later'])}.",
+    ]
 
 
 def _servers_label(summary: dict[str, Any]) -> str:
