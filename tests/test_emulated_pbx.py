@@ -286,7 +286,7 @@ async def emulated_pbx(
         pbx = EmulatedPbx(
             ami=ami,
             extensions=extensions,
-            globals_override={"ALLO_AUDIOSOCKET": f"127.0.0.1:{audiosocket_port}"},
+            globals_override={"ALLO_AUDIOSOCKET_1": f"127.0.0.1:{audiosocket_port}"},
             websocket_uri=f"ws://127.0.0.1:{ws_port}",
         )
         yield pbx, ami
@@ -576,7 +576,7 @@ async def emulated_hosts(
     bots: list[TinyBot | None], folder: Path
 ) -> AsyncIterator[tuple[EmulatedPbx, AmiEmulator]]:
     """The PBX with one bot host per entry of ``bots`` (None: a host that is down, its port
-    closed), named in the globals ALLO_AUDIOSOCKET, _2, _3 and, for WebSocket, as the
+    closed), named in the globals ALLO_AUDIOSOCKET_1, _2, _3 and, for WebSocket, as the
     websocket_client.conf connections voicebot, voicebot2, voicebot3 (added to a copy of the
     deployed files, as an admin would)."""
     for name in ("extensions.conf", "queues.conf"):
@@ -594,7 +594,6 @@ async def emulated_hosts(
     uris: dict[str, str] = {}
     try:
         for n, bot in enumerate(bots, 1):
-            suffix = "" if n == 1 else f"_{n}"
             if bot is None:
                 audiosocket_port = ws_port = free_port()  # nobody listens: this host is down
             else:
@@ -606,8 +605,8 @@ async def emulated_hosts(
                 )
                 ws_port = next(iter(ws_servers[-1].sockets)).getsockname()[1]
             connection = "voicebot" if n == 1 else f"voicebot{n}"
-            overrides[f"ALLO_AUDIOSOCKET{suffix}"] = f"127.0.0.1:{audiosocket_port}"
-            overrides[f"ALLO_WEBSOCKET{suffix}"] = connection
+            overrides[f"ALLO_AUDIOSOCKET_{n}"] = f"127.0.0.1:{audiosocket_port}"
+            overrides[f"ALLO_WEBSOCKET_{n}"] = connection
             uris[connection] = f"ws://127.0.0.1:{ws_port}"
         pbx = EmulatedPbx(
             ami=ami,
@@ -642,7 +641,7 @@ async def test_first_host_down_the_second_takes_the_call(exten: str, tmp_path: P
     second = TinyBot(decision="raccrocher")
     async with emulated_hosts([None, second], tmp_path) as (pbx, _):
         result = await pbx.call(exten, caller_number=NUMBER, timeout_s=30)
-        first_host = pbx.globals["ALLO_AUDIOSOCKET"] if exten == "3939" else "voicebot"
+        first_host = pbx.globals["ALLO_AUDIOSOCKET_1"] if exten == "3939" else "voicebot"
     assert media_targets(result)[0] == first_host  # tried first, and it failed
     assert len(media_targets(result)) == 2 and len(second.calls) == 1
     # The second host took the call with a UUID of its own, found the caller's channel
