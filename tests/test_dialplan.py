@@ -151,9 +151,7 @@ def media_then_decision(context: str, media: str, host: str, status: str, succes
 def test_audiosocket_variant() -> None:
     bot = "TryExec(AudioSocket(${ALLO_UUID},${ALLO_AUDIOSOCKET_${ALLO_HOTE}}))"
     media_then_decision("allonantes-audiosocket", bot, "ALLO_AUDIOSOCKET", "TRYSTATUS", "SUCCESS")
-    assert (
-        GLOBALS["ALLO_AUDIOSOCKET_1"].strip() == f"127.0.0.1:{ServerSettings().audiosocket_port}"
-    )
+    assert GLOBALS["ALLO_AUDIOSOCKET_1"].strip() == f"127.0.0.1:{ServerSettings().audiosocket_port}"
 
 
 def test_websocket_variant() -> None:

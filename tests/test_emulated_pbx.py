@@ -530,10 +530,11 @@ async def test_unknown_application_fails_loudly(tmp_path: Path) -> None:
 async def test_dialplan_mistakes_fail_loudly(tmp_path: Path) -> None:
     text = EXTENSIONS.read_text(encoding="utf-8")
     (tmp_path / "extensions.conf").write_text(
-        text.replace("?indisponible)", "?indisponibl)", 1), encoding="utf-8"
+        text.replace("?decision)", "?decisio)", 1), encoding="utf-8"
     )
-    async with emulated_pbx(extensions=tmp_path / "extensions.conf") as (pbx, _):
-        with pytest.raises(DialplanError, match="no label 'indisponibl'"):
+    bot = TinyBot(decision="raccrocher")  # it answers: the mistaken branch is taken
+    async with emulated_pbx(bot, extensions=tmp_path / "extensions.conf") as (pbx, _):
+        with pytest.raises(DialplanError, match="no label 'decisio'"):
             await pbx.call("3939", timeout_s=5)
 
 
@@ -565,7 +566,7 @@ def test_arguments_and_uri_encoding_as_asterisk() -> None:
     assert separate_args('x,"y,z",a\\,b') == ["x", "y,z", "a,b"]
     assert uri_encode("+33 6/é(x)") == "%2B33%206%2F%C3%A9(x)"
     with pytest.raises(DialplanError, match="not emulated"):
-        evaluate_expression("1 + 1")
+        evaluate_expression("5 / 2")  # Asterisk divides in long double: 2.5
 
 
 # --- several bot hosts: the dialplan tries each in turn, then the queue ----------------------
