@@ -696,3 +696,55 @@ async def test_one_host_by_default_down_means_the_queue() -> None:
     assert len(media_targets(result)) == 1
     assert result.ending == "queue"
     assert result.variables["ALLO_HANDOFF_REASON"] == "robot_indisponible"
+
+
+# --- several bot hosts: calls are spread over them in turn --------------------------------------
+
+
+@pytest.mark.parametrize("exten", ["3939", "3940"])
+async def test_consecutive_calls_start_at_each_host_in_turn(exten: str, tmp_path: Path) -> None:
+    bots = [TinyBot(decision="raccrocher") for _ in range(3)]
+    async with emulated_hosts(list(bots), tmp_path) as (pbx, _):
+        hosts = (
+            [pbx.globals[f"ALLO_AUDIOSOCKET_{n}"] for n in (1, 2, 3)]
+            if exten == "3939"
+            else ["voicebot", "voicebot2", "voicebot3"]  # websocket_client.conf connections
+        )
+        results = [await pbx.call(exten, caller_number=NUMBER, timeout_s=30) for _ in range(5)]
+    # One host tried per call (each answered), starting one further each time.
+    assert [media_targets(r) for r in results] == [[hosts[i % 3]] for i in range(5)]
+    assert [len(bot.calls) for bot in bots] == [2, 2, 1]
+    assert all(r.ending == "hangup" for r in results)
+
+
+@pytest.mark.parametrize("exten", ["3939", "3940"])
+async def test_with_one_host_down_every_call_reaches_the_other(exten: str, tmp_path: Path) -> None:
+    """The round goes on over both hosts: a call whose turn is the dead host's tries it
+    (refused at once), then the live one, which answers every call."""
+    alive = TinyBot(decision="raccrocher")
+    async with emulated_hosts([alive, None], tmp_path) as (pbx, _):
+        results = [await pbx.call(exten, caller_number=NUMBER, timeout_s=30) for _ in range(4)]
+    assert [len(media_targets(r)) for r in results] == [1, 2, 1, 2]
+    assert len(alive.calls) == 4
+    assert all(r.ending == "hangup" and r.queue is None for r in results)
+
+
+async def test_the_host_list_ends_at_the_first_empty_name(tmp_path: Path) -> None:
+    """ALLO_AUDIOSOCKET_1, _2, ... up to the first empty one: with _2 emptied, _3 is not a
+    host, every call goes to _1."""
+    first, third = TinyBot(decision="raccrocher"), TinyBot(decision="raccrocher")
+    async with emulated_hosts([first, None, third], tmp_path) as (pbx, _):
+        pbx.globals["ALLO_AUDIOSOCKET_2"] = ""
+        results = [await pbx.call("3939", caller_number=NUMBER, timeout_s=30) for _ in range(2)]
+    assert [len(media_targets(r)) for r in results] == [1, 1]
+    assert len(first.calls) == 2 and third.calls == []
+
+
+async def test_no_host_configured_means_the_queue(tmp_path: Path) -> None:
+    async with emulated_hosts([None], tmp_path) as (pbx, _):
+        pbx.globals["ALLO_AUDIOSOCKET_1"] = ""
+        result = await pbx.call("3939", caller_number=NUMBER, timeout_s=10)
+    assert media_targets(result) == []
+    assert result.ending == "queue"
+    assert result.variables["ALLO_HANDOFF_REASON"] == "robot_indisponible"
+    assert result.callerid_name.startswith("robot_indisponible")  # the operator's phone
