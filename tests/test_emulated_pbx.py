@@ -42,6 +42,7 @@ from telephony.emulator.dialplan import (
     uri_encode,
 )
 from telephony.emulator.net import free_port
+from tests.pbx_helpers import deployed_copy, media_targets, websocket_connection
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "asterisk"
 EXTENSIONS = DEPLOY / "extensions.conf"
@@ -580,13 +581,7 @@ async def emulated_hosts(
     closed), named in the globals ALLO_AUDIOSOCKET_1, _2, _3 and, for WebSocket, as the
     websocket_client.conf connections voicebot, voicebot2, voicebot3 (added to a copy of the
     deployed files, as an admin would)."""
-    for name in ("extensions.conf", "queues.conf"):
-        (folder / name).write_text((DEPLOY / name).read_text(encoding="utf-8"), encoding="utf-8")
-    clients = (DEPLOY / "websocket_client.conf").read_text(encoding="utf-8")
-    section = clients[clients.index("[voicebot]") :]
-    for n in range(2, len(bots) + 1):
-        clients += "\n" + section.replace("[voicebot]", f"[voicebot{n}]")
-    (folder / "websocket_client.conf").write_text(clients, encoding="utf-8")
+    extensions = deployed_copy(folder, len(bots))
     ami = AmiEmulator()
     await ami.start()
     servers: list[asyncio.Server] = []
@@ -605,13 +600,13 @@ async def emulated_hosts(
                     await serve(bot.websocket, "127.0.0.1", 0, subprotocols=[Subprotocol("media")])
                 )
                 ws_port = next(iter(ws_servers[-1].sockets)).getsockname()[1]
-            connection = "voicebot" if n == 1 else f"voicebot{n}"
+            connection = websocket_connection(n)
             overrides[f"ALLO_AUDIOSOCKET_{n}"] = f"127.0.0.1:{audiosocket_port}"
             overrides[f"ALLO_WEBSOCKET_{n}"] = connection
             uris[connection] = f"ws://127.0.0.1:{ws_port}"
         pbx = EmulatedPbx(
             ami=ami,
-            extensions=folder / "extensions.conf",
+            extensions=extensions,
             globals_override=overrides,
             websocket_uris=uris,
         )
@@ -623,18 +618,6 @@ async def emulated_hosts(
             ws_server.close()
             await ws_server.wait_closed()
         await ami.stop()
-
-
-def media_targets(result: CallResult) -> list[str]:
-    """The bot hosts the call was offered to, in order (AudioSocket's service, or the
-    WebSocket connection)."""
-    targets = []
-    for step in result.trace:
-        if step.app == "TryExec" and step.args.startswith("AudioSocket("):
-            targets.append(separate_args(step.args[len("AudioSocket(") : -1])[1])
-        elif step.app == "Dial":
-            targets.append(step.args.split("/")[1])
-    return targets
 
 
 @pytest.mark.parametrize("exten", ["3939", "3940"])
