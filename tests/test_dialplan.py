@@ -112,8 +112,8 @@ HOSTS = ("_1", "_2", "_3")  # the bot hosts named in [globals]
 
 def media_then_decision(context: str, media: str, host: str, status: str, success: str) -> None:
     """The hosts ``host``_1, _2, ... are counted up to the first empty one; the call starts
-    at the host after the previous call's first (the round ``ALLO_TOUR_...``, a global), then
-    each host once, each with a new UUID: a bot that took the call goes to its decision; when
+    at the host after the one the previous call was last offered to (the round
+    ``ALLO_TOUR_...``, a global set before each try), then each host once, with a new UUID: a bot that took the call goes to its decision; when
     none answered (or none is configured), the queue with the reason robot_indisponible. What
     this does with live calls: test_emulated_pbx.py and test_dialplan_spread.py."""
     steps = apps(DIALPLAN[context])
@@ -125,9 +125,9 @@ def media_then_decision(context: str, media: str, host: str, status: str, succes
         "EndWhile()",
         "GotoIf($[${ALLO_NB_HOTES} = 0]?indisponible)",
         f"Set(ALLO_HOTE=$[${{{tour}}} % ${{ALLO_NB_HOTES}} + 1])",
-        f"Set(GLOBAL({tour})=${{ALLO_HOTE}})",
         "Set(ALLO_ESSAIS=0)",
         "While($[${ALLO_ESSAIS} < ${ALLO_NB_HOTES}])",
+        f"Set(GLOBAL({tour})=${{ALLO_HOTE}})",
         f"Set({ami.CALL_ID_VARIABLE}=${{UUID()}})",
         media,
         f'GotoIf($["${{{status}}}" = "{success}"]?decision)',

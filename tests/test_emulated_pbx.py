@@ -702,14 +702,26 @@ async def test_consecutive_calls_start_at_each_host_in_turn(exten: str, tmp_path
 
 @pytest.mark.parametrize("exten", ["3939", "3940"])
 async def test_with_one_host_down_every_call_reaches_the_other(exten: str, tmp_path: Path) -> None:
-    """The round goes on over both hosts: a call whose turn is the dead host's tries it
-    (refused at once), then the live one, which answers every call."""
+    """A call whose turn is the dead host's tries it (refused at once), then the live one,
+    which answers every call."""
     alive = TinyBot(decision="raccrocher")
     async with emulated_hosts([alive, None], tmp_path) as (pbx, _):
         results = [await pbx.call(exten, caller_number=NUMBER, timeout_s=30) for _ in range(4)]
-    assert [len(media_targets(r)) for r in results] == [1, 2, 1, 2]
+    # After host 1, the next call's turn is host 2's: each call after the first tries it.
+    assert [len(media_targets(r)) for r in results] == [1, 2, 2, 2]
     assert len(alive.calls) == 4
     assert all(r.ending == "hangup" and r.queue is None for r in results)
+
+
+async def test_a_dead_hosts_share_is_spread_over_the_others(tmp_path: Path) -> None:
+    """Three hosts, the second down: the next call starts after the host the previous one
+    was last offered to, so the live hosts take calls in turn (not host 3 twice as many)."""
+    first, third = TinyBot(decision="raccrocher"), TinyBot(decision="raccrocher")
+    async with emulated_hosts([first, None, third], tmp_path) as (pbx, _):
+        hosts = [pbx.globals[f"ALLO_AUDIOSOCKET_{n}"] for n in (1, 2, 3)]
+        results = [await pbx.call("3939", caller_number=NUMBER, timeout_s=30) for _ in range(6)]
+    assert [media_targets(r)[-1] for r in results] == [hosts[0], hosts[2]] * 3
+    assert len(first.calls) == 3 and len(third.calls) == 3
 
 
 async def test_the_host_list_ends_at_the_first_empty_name(tmp_path: Path) -> None:
