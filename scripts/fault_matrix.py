@@ -187,7 +187,7 @@ class Matrix:
         self.pbx = EmulatedPbx(
             ami=self.ami,
             extensions=ROOT / "deploy" / "asterisk" / "extensions.conf",
-            globals_override={"ALLO_AUDIOSOCKET": f"127.0.0.1:{self.server.audiosocket_port}"},
+            globals_override={"ALLO_AUDIOSOCKET_1": f"127.0.0.1:{self.server.audiosocket_port}"},
         )
 
     async def prepared(self) -> None:

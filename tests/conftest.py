@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+
     from voicebot.dialogue.agent import RasaDialogue
 
 # --- dialogue (Rasa) --------------------------------------------------------------------
@@ -121,3 +123,17 @@ def postgres_server() -> Iterator[str]:
         yield started.stdout.strip().splitlines()[-1]
     finally:
         subprocess.run([str(script), "stop", directory], timeout=60, check=False)
+
+
+@pytest.fixture
+def database(postgres_server: str) -> Iterator[sa.engine.Engine]:
+    """A fresh database on the session's PostgreSQL, as an engine (its URL: ``.url``)."""
+    import sqlalchemy as sa
+
+    from tests.pg_helpers import fresh_postgres_database
+
+    engine = sa.create_engine(fresh_postgres_database(postgres_server), future=True)
+    try:
+        yield engine
+    finally:
+        engine.dispose()

@@ -48,6 +48,7 @@ class ServeProcess:
         self.web = web
         self.audiosocket_port = free_port()
         self.http_port = free_port()
+        self.websocket_port = free_port()
         self.log_path = folder / f"{name}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEBOT_")}
         env.update(
@@ -56,7 +57,7 @@ class ServeProcess:
                 "VOICEBOT_PATHS_DATA_DIR": str(folder / name),
                 "VOICEBOT_SERVER_HOST": "127.0.0.1",
                 "VOICEBOT_SERVER_AUDIOSOCKET_PORT": str(self.audiosocket_port),
-                "VOICEBOT_SERVER_WEBSOCKET_PORT": str(free_port()),
+                "VOICEBOT_SERVER_WEBSOCKET_PORT": str(self.websocket_port),
                 "VOICEBOT_SERVER_HTTP_PORT": str(self.http_port),
                 "VOICEBOT_AMI_HOST": "",
                 **settings,
@@ -86,7 +87,8 @@ class ServeProcess:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     async def wait_ready(self) -> None:
-        ports = [self.audiosocket_port] + ([self.http_port] if self.web else [])
+        ports = [self.audiosocket_port, self.websocket_port]
+        ports += [self.http_port] if self.web else []
         deadline = time.monotonic() + START_TIMEOUT_S
         for port in ports:
             while True:

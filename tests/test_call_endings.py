@@ -144,7 +144,7 @@ async def switchboard(
             pbx = EmulatedPbx(
                 ami=ami,
                 extensions=EXTENSIONS,
-                globals_override={"ALLO_AUDIOSOCKET": f"127.0.0.1:{server.audiosocket_port}"},
+                globals_override={"ALLO_AUDIOSOCKET_1": f"127.0.0.1:{server.audiosocket_port}"},
                 websocket_uri=f"ws://127.0.0.1:{server.websocket_port}",
             )
             stop_noting = server.runtime.services.hub.listen(_note_state)

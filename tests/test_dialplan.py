@@ -107,25 +107,33 @@ def test_lint_still_reports_real_mistakes(tmp_path: Path) -> None:
     assert "function 'UUIDX' does not exist" in findings
 
 
-HOST_SUFFIXES = ("", "_2", "_3")  # the bot hosts, tried in this order
+HOSTS = ("_1", "_2", "_3")  # the bot hosts named in [globals]
 
 
 def media_then_decision(context: str, media: str, host: str, status: str, success: str) -> None:
-    """Each bot host in turn (``media`` names the first one's global, ``host``): a new UUID,
-    the media; a bot that took the call goes to its decision; a host that did not answer is
-    followed by the next one configured; when none answered, the queue with the reason
-    robot_indisponible."""
+    """The hosts ``host``_1, _2, ... are counted up to the first empty one; the call starts
+    at the host after the one the previous call was last offered to (the round
+    ``ALLO_TOUR_...``, a global set before each try), then each host once, with a new UUID: a bot that took the call goes to its decision; when
+    none answered (or none is configured), the queue with the reason robot_indisponible. What
+    this does with live calls: test_emulated_pbx.py and test_dialplan_spread.py."""
     steps = apps(DIALPLAN[context])
-    expected = []
-    for i, suffix in enumerate(HOST_SUFFIXES):
-        if i:
-            expected.append(f'GotoIf($["${{{host}{suffix}}}" = ""]?indisponible)')
-        expected += [
-            f"Set({ami.CALL_ID_VARIABLE}=${{UUID()}})",
-            media.replace(f"${{{host}}}", f"${{{host}{suffix}}}"),
-            f'GotoIf($["${{{status}}}" = "{success}"]?decision)',
-        ]
-    expected += [
+    tour = f"ALLO_TOUR_{host.removeprefix('ALLO_')}"
+    expected = [
+        "Set(ALLO_NB_HOTES=0)",
+        f'While($["${{{host}_$[${{ALLO_NB_HOTES}} + 1]}}" != ""])',
+        "Set(ALLO_NB_HOTES=$[${ALLO_NB_HOTES} + 1])",
+        "EndWhile()",
+        "GotoIf($[${ALLO_NB_HOTES} = 0]?indisponible)",
+        f"Set(ALLO_HOTE=$[${{{tour}}} % ${{ALLO_NB_HOTES}} + 1])",
+        "Set(ALLO_ESSAIS=0)",
+        "While($[${ALLO_ESSAIS} < ${ALLO_NB_HOTES}])",
+        f"Set(GLOBAL({tour})=${{ALLO_HOTE}})",
+        f"Set({ami.CALL_ID_VARIABLE}=${{UUID()}})",
+        media,
+        f'GotoIf($["${{{status}}}" = "{success}"]?decision)',
+        "Set(ALLO_HOTE=$[${ALLO_HOTE} % ${ALLO_NB_HOTES} + 1])",
+        "Set(ALLO_ESSAIS=$[${ALLO_ESSAIS} + 1])",
+        "EndWhile()",
         "Set(__ALLO_HANDOFF_REASON=robot_indisponible)",
         "Goto(allonantes-operateurs,s,1)",
         "Goto(allonantes-decision,s,1)",
@@ -134,18 +142,16 @@ def media_then_decision(context: str, media: str, host: str, status: str, succes
     labelled = "same => n(indisponible),Set(__ALLO_HANDOFF_REASON=robot_indisponible)"
     assert labelled in DIALPLAN[context]
     assert "same => n(decision),Goto(allonantes-decision,s,1)" in DIALPLAN[context]
-    # One host by default: the others are empty (skipped) until an admin names them.
-    assert [GLOBALS[f"{host}{suffix}"].strip() for suffix in HOST_SUFFIXES[1:]] == ["", ""]
+    # One host by default: the others are empty until an admin names them; the round starts
+    # at 0, so that the first call after a (re)load goes to host 1.
+    assert [GLOBALS[f"{host}{suffix}"].strip() for suffix in HOSTS[1:]] == ["", ""]
+    assert GLOBALS[tour].strip() == "0"
 
 
 def test_audiosocket_variant() -> None:
-    steps = apps(DIALPLAN["allonantes-audiosocket"])
-    answer = steps.index("Answer()")
-    set_uuid = steps.index(f"Set({ami.CALL_ID_VARIABLE}=${{UUID()}})")
-    bot = "TryExec(AudioSocket(${ALLO_UUID},${ALLO_AUDIOSOCKET}))"
-    assert answer < set_uuid < steps.index(bot)
+    bot = "TryExec(AudioSocket(${ALLO_UUID},${ALLO_AUDIOSOCKET_${ALLO_HOTE}}))"
     media_then_decision("allonantes-audiosocket", bot, "ALLO_AUDIOSOCKET", "TRYSTATUS", "SUCCESS")
-    assert GLOBALS["ALLO_AUDIOSOCKET"].strip() == f"127.0.0.1:{ServerSettings().audiosocket_port}"
+    assert GLOBALS["ALLO_AUDIOSOCKET_1"].strip() == f"127.0.0.1:{ServerSettings().audiosocket_port}"
 
 
 def test_websocket_variant() -> None:
@@ -154,13 +160,12 @@ def test_websocket_variant() -> None:
     # The caller's number goes to the bot URI-encoded: chan_websocket refuses v() values that
     # are not (a '+' would fail the Dial), and turns the ',' between pairs into '&'.
     assert dial == (
-        f"Dial(WebSocket/${{ALLO_WEBSOCKET}}/c(slin)"
+        f"Dial(WebSocket/${{ALLO_WEBSOCKET_${{ALLO_HOTE}}}}/c(slin)"
         f"v({websocket_server.CALL_ID_PARAM}=${{ALLO_UUID}},"
         "allo_appelant=${URIENCODE(${FILTER(0-9+,${CALLERID(num)})})}),5,g)"
     )
-    assert steps.index("Answer()") < steps.index("Set(ALLO_UUID=${UUID()})") < steps.index(dial)
     media_then_decision("allonantes-websocket", dial, "ALLO_WEBSOCKET", "DIALSTATUS", "ANSWER")
-    connection = GLOBALS["ALLO_WEBSOCKET"].strip()
+    connection = GLOBALS["ALLO_WEBSOCKET_1"].strip()
     client = ini("websocket_client.conf")[connection]
     assert client["type"] == "websocket_client"
     assert client["connection_type"] == "per_call_config"

@@ -42,6 +42,7 @@ from telephony.emulator.dialplan import (
     uri_encode,
 )
 from telephony.emulator.net import free_port
+from tests.pbx_helpers import deployed_copy, media_targets, websocket_connection
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "asterisk"
 EXTENSIONS = DEPLOY / "extensions.conf"
@@ -286,7 +287,7 @@ async def emulated_pbx(
         pbx = EmulatedPbx(
             ami=ami,
             extensions=extensions,
-            globals_override={"ALLO_AUDIOSOCKET": f"127.0.0.1:{audiosocket_port}"},
+            globals_override={"ALLO_AUDIOSOCKET_1": f"127.0.0.1:{audiosocket_port}"},
             websocket_uri=f"ws://127.0.0.1:{ws_port}",
         )
         yield pbx, ami
@@ -530,10 +531,11 @@ async def test_unknown_application_fails_loudly(tmp_path: Path) -> None:
 async def test_dialplan_mistakes_fail_loudly(tmp_path: Path) -> None:
     text = EXTENSIONS.read_text(encoding="utf-8")
     (tmp_path / "extensions.conf").write_text(
-        text.replace("?indisponible)", "?indisponibl)", 1), encoding="utf-8"
+        text.replace("?decision)", "?decisio)", 1), encoding="utf-8"
     )
-    async with emulated_pbx(extensions=tmp_path / "extensions.conf") as (pbx, _):
-        with pytest.raises(DialplanError, match="no label 'indisponibl'"):
+    bot = TinyBot(decision="raccrocher")  # it answers: the mistaken branch is taken
+    async with emulated_pbx(bot, extensions=tmp_path / "extensions.conf") as (pbx, _):
+        with pytest.raises(DialplanError, match="no label 'decisio'"):
             await pbx.call("3939", timeout_s=5)
 
 
@@ -565,7 +567,7 @@ def test_arguments_and_uri_encoding_as_asterisk() -> None:
     assert separate_args('x,"y,z",a\\,b') == ["x", "y,z", "a,b"]
     assert uri_encode("+33 6/é(x)") == "%2B33%206%2F%C3%A9(x)"
     with pytest.raises(DialplanError, match="not emulated"):
-        evaluate_expression("1 + 1")
+        evaluate_expression("5 / 2")  # Asterisk divides in long double: 2.5
 
 
 # --- several bot hosts: the dialplan tries each in turn, then the queue ----------------------
@@ -576,16 +578,10 @@ async def emulated_hosts(
     bots: list[TinyBot | None], folder: Path
 ) -> AsyncIterator[tuple[EmulatedPbx, AmiEmulator]]:
     """The PBX with one bot host per entry of ``bots`` (None: a host that is down, its port
-    closed), named in the globals ALLO_AUDIOSOCKET, _2, _3 and, for WebSocket, as the
+    closed), named in the globals ALLO_AUDIOSOCKET_1, _2, _3 and, for WebSocket, as the
     websocket_client.conf connections voicebot, voicebot2, voicebot3 (added to a copy of the
     deployed files, as an admin would)."""
-    for name in ("extensions.conf", "queues.conf"):
-        (folder / name).write_text((DEPLOY / name).read_text(encoding="utf-8"), encoding="utf-8")
-    clients = (DEPLOY / "websocket_client.conf").read_text(encoding="utf-8")
-    section = clients[clients.index("[voicebot]") :]
-    for n in range(2, len(bots) + 1):
-        clients += "\n" + section.replace("[voicebot]", f"[voicebot{n}]")
-    (folder / "websocket_client.conf").write_text(clients, encoding="utf-8")
+    extensions = deployed_copy(folder, len(bots))
     ami = AmiEmulator()
     await ami.start()
     servers: list[asyncio.Server] = []
@@ -594,7 +590,6 @@ async def emulated_hosts(
     uris: dict[str, str] = {}
     try:
         for n, bot in enumerate(bots, 1):
-            suffix = "" if n == 1 else f"_{n}"
             if bot is None:
                 audiosocket_port = ws_port = free_port()  # nobody listens: this host is down
             else:
@@ -605,13 +600,13 @@ async def emulated_hosts(
                     await serve(bot.websocket, "127.0.0.1", 0, subprotocols=[Subprotocol("media")])
                 )
                 ws_port = next(iter(ws_servers[-1].sockets)).getsockname()[1]
-            connection = "voicebot" if n == 1 else f"voicebot{n}"
-            overrides[f"ALLO_AUDIOSOCKET{suffix}"] = f"127.0.0.1:{audiosocket_port}"
-            overrides[f"ALLO_WEBSOCKET{suffix}"] = connection
+            connection = websocket_connection(n)
+            overrides[f"ALLO_AUDIOSOCKET_{n}"] = f"127.0.0.1:{audiosocket_port}"
+            overrides[f"ALLO_WEBSOCKET_{n}"] = connection
             uris[connection] = f"ws://127.0.0.1:{ws_port}"
         pbx = EmulatedPbx(
             ami=ami,
-            extensions=folder / "extensions.conf",
+            extensions=extensions,
             globals_override=overrides,
             websocket_uris=uris,
         )
@@ -625,24 +620,12 @@ async def emulated_hosts(
         await ami.stop()
 
 
-def media_targets(result: CallResult) -> list[str]:
-    """The bot hosts the call was offered to, in order (AudioSocket's service, or the
-    WebSocket connection)."""
-    targets = []
-    for step in result.trace:
-        if step.app == "TryExec" and step.args.startswith("AudioSocket("):
-            targets.append(separate_args(step.args[len("AudioSocket(") : -1])[1])
-        elif step.app == "Dial":
-            targets.append(step.args.split("/")[1])
-    return targets
-
-
 @pytest.mark.parametrize("exten", ["3939", "3940"])
 async def test_first_host_down_the_second_takes_the_call(exten: str, tmp_path: Path) -> None:
     second = TinyBot(decision="raccrocher")
     async with emulated_hosts([None, second], tmp_path) as (pbx, _):
         result = await pbx.call(exten, caller_number=NUMBER, timeout_s=30)
-        first_host = pbx.globals["ALLO_AUDIOSOCKET"] if exten == "3939" else "voicebot"
+        first_host = pbx.globals["ALLO_AUDIOSOCKET_1"] if exten == "3939" else "voicebot"
     assert media_targets(result)[0] == first_host  # tried first, and it failed
     assert len(media_targets(result)) == 2 and len(second.calls) == 1
     # The second host took the call with a UUID of its own, found the caller's channel
@@ -696,3 +679,67 @@ async def test_one_host_by_default_down_means_the_queue() -> None:
     assert len(media_targets(result)) == 1
     assert result.ending == "queue"
     assert result.variables["ALLO_HANDOFF_REASON"] == "robot_indisponible"
+
+
+# --- several bot hosts: calls are spread over them in turn --------------------------------------
+
+
+@pytest.mark.parametrize("exten", ["3939", "3940"])
+async def test_consecutive_calls_start_at_each_host_in_turn(exten: str, tmp_path: Path) -> None:
+    bots = [TinyBot(decision="raccrocher") for _ in range(3)]
+    async with emulated_hosts(list(bots), tmp_path) as (pbx, _):
+        hosts = (
+            [pbx.globals[f"ALLO_AUDIOSOCKET_{n}"] for n in (1, 2, 3)]
+            if exten == "3939"
+            else ["voicebot", "voicebot2", "voicebot3"]  # websocket_client.conf connections
+        )
+        results = [await pbx.call(exten, caller_number=NUMBER, timeout_s=30) for _ in range(5)]
+    # One host tried per call (each answered), starting one further each time.
+    assert [media_targets(r) for r in results] == [[hosts[i % 3]] for i in range(5)]
+    assert [len(bot.calls) for bot in bots] == [2, 2, 1]
+    assert all(r.ending == "hangup" for r in results)
+
+
+@pytest.mark.parametrize("exten", ["3939", "3940"])
+async def test_with_one_host_down_every_call_reaches_the_other(exten: str, tmp_path: Path) -> None:
+    """A call whose turn is the dead host's tries it (refused at once), then the live one,
+    which answers every call."""
+    alive = TinyBot(decision="raccrocher")
+    async with emulated_hosts([alive, None], tmp_path) as (pbx, _):
+        results = [await pbx.call(exten, caller_number=NUMBER, timeout_s=30) for _ in range(4)]
+    # After host 1, the next call's turn is host 2's: each call after the first tries it.
+    assert [len(media_targets(r)) for r in results] == [1, 2, 2, 2]
+    assert len(alive.calls) == 4
+    assert all(r.ending == "hangup" and r.queue is None for r in results)
+
+
+async def test_a_dead_hosts_share_is_spread_over_the_others(tmp_path: Path) -> None:
+    """Three hosts, the second down: the next call starts after the host the previous one
+    was last offered to, so the live hosts take calls in turn (not host 3 twice as many)."""
+    first, third = TinyBot(decision="raccrocher"), TinyBot(decision="raccrocher")
+    async with emulated_hosts([first, None, third], tmp_path) as (pbx, _):
+        hosts = [pbx.globals[f"ALLO_AUDIOSOCKET_{n}"] for n in (1, 2, 3)]
+        results = [await pbx.call("3939", caller_number=NUMBER, timeout_s=30) for _ in range(6)]
+    assert [media_targets(r)[-1] for r in results] == [hosts[0], hosts[2]] * 3
+    assert len(first.calls) == 3 and len(third.calls) == 3
+
+
+async def test_the_host_list_ends_at_the_first_empty_name(tmp_path: Path) -> None:
+    """ALLO_AUDIOSOCKET_1, _2, ... up to the first empty one: with _2 emptied, _3 is not a
+    host, every call goes to _1."""
+    first, third = TinyBot(decision="raccrocher"), TinyBot(decision="raccrocher")
+    async with emulated_hosts([first, None, third], tmp_path) as (pbx, _):
+        pbx.globals["ALLO_AUDIOSOCKET_2"] = ""
+        results = [await pbx.call("3939", caller_number=NUMBER, timeout_s=30) for _ in range(2)]
+    assert [len(media_targets(r)) for r in results] == [1, 1]
+    assert len(first.calls) == 2 and third.calls == []
+
+
+async def test_no_host_configured_means_the_queue(tmp_path: Path) -> None:
+    async with emulated_hosts([None], tmp_path) as (pbx, _):
+        pbx.globals["ALLO_AUDIOSOCKET_1"] = ""
+        result = await pbx.call("3939", caller_number=NUMBER, timeout_s=10)
+    assert media_targets(result) == []
+    assert result.ending == "queue"
+    assert result.variables["ALLO_HANDOFF_REASON"] == "robot_indisponible"
+    assert result.callerid_name.startswith("robot_indisponible")  # the operator's phone

@@ -171,7 +171,7 @@ async def switchboard(
             pbx = EmulatedPbx(
                 ami=ami,
                 extensions=EXTENSIONS,
-                globals_override={"ALLO_AUDIOSOCKET": f"127.0.0.1:{server.audiosocket_port}"},
+                globals_override={"ALLO_AUDIOSOCKET_1": f"127.0.0.1:{server.audiosocket_port}"},
             )
             board = Board(pbx, ami, server, stream)
             stop = server.runtime.services.hub.listen(board.note)

@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 import sqlalchemy as sa
 
 from telephony.emulator.audiosocket import NO_TRAFFIC_TIMEOUT_S, AudioSocketCaller
-from tests.pg_helpers import fresh_postgres_database
 from tests.serve_helpers import WAIT_S, ConsoleView, ServeProcess, until
 from voicebot.core.config import Settings
 from voicebot.core.events import CallEvent, CallHub
@@ -35,8 +32,8 @@ from voicebot.records.live_relay import LiveRelay
 TOKEN = "jeton-de-test-multihote"
 
 
-def bot_host(name: str, url: str, folder: Path, web: bool) -> ServeProcess:
-    """One bot host on the shared PostgreSQL."""
+def bot_host(name: str, url: str, folder: Path, web: bool, **settings: str) -> ServeProcess:
+    """One bot host on the shared PostgreSQL; ``settings``: more ``VOICEBOT_…`` variables."""
     return ServeProcess(
         name,
         folder,
@@ -51,18 +48,10 @@ def bot_host(name: str, url: str, folder: Path, web: bool) -> ServeProcess:
             "VOICEBOT_POLICY_SILENCE_PROMPT_S": "600",
             "VOICEBOT_ASR_WARM_RECOGNIZERS": "1",  # modest CPU: the machine is shared
             "VOICEBOT_ASR_IDLE_RECOGNIZERS": "1",
+            **settings,
         },
         web,
     )
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def database(postgres_server: str) -> AsyncIterator[sa.engine.Engine]:
-    engine = sa.create_engine(fresh_postgres_database(postgres_server), future=True)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def _records(engine: sa.engine.Engine) -> dict[str, Any]:

@@ -73,6 +73,12 @@ class EmulatedChannel:
             del self.variables[stored]
         self.variables[name] = value
 
+    def unset_variable(self, name: str) -> None:
+        """``pbx_builtin_setvar_helper(chan, name, NULL)``: the variable is removed."""
+        bare = _bare_name(name)
+        for stored in [n for n in self.variables if _bare_name(n) == bare]:
+            del self.variables[stored]
+
     def get_variable(self, name: str) -> str | None:
         """A variable's value as ``${name}`` reads it (None when unset): ``name`` is compared
         with each stored name stripped of its prefix, so ``${__X}`` finds nothing."""

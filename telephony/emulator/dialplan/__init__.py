@@ -6,7 +6,7 @@ executes ``deploy/asterisk/extensions.conf`` the way Asterisk does, so that a te
 deployed dialplan and the bot agree::
 
     pbx = EmulatedPbx(ami=ami, extensions=DEPLOY / "extensions.conf",
-                      globals_override={"ALLO_AUDIOSOCKET": f"127.0.0.1:{port}"},
+                      globals_override={"ALLO_AUDIOSOCKET_1": f"127.0.0.1:{port}"},
                       websocket_uri=f"ws://127.0.0.1:{ws_port}")
     result = await pbx.call("3939", caller_number="0612345678", caller=script, timeout_s=60)
     assert result.ending == "hangup"
@@ -22,11 +22,16 @@ passing them by accident.
   ``#include`` and block comments are refused.
 * Substitution (main/pbx_variables.c ``ast_str_substitute_variables_full2``): ``${VAR}``,
   ``${VAR:offset:length}``, nested ``${FUNC(${...})}`` with ``UUID()``, ``CALLERID(num|name)``,
-  ``URIENCODE()``, and ``$[...]`` expressions (main/ast_expr2.y: quoted strings keep their
-  quotes, comparisons are numeric only between numbers; ``= == != < > <= >= & |``).
-* Applications: ``NoOp``, ``Answer``, ``Set`` (inheritance prefixes, ``CALLERID(name)``),
-  ``Goto``/``GotoIf`` (main/pbx.c ``pbx_parseable_goto``), ``ExecIf`` and ``TryExec``
-  (apps/app_exec.c), ``Hangup``, ``AudioSocket`` (apps/app_audiosocket.c, run by an
+  ``URIENCODE()``, ``FILTER()``, ``GLOBAL()``, variable names built by substitution
+  (``${HOST_${N}}``, ``${HOST_$[${N} + 1]}``: the inner part first, then the lookup), and
+  ``$[...]`` expressions (main/ast_expr2.y: quoted strings keep their quotes, comparisons are
+  numeric only between numbers; ``= == != < > <= >= & | + - * %``, arithmetic on whole
+  numbers only).
+* Applications: ``NoOp``, ``Answer``, ``Set`` (inheritance prefixes, ``CALLERID(name)``,
+  ``GLOBAL(name)``: the PBX's globals, shared by all its calls), ``Goto``/``GotoIf``
+  (main/pbx.c ``pbx_parseable_goto``), ``ExecIf`` and ``TryExec`` (apps/app_exec.c),
+  ``While``/``EndWhile``/``ExitWhile``/``ContinueWhile`` (apps/app_while.c, with its
+  ``WHILE_<n>`` channel variables), ``Hangup``, ``AudioSocket`` (apps/app_audiosocket.c, run by an
   ``AudioSocketCaller``), ``Dial(WebSocket/...)`` (apps/app_dial.c with
   channels/chan_websocket.c, run by a ``ChanWebSocketPeer``), ``Queue`` (apps/app_queue.c:
   the emulation stops there, no agent is emulated, but the ``b()`` pre-dial handler runs on

@@ -1,12 +1,12 @@
 """The PBX loop and the applications: main/pbx.c ``__ast_pbx_run`` and ``pbx_exec`` on a
-call's channel, ``Set``, ``Goto``/``GotoIf``, ``ExecIf``/``TryExec``, ``Hangup``, ``Queue``
-with its pre-dial handler; the media applications are ``MediaLegs``'s."""
+call's channel, ``Set`` (``GLOBAL()`` included), ``Goto``/``GotoIf``, ``ExecIf``/``TryExec``,
+``While``/``EndWhile``/``ExitWhile``/``ContinueWhile``, ``Hangup``, ``Queue`` with its
+pre-dial handler; the media applications are ``MediaLegs``'s."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from telephony.emulator.ami import EmulatedChannel
 from telephony.emulator.dialplan.common import (
@@ -47,11 +47,12 @@ class Interpreter:
         self,
         *,
         dialplan: Dialplan,
-        globals: Mapping[str, str],
+        globals: dict[str, str],
         queues: dict[str, dict[str, str]] | None,
         media: MediaLegs,
     ) -> None:
         self.dialplan = dialplan
+        # The PBX's global variables, shared by all its calls: Set(GLOBAL(...)) changes them.
         self.globals = globals
         self._queues = queues
         self.media = media
@@ -142,6 +143,13 @@ class Interpreter:
             return await self._tryexec(call, leg, args, where)
         if name == "return":
             return _RETURN
+        if name in ("while", "endwhile", "exitwhile"):
+            kind: Literal["while", "end", "exit"] = (
+                "while" if name == "while" else "end" if name == "endwhile" else "exit"
+            )
+            return self._while(channel, kind, args, where)
+        if name == "continuewhile":
+            return self._continue_while(channel, where)
         if leg.operator:
             raise UnsupportedApplication(f"{where}: {app}() in a pre-dial handler")
         if name == "answer":
@@ -175,6 +183,13 @@ class Interpreter:
                     f"{where}: only PJSIP_HEADER(add,...) in a pre-dial handler is emulated"
                 )
             leg.headers[parts[1]] = value
+            return 0
+        if name.upper().startswith("GLOBAL(") and name.endswith(")"):
+            # func_global.c global_write: pbx_builtin_setvar_helper(NULL, name, value).
+            variable = name[len("GLOBAL(") : -1]
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_]*", variable):
+                raise DialplanError(f"{where}: Set(GLOBAL({variable})=...) is not emulated")
+            self.globals[variable] = value
             return 0
         try:
             leg.channel.set_variable(name, value)
@@ -238,6 +253,78 @@ class Interpreter:
             return result
         leg.channel.set_variable("TRYSTATUS", "FAILED" if result != 0 else "SUCCESS")
         return 0
+
+    # --- loops (apps/app_while.c) ------------------------------------------------------------
+
+    def _while(
+        self,
+        channel: EmulatedChannel,
+        kind: Literal["while", "end", "exit"],
+        condition: str,
+        where: str,
+    ) -> object:
+        """``_while_exec``, with the channel variables it keeps: ``WHILE_<n>`` holds the
+        n-th open loop's "context,exten,priority", ``END_WHILE_<n>`` the priority after its
+        EndWhile (once EndWhile ran), and "<context>_<exten>_<priority>" the n of the
+        While at that place. EndWhile goes back to the While, which substitutes and tests
+        its condition again; a false condition (or ExitWhile) goes past the EndWhile."""
+        used = -1
+        while channel.get_variable(f"WHILE_{used + 1}") is not None:
+            used += 1
+        here = f"{channel.context},{channel.exten},{channel.priority}"
+        my_name = f"{channel.context}_{channel.exten}_{channel.priority}"
+        label = str(used)
+        if kind == "while":
+            stored = channel.get_variable(my_name)
+            if stored is None:
+                stored = str(used + 1)
+                channel.set_variable(my_name, stored)
+            label = stored
+        varname = f"WHILE_{label}"
+        end_varname = f"END_{varname}"
+        while_pri = channel.get_variable(varname)
+        if (kind == "while" and not check_condition(condition)) or kind == "exit":
+            channel.unset_variable(varname)
+            channel.unset_variable(my_name)
+            after_end = channel.get_variable(end_varname)
+            if after_end is not None:
+                channel.unset_variable(end_varname)
+                return self._goto(channel, after_end, where)
+            end = self._matching_endwhile(channel)
+            if end is None:  # Asterisk: "Couldn't find matching EndWhile?" and goes on
+                raise DialplanError(f"{where}: no EndWhile() matches this loop")
+            # ast_channel_priority_set(chan, pri): the PBX loop then runs pri + 1.
+            return _Jump(channel.context, channel.exten, end + 1)
+        if kind == "while" and while_pri is None:
+            channel.set_variable(varname, here)
+        elif kind == "end" and while_pri is not None:
+            if channel.get_variable(end_varname) is None:
+                after = f"{channel.context},{channel.exten},{channel.priority + 1}"
+                channel.set_variable(end_varname, after)
+            return self._goto(channel, while_pri, where)
+        return 0
+
+    def _continue_while(self, channel: EmulatedChannel, where: str) -> object:
+        """``while_continue_exec``: back to the innermost open While, if any."""
+        index, innermost = 0, None
+        while (found := channel.get_variable(f"WHILE_{index}")) is not None:
+            innermost, index = found, index + 1
+        return self._goto(channel, innermost, where) if innermost is not None else 0
+
+    def _matching_endwhile(self, channel: EmulatedChannel) -> int | None:
+        """``find_matching_endwhile``: the following priorities, one by one while they
+        exist, counting nested While()s, up to the EndWhile() that closes this one."""
+        priorities = self.dialplan.extension(channel.context, channel.exten) or {}
+        number, level = channel.priority + 1, 1
+        while (found := priorities.get(number)) is not None:
+            if found.app.lower() == "while":
+                level += 1
+            elif found.app.lower() == "endwhile":
+                level -= 1
+            if level == 0:
+                return number
+            number += 1
+        return None
 
     # --- the queue ---------------------------------------------------------------------------
 

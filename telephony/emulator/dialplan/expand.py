@@ -273,7 +273,7 @@ class _Value:
 
 def evaluate_expression(text: str) -> str:
     """``$[...]`` (main/ast_expr2.fl and ast_expr2.y) for the operators the project uses:
-    comparisons, ``&`` and ``|``, parentheses. A quoted string keeps its quotes, so
+    comparisons, ``&`` and ``|``, ``+ - * %`` on whole numbers, parentheses. A quoted string keeps its quotes, so
     ``"a" = a`` is false, as in Asterisk; comparisons are numeric only between numbers."""
     tokens: list[tuple[str, str]] = []
     pos = 0
@@ -329,11 +329,27 @@ class _ExpressionParser:
         return left
 
     def parse_comparison(self) -> _Value:
-        left = self.parse_primary()
+        left = self.parse_additive()
         while (op := self._peek()) in self._COMPARISONS:
             self.pos += 1
-            right = self.parse_primary()
+            right = self.parse_additive()
             left = _Value("1" if _compare(op or "", left, right) else "0", "number")
+        return left
+
+    # ast_expr2.y: "%left TOK_PLUS TOK_MINUS" binds tighter than the comparisons, and
+    # "%left TOK_MULT TOK_DIV TOK_MOD" tighter still.
+    def parse_additive(self) -> _Value:
+        left = self.parse_multiplicative()
+        while (op := self._peek()) in ("+", "-"):
+            self.pos += 1
+            left = _arithmetic(op or "", left, self.parse_multiplicative(), self.source)
+        return left
+
+    def parse_multiplicative(self) -> _Value:
+        left = self.parse_primary()
+        while (op := self._peek()) in ("*", "%"):
+            self.pos += 1
+            left = _arithmetic(op or "", left, self.parse_primary(), self.source)
         return left
 
     def parse_primary(self) -> _Value:
@@ -365,6 +381,30 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
+def _arithmetic(op: str, a: _Value, b: _Value, source: str) -> _Value:
+    """op_plus, op_minus, op_times, op_rem on whole numbers. Asterisk computes in long double
+    and prints the result with "%.18Lg" (whole numbers without a decimal point); its
+    fallbacks on a non-numeric operand or a zero divisor (a warning and a made-up value) are
+    dialplan mistakes here, as are fractions, which the emulator does not model."""
+    if a.kind == "string" or b.kind == "string":
+        raise DialplanError(f"non-numeric argument to {op!r} in $[{source}]")
+    if "." in a.text or "." in b.text:
+        raise DialplanError(f"fractions in $[{source}] are not emulated")
+    x, y = int(a.text), int(b.text)
+    if op == "+":
+        result = x + y
+    elif op == "-":
+        result = x - y
+    elif op == "*":
+        result = x * y
+    else:
+        if y == 0:
+            raise DialplanError(f"division by zero in $[{source}]")
+        # fmodl: the remainder takes the sign of the dividend (C), not of the divisor.
+        result = abs(x) % abs(y) * (-1 if x < 0 else 1)
+    return _Value(str(result), "number")
+
+
 def _compare(op: str, a: _Value, b: _Value) -> bool:
     # op_eq and friends: as strings (strcoll) if either side is a string, else as numbers.
     if a.kind == "string" or b.kind == "string":
@@ -377,7 +417,7 @@ def _compare(op: str, a: _Value, b: _Value) -> bool:
 
 def channel_expander(channel: EmulatedChannel, globals: Mapping[str, str]) -> Expander:
     """The substitution on ``channel``: its variables and built-in names, then ``globals``;
-    the functions ``UUID``, ``URIENCODE``, ``FILTER`` and ``CALLERID``."""
+    the functions ``UUID``, ``URIENCODE``, ``FILTER``, ``CALLERID`` and ``GLOBAL``."""
 
     def read(name: str) -> str | None:
         # ast_str_retrieve_variable: built-in names, then the channel, then globals.
@@ -397,6 +437,8 @@ def channel_expander(channel: EmulatedChannel, globals: Mapping[str, str]) -> Ex
         upper = name.upper()
         if upper == "UUID":
             return str(uuid.uuid4())  # func_uuid.c: ast_uuid_generate_str, lower case
+        if upper == "GLOBAL":  # func_global.c global_read
+            return globals.get(args, "")
         if upper == "URIENCODE":
             return uri_encode(args)
         if upper == "FILTER":
