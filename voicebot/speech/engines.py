@@ -16,6 +16,7 @@ from functools import partial
 from voicebot.core.config import Settings, VadSettings
 from voicebot.core.errors import ModelError
 from voicebot.core.interfaces import Asr, Tts, Vad
+from voicebot.core.stages import StageTimes
 from voicebot.speech.models import DEFAULT_ASR_MODEL, ResolvedModel, resolve_asr, resolve_tts
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class Engines:
     vad_factory: Callable[[], Vad]
     asr_description: str
     tts_description: str
+    stages: StageTimes  # how long the ASR and the voice took to load
 
 
 def _silero(settings: VadSettings) -> Vad:
@@ -61,9 +63,11 @@ def load_engines(settings: Settings, executor: Executor) -> Engines:
     explicit_asr = bool(settings.asr.model)
     asr: Asr | None = None
     asr_description = "aucune (pas de modèle de reconnaissance installé)"
+    stages = StageTimes()
     try:
         chosen_asr = resolve_asr(settings)
-        asr = load_asr(settings, executor, chosen_asr)
+        with stages.timed("ASR"):
+            asr = load_asr(settings, executor, chosen_asr)
         asr_description = getattr(asr, "description", chosen_asr.description)
         if chosen_asr.origin == "standin":
             asr_description += " — modèle de remplacement"
@@ -76,12 +80,13 @@ def load_engines(settings: Settings, executor: Executor) -> Engines:
         asr = None
 
     engine: PiperTts | EspeakTts
-    if chosen_tts.engine == "piper":
-        assert chosen_tts.path is not None  # noqa: S101 — a resolved Piper voice has a path; narrows the type
-        engine = PiperTts.load(chosen_tts.path, settings.tts, executor)
-    else:
-        engine = EspeakTts(settings.tts, executor)
-    tts = CachedTts(engine, settings.paths.data_dir / TTS_CACHE_DIR)
+    with stages.timed("voice"):
+        if chosen_tts.engine == "piper":
+            assert chosen_tts.path is not None  # noqa: S101 — a resolved Piper voice has a path; narrows the type
+            engine = PiperTts.load(chosen_tts.path, settings.tts, executor)
+        else:
+            engine = EspeakTts(settings.tts, executor)
+        tts = CachedTts(engine, settings.paths.data_dir / TTS_CACHE_DIR)
     tts_description = chosen_tts.description
     if chosen_tts.origin == "standin":
         tts_description += " — voix de remplacement"
@@ -91,4 +96,5 @@ def load_engines(settings: Settings, executor: Executor) -> Engines:
         vad_factory=partial(_silero, settings.vad),
         asr_description=asr_description,
         tts_description=tts_description,
+        stages=stages,
     )
