@@ -92,6 +92,7 @@ def install_fast_model_load() -> None:
         return model
 
     fast_load.fast_load = True  # type: ignore[attr-defined]
+    fast_load.rasa_load = rasa_load  # type: ignore[attr-defined]  # for the test comparing both
     RasaModel.load = classmethod(fast_load)  # type: ignore[method-assign,assignment]
 
 
