@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 READY_LINE = re.compile(r"ready in (\d+\.\d) s \((?P<stages>[^)]*)\): AudioSocket")
 STAGES = (
     "Python start",
+    "speech imports",
     "Rasa import",
     "dialogue",
     "ASR",
@@ -84,9 +85,7 @@ async def test_ready_line_lists_the_stages_and_the_first_call_is_answered(
 
         found = READY_LINE.search(server.log_text())
         assert found is not None
-        listed = dict(
-            stage.rsplit(" ", 1) for stage in found.group("stages").split(", ") if stage
-        )
+        listed = dict(stage.rsplit(" ", 1) for stage in found.group("stages").split(", ") if stage)
         assert tuple(listed) == STAGES, listed
         assert all(float(seconds) >= 0.0 for seconds in listed.values()), listed
         # the dialogue (model and knowledge base) is what takes time: never a zero

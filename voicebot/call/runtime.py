@@ -114,11 +114,13 @@ def load_runtime(settings: Settings, hub: CallHub | None = None, with_asr: bool 
     The dialogue (Rasa and TensorFlow: the longest) loads on a worker thread while this one
     loads the speech models: their native parts (Vosk, CTranslate2, ONNX) release the GIL,
     so the two overlap instead of adding up."""
-    from voicebot.speech.engines import load_engines
+    from voicebot.speech.engines import import_speech_libraries, load_engines
 
     started = time.perf_counter()
     executor = make_executor(settings)
     stages = StageTimes()
+    with stages.timed("speech imports"):
+        import_speech_libraries()  # before TensorFlow's import starts on the other thread
     dialogue_load = executor.submit(_load_dialogue, settings, stages)
     try:
         engines = load_engines(settings, executor)
