@@ -11,12 +11,17 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from voicebot.call.context import SessionServices
 from voicebot.core.audio import SAMPLE_RATE
 from voicebot.core.config import Settings
 from voicebot.core.events import CallHub
+from voicebot.core.stages import StageTimes
+
+if TYPE_CHECKING:
+    from voicebot.dialogue.agent import RasaDialogue
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,8 @@ class Runtime:
     asr_description: str
     tts_description: str
     load_s: float
+    # each model's load (they overlap: the dialogue loads while the speech models do)
+    stages: StageTimes = field(default_factory=StageTimes)
 
     async def prerender(self) -> int:
         """Render every fixed prompt and knowledge-base answer once (content-addressed cache)."""
@@ -102,14 +109,27 @@ def make_executor(settings: Settings) -> ThreadPoolExecutor:
 
 
 def load_runtime(settings: Settings, hub: CallHub | None = None, with_asr: bool = True) -> Runtime:
-    """Load engines and the dialogue. Raises ModelError/KnowledgeBaseError with the fix."""
-    from voicebot.dialogue.agent import RasaDialogue
-    from voicebot.speech.engines import load_engines
+    """Load engines and the dialogue. Raises ModelError/KnowledgeBaseError with the fix.
+
+    The dialogue (Rasa and TensorFlow: the longest) loads on a worker thread while this one
+    loads the speech models: their native parts (Vosk, CTranslate2, ONNX) release the GIL,
+    so the two overlap instead of adding up."""
+    from voicebot.speech.engines import import_speech_libraries, load_engines
 
     started = time.perf_counter()
     executor = make_executor(settings)
-    dialogue = RasaDialogue.load(settings)
-    engines = load_engines(settings, executor)
+    stages = StageTimes()
+    with stages.timed("speech imports"):
+        import_speech_libraries()  # before TensorFlow's import starts on the other thread
+    dialogue_load = executor.submit(_load_dialogue, settings, stages)
+    try:
+        engines = load_engines(settings, executor)
+    except BaseException:
+        # the dialogue's thread finishes its load and is dropped; the error is the engines'
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    dialogue = dialogue_load.result()
+    stages.merge(engines.stages)
     services = SessionServices(
         settings=settings,
         dialogue=dialogue,
@@ -127,4 +147,17 @@ def load_runtime(settings: Settings, hub: CallHub | None = None, with_asr: bool 
         engines.asr_description,
         engines.tts_description,
     )
-    return Runtime(services, executor, engines.asr_description, engines.tts_description, load_s)
+    return Runtime(
+        services, executor, engines.asr_description, engines.tts_description, load_s, stages
+    )
+
+
+def _load_dialogue(settings: Settings, stages: StageTimes) -> RasaDialogue:
+    """Rasa's import (TensorFlow's start-up) and the dialogue's load, timed apart."""
+    from voicebot.dialogue.agent import RasaDialogue
+    from voicebot.dialogue.rasa_runtime import preload_rasa
+
+    with stages.timed("Rasa import"):
+        preload_rasa()
+    with stages.timed("dialogue"):
+        return RasaDialogue.load(settings)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from voicebot.call.session import CallSession
 from voicebot.core.config import Settings
 from voicebot.core.events import CallHub
 from voicebot.core.interfaces import MediaTransport
+from voicebot.core.stages import StageTimes
 
 if TYPE_CHECKING:
     from voicebot.dialogue.live_reload import LiveReloader
@@ -54,6 +56,8 @@ class PhoneServer:
     # The dialogue's live reload (voicebot.dialogue.live_reload.LiveReloader, started by
     # voicebot.app): its ``last`` outcome is for the console.
     reloader: LiveReloader | None = None
+    # How long each stage of this server's start took (the ready line of voicebot.app)
+    start_stages: StageTimes = field(default_factory=StageTimes)
 
     async def on_call(self, transport: MediaTransport) -> None:
         """Run one call to its end. Never raises: a call's failure stays in that call."""
@@ -131,13 +135,16 @@ async def start_phone_server(settings: Settings, runtime: Runtime | None = None)
     from voicebot.records.store import CallRecords
 
     hub = CallHub()
+    stages = StageTimes()
     if runtime is None:
         runtime = await asyncio.get_running_loop().run_in_executor(
             None, lambda: load_runtime(settings, hub)
         )
-    server = PhoneServer(settings, runtime)
+        stages.merge(runtime.stages)
+    server = PhoneServer(settings, runtime, start_stages=stages)
     services = runtime.services
 
+    records_opened = time.perf_counter()
     server.records = CallRecords.open(settings)
     services.records = server.records
     server.host_id = resolve_host_id(settings)
@@ -152,6 +159,7 @@ async def start_phone_server(settings: Settings, runtime: Runtime | None = None)
         await relay.start(receive=False)
         server.live_relay = relay
         server.board_hub = relay.out
+    stages.add("records", time.perf_counter() - records_opened)
     if settings.ami.host:
         from telephony.ami import AmiCallControl
 
@@ -162,6 +170,7 @@ async def start_phone_server(settings: Settings, runtime: Runtime | None = None)
         log.info("AMI not configured: handoffs reach the queue without context variables")
 
     host = settings.server.host
+    listening = time.perf_counter()
     audiosocket = await start_audiosocket_server(
         host, settings.server.audiosocket_port, server.on_call
     )
@@ -169,4 +178,5 @@ async def start_phone_server(settings: Settings, runtime: Runtime | None = None)
     server.listeners = [audiosocket, websocket]
     server.audiosocket_port = bound_port(audiosocket)
     server.websocket_port = bound_port(websocket)
+    stages.add("listeners", time.perf_counter() - listening)
     return server

@@ -33,7 +33,7 @@ from voicebot.core.logs import call_logger, redact_numbers
 from voicebot.core.loop_thread import LoopThread
 from voicebot.dialogue.knowledge import KnowledgeBase, entity_values
 from voicebot.dialogue.model_store import MODEL_PREFIX, read_version
-from voicebot.dialogue.rasa_runtime import quiet_rasa
+from voicebot.dialogue.rasa_runtime import install_fast_model_load, quiet_rasa
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ def load_agent(
     elif not model.is_file():
         raise ModelError(f"no Rasa model at {model}")
     quiet_rasa()
+    install_fast_model_load()
     from rasa.core.agent import Agent
 
     try:

@@ -7,6 +7,7 @@ at all: the bot then still answers DTMF and typed turns, and says so in the log.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -16,6 +17,7 @@ from functools import partial
 from voicebot.core.config import Settings, VadSettings
 from voicebot.core.errors import ModelError
 from voicebot.core.interfaces import Asr, Tts, Vad
+from voicebot.core.stages import StageTimes
 from voicebot.speech.models import DEFAULT_ASR_MODEL, ResolvedModel, resolve_asr, resolve_tts
 
 log = logging.getLogger(__name__)
@@ -30,12 +32,31 @@ class Engines:
     vad_factory: Callable[[], Vad]
     asr_description: str
     tts_description: str
+    stages: StageTimes  # how long the ASR and the voice took to load
 
 
 def _silero(settings: VadSettings) -> Vad:
     from voicebot.speech.vad import SileroVad
 
     return SileroVad(settings)
+
+
+def import_speech_libraries() -> None:
+    """Import every speech engine's library now (a fifth of a second), on this thread.
+
+    ``voicebot.call.runtime.load_runtime`` then imports TensorFlow on another thread while
+    this one loads the models: two threads importing packages with shared dependencies at
+    the same moment can leave one of them a half-initialised module (Python breaks an import
+    deadlock that way). Loading the models then imports little else."""
+    import voicebot.speech.asr_vosk
+    import voicebot.speech.tts
+    import voicebot.speech.vad
+
+    # Optional engines: a broken one is reported by load_asr / PiperTts.load if it is chosen.
+    with contextlib.suppress(Exception):
+        import voicebot.speech.asr_whisper  # noqa: F401
+    with contextlib.suppress(Exception):
+        import piper  # noqa: F401
 
 
 def load_asr(settings: Settings, executor: Executor, chosen: ResolvedModel) -> Asr:
@@ -61,9 +82,11 @@ def load_engines(settings: Settings, executor: Executor) -> Engines:
     explicit_asr = bool(settings.asr.model)
     asr: Asr | None = None
     asr_description = "aucune (pas de modèle de reconnaissance installé)"
+    stages = StageTimes()
     try:
         chosen_asr = resolve_asr(settings)
-        asr = load_asr(settings, executor, chosen_asr)
+        with stages.timed("ASR"):
+            asr = load_asr(settings, executor, chosen_asr)
         asr_description = getattr(asr, "description", chosen_asr.description)
         if chosen_asr.origin == "standin":
             asr_description += " — modèle de remplacement"
@@ -76,12 +99,13 @@ def load_engines(settings: Settings, executor: Executor) -> Engines:
         asr = None
 
     engine: PiperTts | EspeakTts
-    if chosen_tts.engine == "piper":
-        assert chosen_tts.path is not None  # noqa: S101 — a resolved Piper voice has a path; narrows the type
-        engine = PiperTts.load(chosen_tts.path, settings.tts, executor)
-    else:
-        engine = EspeakTts(settings.tts, executor)
-    tts = CachedTts(engine, settings.paths.data_dir / TTS_CACHE_DIR)
+    with stages.timed("voice"):
+        if chosen_tts.engine == "piper":
+            assert chosen_tts.path is not None  # noqa: S101 — a resolved Piper voice has a path; narrows the type
+            engine = PiperTts.load(chosen_tts.path, settings.tts, executor)
+        else:
+            engine = EspeakTts(settings.tts, executor)
+        tts = CachedTts(engine, settings.paths.data_dir / TTS_CACHE_DIR)
     tts_description = chosen_tts.description
     if chosen_tts.origin == "standin":
         tts_description += " — voix de remplacement"
@@ -91,4 +115,5 @@ def load_engines(settings: Settings, executor: Executor) -> Engines:
         vad_factory=partial(_silero, settings.vad),
         asr_description=asr_description,
         tts_description=tts_description,
+        stages=stages,
     )
