@@ -32,10 +32,12 @@ class Engines:
     tts_description: str
 
 
-def _silero(settings: VadSettings) -> Vad:
-    from voicebot.speech.vad import SileroVad
+def silero_factory(settings: VadSettings) -> Callable[[], Vad]:
+    """One detector per call, all on the process's one Silero model. Raises ModelError."""
+    from voicebot.speech.vad import SileroModel, SileroVad
 
-    return SileroVad(settings)
+    model = SileroModel.load()
+    return partial(SileroVad, settings, model)
 
 
 def load_asr(settings: Settings, executor: Executor, chosen: ResolvedModel) -> Asr:
@@ -88,7 +90,7 @@ def load_engines(settings: Settings, executor: Executor) -> Engines:
     return Engines(
         asr=asr,
         tts=tts,
-        vad_factory=partial(_silero, settings.vad),
+        vad_factory=silero_factory(settings.vad),
         asr_description=asr_description,
         tts_description=tts_description,
     )
