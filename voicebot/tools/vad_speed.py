@@ -59,7 +59,7 @@ class WakeUps:
         self._thread.join()
 
 
-def wake_ups_per_s(work: Callable[[], None], seconds: float) -> float:
+def wake_ups_per_s(work: Callable[[], object], seconds: float) -> float:
     """The sleeper's wake-ups per second while ``work`` runs again and again."""
     with WakeUps() as sleeper:
         started = time.monotonic()
