@@ -15,8 +15,8 @@ score. Time is stream time: frames fed × 20 ms.
   scoring ≥ ``barge_in_threshold`` *and* louder than ``barge_in_min_dbfs`` must add up to
   ``barge_in_ms`` (gaps of up to 60 ms between syllables allowed). Silero scores speech the
   same at any level, so the level floor is what keeps the bot's own echo (20-30 dB below a
-  caller) out; the duration keeps a one-syllable "oui"/"non"/"deux" (220-420 ms loud and
-  voiced on the French prompts) from cutting the bot off. Then BargeIn is returned and the
+  caller) out; the duration keeps a one-syllable "non"/"deux"/"seize" (140-420 ms of loud
+  voiced frames on the French prompts) from cutting the bot off. Then BargeIn is returned and the
   detector is in speech (the turn goes on until SpeechEnded). Speech over the bot that is
   not a barge-in is not a turn; if it carries on after the bot stops, it starts one
   normally (with its pre-roll).
