@@ -163,13 +163,24 @@ def test_the_caller_interrupting_the_bot_is_a_barge_in() -> None:
     assert vad.in_speech is False
 
 
+def test_a_short_sentence_over_the_bot_and_its_echo_is_a_barge_in() -> None:
+    """« Au revoir » (740 ms of loud voiced frames) interrupts, where one-syllable words do
+    not (below): barge_in_ms sits between them."""
+    caller = silence(1.0) + french_prompt_pcm("vm-goodbye") + silence(1.5)
+    seconds = len(caller) / 16000
+    audio = mix(line_noise(seconds), caller, bot_echo(seconds))
+    events = run(SileroVad(VadSettings()), audio, bot_speaking=True)
+    assert events and isinstance(events[0][1], BargeIn), events
+
+
 def test_echo_alone_does_not_interrupt_the_bot() -> None:
     echo = bot_echo(6.0)
     audio = mix(line_noise(6.0), echo)
     assert run(SileroVad(VadSettings()), audio, bot_speaking=True) == []
 
 
-@pytest.mark.parametrize("word", ["digits/1", "vm-no", "digits/et", "digits/2"])
+# « deux » and « seize » are the longest (420 ms of loud voiced frames; barge_in_ms is 460)
+@pytest.mark.parametrize("word", ["digits/1", "vm-no", "digits/et", "digits/2", "digits/16"])
 def test_a_short_word_does_not_interrupt_the_bot(word: str) -> None:
     audio = on_a_line(read_wav(FRENCH_SOUNDS / f"{word}.wav"))
     assert run(SileroVad(VadSettings()), audio, bot_speaking=True) == []
