@@ -43,7 +43,9 @@ async def test_explicit_models_are_loaded(
     assert isinstance(engines.tts, CachedTts) and isinstance(engines.tts.engine, PiperTts)
     assert engines.tts_description == "piper joe-fr"
     first, second = engines.vad_factory(), engines.vad_factory()
-    assert isinstance(first, SileroVad) and first is not second  # one detector per call
+    assert isinstance(first, SileroVad) and isinstance(second, SileroVad)
+    assert first is not second  # one detector per call
+    assert first.model is second.model  # on the process's one Silero session
     frames = [f async for f in engines.tts.speak("Bonjour.")]
     assert frames and all(isinstance(f, AudioFrame) for f in frames)
     assert list((settings.paths.data_dir / "tts-cache").rglob("*.wav"))  # rendered once, kept

@@ -194,9 +194,11 @@ class VadSettings:
     barge_in_threshold: float = 0.8
     start_speech_ms: int = 100
     end_silence_ms: int = 650
-    # Voiced speech needed to interrupt the bot: one-syllable words ("oui", "non", "un")
-    # measure 220-360 ms on the French prompts, so 400 ms lets them through without a barge-in.
-    barge_in_ms: int = 400
+    # Loud voiced speech needed to interrupt the bot: on the French prompts one-syllable
+    # words ("non", "un", "deux", "seize") add up to 140-420 ms of it with Silero's 8 kHz
+    # branch, "au revoir" 740 ms, so 460 ms lets the short ones through without a barge-in
+    # (docs/benchmarks.md, "The VAD on onnxruntime").
+    barge_in_ms: int = 460
     barge_in_min_dbfs: float = -40.0  # quieter frames (the bot's echo) never count for barge-in
     preroll_ms: int = 300
     # Windows quieter than this are silence without asking Silero: it costs ~1 ms of CPU per

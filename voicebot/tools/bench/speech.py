@@ -39,7 +39,7 @@ from voicebot.speech.asr_vosk import VoskAsr
 from voicebot.speech.models import DEFAULT_ASR_MODEL, is_installed, model_dir, resolve_tts
 from voicebot.speech.standins import joe_voice_french, vosk_ko_model_dir
 from voicebot.speech.tts import CachedTts, EspeakTts, PiperTts
-from voicebot.speech.vad import SileroVad
+from voicebot.speech.vad import SileroModel, SileroVad
 
 PROMPT = Path("/usr/share/asterisk/sounds/fr/agent-newlocation.wav")  # 7.3 s of French
 ANSWER = (
@@ -151,6 +151,7 @@ def bench_vad(seconds: float = 30.0) -> dict[str, Any]:
 
 async def bench_memory(asr: VoskAsr, calls: int = 8) -> dict[str, Any]:
     frames = to_frames(read_wav(PROMPT))[:100]
+    model = SileroModel.load()  # the process's one Silero session, as in the server
     process = psutil.Process()
     gc.collect()
     before = process.memory_info().rss
@@ -161,7 +162,7 @@ async def bench_memory(asr: VoskAsr, calls: int = 8) -> dict[str, Any]:
             await stream.push(frame)
         await stream.finalize()
         streams.append(stream)
-        vads.append(SileroVad(Settings().vad))
+        vads.append(SileroVad(Settings().vad, model))
     gc.collect()
     after = process.memory_info().rss
     for stream in streams:
