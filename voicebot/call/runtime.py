@@ -102,8 +102,10 @@ def settle_heap() -> int:
 
 
 def make_executor(settings: Settings) -> ThreadPoolExecutor:
-    # Vosk, Piper and CTranslate2 release the GIL: one thread per core keeps them busy
-    # without oversubscribing; a little headroom for short jobs (records, espeak-ng).
+    # Vosk, Piper and CTranslate2 release the GIL. The default is one thread per core plus
+    # two for short jobs (records, espeak-ng); measured at 12 calls on 2 cores, one thread
+    # per core did better (server.workers: 2, docs/benchmarks.md): a default to change
+    # with a full test run behind it.
     workers = settings.server.workers or (os.cpu_count() or 2) + 2
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine")
 

@@ -320,7 +320,9 @@ class ServerSettings:
     audiosocket_port: int = 9092
     websocket_port: int = 9093
     http_port: int = 8080
-    workers: int = 0  # engine thread pool size; 0 = one per core
+    # Engine thread pool size; 0 = cores + 2. On a 2-core server, 2 (one per core) gave 0 late
+    # frames at 12 calls where the default gave 1-6 (docs/benchmarks.md, 2026-12-03).
+    workers: int = 0
     shutdown_grace_s: float = 10.0
     # SCHED_RR priority of the event loop's thread, which paces every call's audio
     # (voicebot.core.realtime); 0 = normal priority.
