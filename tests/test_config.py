@@ -221,3 +221,22 @@ def test_make_setup_never_writes_the_key_into_the_repository(tmp_path: Path) -> 
     done = subprocess.run([str(SCRIPT)], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 1 and "inside the repository" in done.stderr
     assert not inside.exists()
+
+
+@pytest.mark.parametrize(
+    ("cores", "configured", "threads"), [(2, 0, 2), (8, 0, 8), (1, 0, 2), (None, 0, 2), (2, 5, 5)]
+)
+def test_engine_threads_default_to_one_per_core(
+    monkeypatch: pytest.MonkeyPatch, cores: int | None, configured: int, threads: int
+) -> None:
+    # More engine threads than cores made the decoders fight the calls' audio for the cores
+    # (docs/benchmarks.md); at least two, so the dialogue's load never holds the only one.
+    from voicebot.call.runtime import make_executor
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    settings = load_settings(environ={"VOICEBOT_SERVER_WORKERS": str(configured)})
+    executor = make_executor(settings)
+    try:
+        assert executor._max_workers == threads
+    finally:
+        executor.shutdown()

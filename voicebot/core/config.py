@@ -320,8 +320,8 @@ class ServerSettings:
     audiosocket_port: int = 9092
     websocket_port: int = 9093
     http_port: int = 8080
-    # Engine thread pool size; 0 = cores + 2. On a 2-core server, 2 (one per core) gave 0 late
-    # frames at 12 calls where the default gave 1-6 (docs/benchmarks.md, 2026-12-03).
+    # Engine thread pool size; 0 = one per core, at least 2 (voicebot.call.runtime.make_executor
+    # says why).
     workers: int = 0
     shutdown_grace_s: float = 10.0
     # SCHED_RR priority of the event loop's thread, which paces every call's audio
