@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from voicebot.call.context import SessionServices
 from voicebot.core.audio import SAMPLE_RATE
 from voicebot.core.config import Settings
+from voicebot.core.engine_pool import EnginePool
 from voicebot.core.events import CallHub
 from voicebot.core.stages import StageTimes
 
@@ -101,14 +102,14 @@ def settle_heap() -> int:
     return gc.get_freeze_count()
 
 
-def make_executor(settings: Settings) -> ThreadPoolExecutor:
+def make_executor(settings: Settings) -> EnginePool:
     # Vosk, Piper and CTranslate2 release the GIL, so one thread per core keeps every core
     # decoding. More threads than cores only make the decoders fight the event loop for the
     # cores: at 12 calls on 2 cores, cores + 2 threads let 1-6 frames of ~42,600 go out late,
     # one per core none (docs/benchmarks.md, 2026-12-03). At least two, so that a long job
     # (the dialogue's load at start) never holds the only thread.
     workers = settings.server.workers or max(2, os.cpu_count() or 2)
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine")
+    return EnginePool(max_workers=workers, thread_name_prefix="engine")
 
 
 def load_runtime(settings: Settings, hub: CallHub | None = None, with_asr: bool = True) -> Runtime:

@@ -33,6 +33,7 @@ import vosk
 
 from voicebot.core.audio import SAMPLE_RATE, AudioFrame
 from voicebot.core.config import AsrSettings
+from voicebot.core.engine_pool import Priority, submit_at
 from voicebot.core.errors import ModelError
 from voicebot.core.interfaces import Utterance, Word
 from voicebot.core.logs import call_logger
@@ -192,11 +193,11 @@ class VoskStream:
             self._taken = self._asr.pool.take()
         return self._taken
 
-    async def _run(self, job: Callable[..., _T], *args: Any) -> _T:
+    async def _run(self, priority: Priority, job: Callable[..., _T], *args: Any) -> _T:
         previous = self._job
         if previous is not None and not previous.done():
             await asyncio.wait({asyncio.wrap_future(previous)})
-        self._job = self._asr.executor.submit(job, *args)
+        self._job = submit_at(self._asr.executor, priority, job, *args)
         return await asyncio.wrap_future(self._job)
 
     def _accept(self, pcm: bytes) -> str | None:
@@ -241,7 +242,7 @@ class VoskStream:
         async with self._lock:
             if self._closed:  # closed while this frame waited: the recognizer may be reused
                 return None
-            return await self._run(self._accept, chunk)
+            return await self._run(Priority.STREAM, self._accept, chunk)
 
     def _final(self, rest: bytes) -> tuple[list[dict[str, Any]], int]:
         self._accept(rest)  # the frames of a chunk not yet full
@@ -259,7 +260,7 @@ class VoskStream:
                 return Utterance(text="")
             rest = bytes(self._pending)
             self._pending.clear()
-            segments, began = await self._run(self._final, rest)
+            segments, began = await self._run(Priority.REPLY, self._final, rest)
         offset = began / (SAMPLE_RATE * 2)  # Vosk's word times count from its first byte
         words = tuple(
             Word(
@@ -347,9 +348,10 @@ class VoskAsr:
         """Warm ``settings.warm_recognizers`` recognizers on ``clips`` (the bot's own prompts,
         8 kHz s16le), one at a time so that calls keep the other executor threads. Returns
         how many are idle and warm."""
-        loop = asyncio.get_running_loop()
         for _ in range(self.settings.warm_recognizers - self.pool.idle):
-            await loop.run_in_executor(self.executor, self.pool.warm_one, clips)
+            await asyncio.wrap_future(
+                submit_at(self.executor, Priority.BACKGROUND, self.pool.warm_one, clips)
+            )
         return self.pool.idle
 
     @property
