@@ -105,9 +105,10 @@ def settle_heap() -> int:
 def make_executor(settings: Settings) -> EnginePool:
     # Vosk, Piper and CTranslate2 release the GIL, so one thread per core keeps every core
     # decoding. More threads than cores only make the decoders fight the event loop for the
-    # cores: at 12 calls on 2 cores, cores + 2 threads let 1-6 frames of ~42,600 go out late,
-    # one per core none (docs/benchmarks.md, 2026-12-03). At least two, so that a long job
-    # (the dialogue's load at start) never holds the only thread.
+    # cores: at 12 calls on 2 cores in the same hour, cores + 2 threads let 1-6 frames of
+    # ~42,600 go out late, one per core none in two runs (docs/benchmarks.md, 2026-12-03,
+    # beside the slower hours). At least two, so that a long job (the dialogue's load at
+    # start) never holds the only thread.
     workers = settings.server.workers or max(2, os.cpu_count() or 2)
     return EnginePool(max_workers=workers, thread_name_prefix="engine")
 
