@@ -601,6 +601,10 @@ def test_the_service_runs_sandboxed_as_its_own_user() -> None:
     # `systemctl reload`: SIGHUP, a new model or knowledge base in service without a restart
     # (voicebot.dialogue.live_reload), the same in the instances' template (checked below).
     assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    # Ready when it listens, and killed when its calls' loop stops feeding the watchdog (a
+    # hung bot holds its callers in silence: voicebot.core.sd_notify), then restarted.
+    assert (settings["Type"], settings["NotifyAccess"]) == ("notify", "main")
+    assert 0 < int(settings["WatchdogSec"]) <= 30 and settings["Restart"] == "on-failure"
 
 
 def test_systemd_accepts_the_unit(tmp_path: Path) -> None:

@@ -3,12 +3,18 @@ line says how long each stage took, and a call placed the moment the server is r
 answered by the dialogue, spoken French included. A real subprocess with the default engines
 (the Whisper stand-in, espeak-ng), the real Rasa model, the console on top; the call comes
 through the Asterisk emulator. No timing is asserted (machines differ several-fold): the
-times are scripts/start_time.py's and docs/benchmarks.md's."""
+times are scripts/start_time.py's and docs/benchmarks.md's. Under systemd (a notify
+socket and a watchdog period in the environment) it says READY=1 once it listens, feeds
+the watchdog, and says STOPPING=1 on SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import signal
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -58,10 +64,32 @@ def _turns(server: ServeProcess, call_id: str) -> tuple[str | None, list[sa.Row[
 async def test_ready_line_lists_the_stages_and_the_first_call_is_answered(
     tmp_path: Path,
 ) -> None:
-    server = ServeProcess("robot", tmp_path, {}, web=True)
+    # systemd's side: a socket read all along (as systemd does), so that the bot never finds
+    # it full.
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(0.1)
+    messages: list[str] = []
+    reading = threading.Event()
+
+    def read() -> None:
+        while not reading.is_set():
+            with contextlib.suppress(TimeoutError, OSError):
+                messages.append(notify.recv(4096).decode())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+
+    def received(field: str) -> int:
+        return sum(field in message.split("\n") for message in list(messages))
+
+    systemd = {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "1000000"}
+    server = ServeProcess("robot", tmp_path, systemd, web=True)
     try:
         await server.wait_ready()
         await until(lambda: READY_LINE.search(server.log_text()) is not None, "the ready line")
+        await until(lambda: received("READY=1") == 1, "READY=1 to systemd")
+        await until(lambda: received("WATCHDOG=1") >= 2, "the watchdog fed twice")
 
         # At once: the caller hears the greeting, says « Au revoir », and the dialogue answers.
         caller = AudioSocketCaller()
@@ -90,5 +118,13 @@ async def test_ready_line_lists_the_stages_and_the_first_call_is_answered(
         assert all(float(seconds) >= 0.0 for seconds in listed.values()), listed
         # the dialogue (model and knowledge base) is what takes time: never a zero
         assert float(listed["dialogue"]) > 0.0, listed
+
+        assert received("STOPPING=1") == 0
+        server.process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(server.process.wait, 120) == 0
+        assert received("STOPPING=1") == 1
     finally:
         server.stop()
+        reading.set()
+        reader.join(5)
+        notify.close()

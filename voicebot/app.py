@@ -19,6 +19,7 @@ from voicebot.call.runtime import Runtime, settle_heap
 from voicebot.call.server import PhoneServer, bound_port, start_phone_server
 from voicebot.core.config import Settings, with_caller_hash_key
 from voicebot.core.realtime import raise_to_realtime
+from voicebot.core.sd_notify import ServiceNotifier
 from voicebot.core.stages import StageTimes, process_age_s
 
 if TYPE_CHECKING:
@@ -135,6 +136,9 @@ async def _serve(settings: Settings, with_web: bool, banner: bool) -> int:
     )
     if banner:
         print(_banner(settings, server), flush=True)
+    systemd = ServiceNotifier()
+    systemd.ready(f"taking calls on AudioSocket {host}:{server.audiosocket_port}")
+    watchdog = asyncio.create_task(systemd.keep_alive())
     prepare = asyncio.create_task(server.runtime.prepare())
     purge = asyncio.create_task(_purge_daily(server))
 
@@ -147,9 +151,12 @@ async def _serve(settings: Settings, with_web: bool, banner: bool) -> int:
         loop.add_signal_handler(signal.SIGHUP, server.reloader.request, "SIGHUP")
     await stop.wait()
     log.info("stop requested")
+    systemd.stopping()
     prepare.cancel()
     purge.cancel()
+    # The watchdog keeps being fed while the calls are handed over (TimeoutStopSec bounds it).
     await server.shutdown(settings.server.shutdown_grace_s)
+    watchdog.cancel()
     log.info("stopped")
     return 0
 
