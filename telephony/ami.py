@@ -38,6 +38,7 @@ from typing import Any
 from panoramisk import Manager
 from panoramisk.message import Message
 
+from telephony.audiosocket.versions import audiosocket_is_current
 from voicebot.core.config import AmiSettings
 from voicebot.core.interfaces import Handoff
 from voicebot.core.logs import CallLogger, call_logger, redact_numbers
@@ -161,6 +162,7 @@ class AmiCallControl:
         self._connected = asyncio.Event()
         self.logins = 0  # successful logins since start (reconnects show here)
         self.last_error = ""
+        self.asterisk_version = ""  # what CoreSettings said at the last login, if allowed
 
     @property
     def configured(self) -> bool:
@@ -373,8 +375,39 @@ class AmiCallControl:
             )
         manager.authenticated = True
         self.logins += 1
+        await self._learn_asterisk_version(manager)
         self._connected.set()
         log.info("AMI connecté à %s:%s", self.settings.host, self.settings.port)
+
+    async def _learn_asterisk_version(self, manager: _Manager) -> None:
+        """Ask which Asterisk this is (``CoreSettings``) and warn when its AudioSocket() drops
+        the caller's keys: the greeting promises « tapez 0 ». Never fails the connection."""
+        try:
+            reply = await self._request(manager, {"Action": "CoreSettings"})
+        except AmiError as exc:
+            log.info("AMI : version d'Asterisk inconnue (%s)", exc)
+            return
+        if not reply.success:
+            log.info(
+                "AMI : version d'Asterisk inconnue (CoreSettings : %s ; manager.conf : "
+                "write = call,reporting)",
+                reply.get("Message", ""),
+            )
+            return
+        self.asterisk_version = str(reply.get("AsteriskVersion", ""))
+        try:
+            current = audiosocket_is_current(self.asterisk_version)
+        except ValueError:  # a development build names no release
+            log.info("AMI : Asterisk %s", self.asterisk_version)
+            return
+        if not current:
+            log.warning(
+                "Asterisk %s : AudioSocket() n'y transmet pas les touches de l'appelant "
+                "(avant 20.14, 21.9 et 22.4) ; la touche 0 n'atteint pas le bot par "
+                "AudioSocket, seule la parole le peut (deploy/asterisk/README.md, "
+                "« Versions d'Asterisk »)",
+                self.asterisk_version,
+            )
 
     async def _keepalive(self) -> None:
         """Ping until the link dies: returns (or raises) when a reconnect is needed."""

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import uuid
 from collections.abc import AsyncIterator
+
+import pytest
 
 from telephony.ami import (
     DECISION_VARIABLE,
@@ -27,9 +30,9 @@ SECRET = "secret-de-test"
 
 @contextlib.asynccontextmanager
 async def ami_pair(
-    secret: str = SECRET, **control_options: float
+    secret: str = SECRET, emulator: AmiEmulator | None = None, **control_options: float
 ) -> AsyncIterator[tuple[AmiEmulator, AmiCallControl]]:
-    emulator = AmiEmulator(secret=SECRET)
+    emulator = emulator or AmiEmulator(secret=SECRET)
     port = await emulator.start()
     settings = AmiSettings(
         host="127.0.0.1",
@@ -126,6 +129,49 @@ async def test_ami_restart_reconnects_on_the_same_port() -> None:
         assert not control.connected
         await emulator.start(port=emulator.port)
         assert await control.wait_connected(2.0)
+
+
+# --- which Asterisk ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "warned"),
+    [("20.13.0", True), ("18.26.4", True), ("22.4.0", False), ("23.4.1", False)],
+)
+async def test_an_asterisk_whose_audiosocket_drops_keys_is_named_in_a_warning(
+    version: str, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator = AmiEmulator(secret=SECRET, asterisk_version=version)
+    with caplog.at_level(logging.INFO, logger="telephony.ami"):
+        async with ami_pair(emulator=emulator) as (_, control):
+            assert await control.wait_connected(2.0)
+            assert control.asterisk_version == version
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w for w in warnings if "touche 0" in w] == (
+        [
+            f"Asterisk {version} : AudioSocket() n'y transmet pas les touches de l'appelant "
+            "(avant 20.14, 21.9 et 22.4) ; la touche 0 n'atteint pas le bot par AudioSocket, "
+            "seule la parole le peut (deploy/asterisk/README.md, « Versions d'Asterisk »)"
+        ]
+        if warned
+        else []
+    )
+
+
+async def test_without_the_reporting_class_the_version_is_unknown_and_all_else_works(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An older manager.conf (write = call only): CoreSettings is refused, the bot says so
+    once and still connects and hands calls over."""
+    emulator = AmiEmulator(secret=SECRET, asterisk_version="20.13.0", write_classes=["call"])
+    with caplog.at_level(logging.INFO, logger="telephony.ami"):
+        async with ami_pair(emulator=emulator) as (_, control):
+            assert await control.wait_connected(2.0)
+            assert control.asterisk_version == ""
+            emulator.add_channel("PJSIP/trunk-1", ALLO_UUID="8a2f4f8e-3b7a-4d55-9d0e-1f1b2c3d4e5f")
+            assert await control.hang_up("8a2f4f8e-3b7a-4d55-9d0e-1f1b2c3d4e5f", None)
+    assert any("Permission denied" in r.getMessage() for r in caplog.records)
+    assert not any(r.levelno >= logging.WARNING for r in caplog.records)
 
 
 # --- handoff -------------------------------------------------------------------------------------

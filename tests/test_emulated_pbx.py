@@ -30,6 +30,7 @@ from telephony.audiosocket.codec import (
     encode_hangup,
 )
 from telephony.emulator import AmiEmulator, AudioSocketCaller, ChanWebSocketPeer
+from telephony.emulator.ami import DEFAULT_ASTERISK_VERSION
 from telephony.emulator.dialplan import (
     CallResult,
     DialplanError,
@@ -37,6 +38,7 @@ from telephony.emulator.dialplan import (
     Media,
     Step,
     UnsupportedApplication,
+    audiosocket_is_current,
     evaluate_expression,
     separate_args,
     uri_encode,
@@ -48,6 +50,13 @@ DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "asterisk"
 EXTENSIONS = DEPLOY / "extensions.conf"
 SILENCE = bytes(320)  # 20 ms at 8 kHz
 NUMBER = "0612345678"
+# A bot that talked with the caller: longer than any failed connection (2 s) plus the second
+# of EPOCH's granularity, which is how the dialplan tells one from the other.
+TALKED_S = 4.5
+# Asterisk releases whose AudioSocket() returns -1 for every end and drops keys (CURRENT: 0 on
+# the bot's hangup, keys forwarded).
+OLDER = ("18.26.4", "20.13.0", "21.8.0", "22.3.0")
+CURRENT = ("20.14.0", "21.9.0", "22.4.0", "23.4.1")
 
 
 # --- the other side of the process boundary -----------------------------------------------
@@ -264,11 +273,14 @@ class TinyBot:
 
 @contextlib.asynccontextmanager
 async def emulated_pbx(
-    bot: TinyBot | None = None, *, extensions: Path = EXTENSIONS
+    bot: TinyBot | None = None,
+    *,
+    extensions: Path = EXTENSIONS,
+    asterisk_version: str = DEFAULT_ASTERISK_VERSION,
 ) -> AsyncIterator[tuple[EmulatedPbx, AmiEmulator]]:
     """An AMI emulator, the tiny bot's two servers (without a bot: ports nobody listens
     on), and the PBX pointed at them."""
-    ami = AmiEmulator()
+    ami = AmiEmulator(asterisk_version=asterisk_version)
     await ami.start()
     servers: list[asyncio.Server] = []
     ws_server = None
@@ -311,14 +323,19 @@ def contexts(result: CallResult) -> list[str]:
 # --- AudioSocket (3939) --------------------------------------------------------------------
 
 
-async def test_raccrocher_hangs_the_caller_up() -> None:
+@pytest.mark.parametrize("version", ["18.26.4", "20.13.0", "20.14.0", "23.4.1"])
+async def test_raccrocher_hangs_the_caller_up(version: str) -> None:
+    """On every Asterisk: the older ones report the bot's normal end as a failure
+    (TRYSTATUS=FAILED), and the dialplan goes by the decision, not by that."""
     bot = TinyBot(decision="raccrocher")
-    async with emulated_pbx(bot) as (pbx, ami):
+    async with emulated_pbx(bot, asterisk_version=version) as (pbx, ami):
         result = await pbx.call("3939", caller_number=NUMBER, timeout_s=20)
         assert result.channel not in ami.channels  # hung up: gone from AMI
     assert result.ending == "hangup" and result.hangup_cause == 16
     assert result.variables["ALLO_DECISION"] == "raccrocher"
-    assert result.app_status == {"TRYSTATUS": "SUCCESS"}
+    current = audiosocket_is_current(version)
+    assert result.app_status == {"TRYSTATUS": "SUCCESS" if current else "FAILED"}
+    assert len(media_targets(result)) == 1  # not offered to the host again
     assert contexts(result) == [
         "allonantes-entrant",
         "allonantes-audiosocket",
@@ -370,13 +387,15 @@ async def test_transfer_on_the_callers_key_queues_with_the_context() -> None:
     assert contexts(result)[-2:] == ["allonantes-decision", "allonantes-operateurs"]
 
 
-async def test_no_decision_because_ami_is_down_queues_with_reason_inconnu() -> None:
-    bot = TinyBot(decision="raccrocher")
-    async with emulated_pbx(bot) as (pbx, ami):
+@pytest.mark.parametrize("version", ["20.13.0", "23.4.1"])
+async def test_no_decision_because_ami_is_down_queues_with_reason_inconnu(version: str) -> None:
+    bot = TinyBot(decision="raccrocher", talk_s=TALKED_S)
+    async with emulated_pbx(bot, asterisk_version=version) as (pbx, ami):
         await ami.stop()
         result = await pbx.call("3939", caller_number=NUMBER, timeout_s=20)
     assert bot.calls[0].ami_failed
-    assert result.app_status == {"TRYSTATUS": "SUCCESS"}
+    current = audiosocket_is_current(version)
+    assert result.app_status == {"TRYSTATUS": "SUCCESS" if current else "FAILED"}
     assert "ALLO_DECISION" not in result.variables
     assert result.ending == "queue"
     assert result.variables["ALLO_HANDOFF_REASON"] == "inconnu"
@@ -575,14 +594,14 @@ def test_arguments_and_uri_encoding_as_asterisk() -> None:
 
 @contextlib.asynccontextmanager
 async def emulated_hosts(
-    bots: list[TinyBot | None], folder: Path
+    bots: list[TinyBot | None], folder: Path, asterisk_version: str = DEFAULT_ASTERISK_VERSION
 ) -> AsyncIterator[tuple[EmulatedPbx, AmiEmulator]]:
     """The PBX with one bot host per entry of ``bots`` (None: a host that is down, its port
     closed), named in the globals ALLO_AUDIOSOCKET_1, _2, _3 and, for WebSocket, as the
     websocket_client.conf connections voicebot, voicebot2, voicebot3 (added to a copy of the
     deployed files, as an admin would)."""
     extensions = deployed_copy(folder, len(bots))
-    ami = AmiEmulator()
+    ami = AmiEmulator(asterisk_version=asterisk_version)
     await ami.start()
     servers: list[asyncio.Server] = []
     ws_servers: list[Any] = []
@@ -659,17 +678,96 @@ async def test_a_silent_host_is_given_up_for_the_next(tmp_path: Path) -> None:
     assert result.ending == "queue" and result.variables["ALLO_DECISION"] == "transfert"
 
 
+@pytest.mark.parametrize("version", ["20.14.0", "23.4.1"])
 async def test_a_host_dying_mid_call_sends_the_caller_to_the_queue_not_to_the_next(
-    tmp_path: Path,
+    version: str, tmp_path: Path
 ) -> None:
-    """The bot took the call, then its socket closed without a decision (a host killed
-    mid-call): AudioSocket() ends normally, the caller reaches a person, no second greeting."""
-    dying, second = TinyBot(decision=None, end="close"), TinyBot(decision="raccrocher")
-    async with emulated_hosts([dying, second], tmp_path) as (pbx, _):
+    """The bot took the call and talked, then its socket closed without a decision (a host
+    killed mid-call): the caller reaches a person, no second greeting."""
+    dying = TinyBot(decision=None, end="close", talk_s=TALKED_S)
+    second = TinyBot(decision="raccrocher")
+    async with emulated_hosts([dying, second], tmp_path, version) as (pbx, _):
         result = await pbx.call("3939", caller_number=NUMBER, timeout_s=30)
     assert len(dying.calls) == 1 and second.calls == []
     assert result.app_status == {"TRYSTATUS": "SUCCESS"}
     assert result.ending == "queue"
+    assert "robot_indisponible" not in result.callerid_name
+
+
+@pytest.mark.parametrize("talk_s", [0.0, 1.0])
+async def test_on_older_asterisk_a_socket_closed_without_0x00_leaves_the_caller_in_silence(
+    talk_s: float, tmp_path: Path
+) -> None:
+    """Before 20.14 / 21.9 / 22.4, AudioSocket() reads a closed socket as a null frame and
+    goes on: the caller hears silence until they hang up, and nothing else is tried (seen on
+    a real Asterisk 20.13.0, which also spun a core meanwhile). Why those versions are not
+    supported for production (deploy/asterisk/README.md)."""
+    closing = TinyBot(decision=None, end="close", talk_s=talk_s)
+    second = TinyBot(decision="raccrocher")
+
+    async def caller(media: Media) -> None:
+        await media.play_silence(talk_s + 2.5)
+        await media.hangup()
+
+    async with emulated_hosts([closing, second], tmp_path, "20.13.0") as (pbx, _):
+        result = await pbx.call("3939", caller_number=NUMBER, caller=caller, timeout_s=30)
+    assert result.ending == "caller_hangup" and second.calls == []
+    media = result.media
+    assert isinstance(media, AudioSocketCaller) and media.ended_by == "caller"
+    assert media.bot_closed_at is not None and media.bot_closed_at < talk_s + 1.0
+    assert media.received_frames[-1][0] <= media.bot_closed_at  # silence after that
+
+
+@pytest.mark.parametrize("version", ["20.14.0", "23.4.1"])
+async def test_a_host_that_closes_at_once_is_skipped_for_the_next(
+    version: str, tmp_path: Path
+) -> None:
+    """A host that accepts the connection and closes it at once (a server that is
+    stopping) did not take the call: the next host does, on every Asterisk."""
+    closing = TinyBot(decision=None, end="close", talk_s=0.0)
+    second = TinyBot(decision="raccrocher")
+    async with emulated_hosts([closing, second], tmp_path, version) as (pbx, _):
+        result = await pbx.call("3939", caller_number=NUMBER, timeout_s=30)
+    assert len(closing.calls) == 1 and len(second.calls) == 1
+    assert result.ending == "hangup" and result.variables["ALLO_DECISION"] == "raccrocher"
+
+
+@pytest.mark.parametrize("version", ["20.13.0", "23.4.1"])
+async def test_a_failing_host_on_any_asterisk_hands_over_to_the_next(
+    version: str, tmp_path: Path
+) -> None:
+    """Port closed on host 1, host 2 takes the call and its transfer is carried out."""
+    second = TinyBot(decision="transfert", reason="demande")
+    async with emulated_hosts([None, second], tmp_path, version) as (pbx, _):
+        result = await pbx.call("3939", caller_number=NUMBER, timeout_s=30)
+    assert len(media_targets(result)) == 2 and len(second.calls) == 1
+    assert result.ending == "queue" and result.variables["ALLO_HANDOFF_REASON"] == "demande"
+
+
+@pytest.mark.parametrize("version", OLDER + CURRENT)
+async def test_older_audiosocket_drops_the_callers_keys(version: str) -> None:
+    """Before 20.14 / 21.9 / 22.4 AudioSocket() does not forward DTMF: the bot never hears
+    the « 0 » (deploy/asterisk/README.md says which versions to run)."""
+    bot = TinyBot(decision="transfert", reason="dtmf", talk_s=1.0)
+
+    async def caller(media: Media) -> None:
+        await media.play_silence(0.2)
+        await media.send_dtmf("0")
+        await media.play_silence(5.0)
+
+    async with emulated_pbx(bot, asterisk_version=version) as (pbx, _):
+        await pbx.call("3939", caller_number=NUMBER, caller=caller, timeout_s=20)
+    assert bot.calls[0].digits == ("0" if version in CURRENT else "")
+
+
+def test_which_asterisk_releases_have_the_current_audiosocket() -> None:
+    assert [audiosocket_is_current(v) for v in OLDER] == [False] * len(OLDER)
+    assert [audiosocket_is_current(v) for v in CURRENT] == [True] * len(CURRENT)
+    assert audiosocket_is_current("20.14") and not audiosocket_is_current("19.8.0")
+    with pytest.raises(ValueError, match="not an Asterisk version"):
+        audiosocket_is_current("latest")
+    with pytest.raises(ValueError, match="not an Asterisk version"):
+        AmiEmulator(asterisk_version="twenty")
 
 
 async def test_one_host_by_default_down_means_the_queue() -> None:

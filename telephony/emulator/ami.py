@@ -10,8 +10,10 @@ What it does, as Asterisk does it:
 * ``Ping`` (``Ping: Pong`` and a timestamp), ``Setvar`` (``Variable Set``, ``No such
   channel``), ``Getvar``, ``Status`` (a list: ``Channel status will follow``, one ``Status``
   event per channel with the requested ``Variables``, ``StatusComplete``), ``Redirect``,
-  ``Hangup``, ``Logoff`` (``Goodbye``/``Thanks for all the fish.`` then close); an unknown
-  action gets ``Invalid/unknown command``;
+  ``Hangup``, ``CoreSettings`` (``AsteriskVersion``; ``Permission denied`` unless the
+  user's write classes include ``system`` or ``reporting``), ``Logoff``
+  (``Goodbye``/``Thanks for all the fish.`` then close); an unknown action gets
+  ``Invalid/unknown command``;
 * channel variables follow ``pbx_builtin_setvar_helper`` (main/pbx_variables.c): a name is
   stored with its ``_``/``__`` inheritance prefix, compared and read back without it, and
   setting ``X`` replaces ``__X`` (and the other way round); ``CALLERID(num)``/``(name)`` are
@@ -32,10 +34,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
+from telephony.audiosocket.versions import audiosocket_is_current
+
 AMI_VERSION = "13.0.0"
+# The Asterisk emulated unless told otherwise: the release the project tried by hand.
+DEFAULT_ASTERISK_VERSION = "23.4.1"
 EOL = "\r\n"
 
 
@@ -110,10 +116,19 @@ class AmiEmulator:
         secret: str = "secret-de-test",
         version: str = AMI_VERSION,
         auth_fail_delay_s: float = 0.0,
+        asterisk_version: str = DEFAULT_ASTERISK_VERSION,
+        write_classes: Collection[str] = ("call", "reporting"),
     ) -> None:
+        """``asterisk_version``: the Asterisk this is (CoreSettings says it; the emulated
+        dialplan's AudioSocket() behaves as it does). ``write_classes``: the user's
+        ``write =`` classes in manager.conf, checked for the actions that need more than
+        ``call``."""
+        audiosocket_is_current(asterisk_version)  # a bad version fails here, not mid-call
         self.username = username
         self.secret = secret
         self.version = version
+        self.asterisk_version = asterisk_version
+        self.write_classes = frozenset(write_classes)
         self.auth_fail_delay_s = auth_fail_delay_s
         self.channels: dict[str, EmulatedChannel] = {}
         self.actions: list[dict[str, str]] = []  # every message received, in order
@@ -263,6 +278,20 @@ class AmiEmulator:
             self._getvar(session, message, action_id)
         elif name == "status":
             self._status(session, message, action_id)
+        elif name == "coresettings":
+            # manager.c: registered with EVENT_FLAG_SYSTEM | EVENT_FLAG_REPORTING, and
+            # process_message runs an action when the user's write classes share one bit.
+            if not self.write_classes & {"system", "reporting", "all"}:
+                self._reply(session, action_id, "Error", "Permission denied")
+            else:
+                lines = [
+                    "Response: Success",
+                    *_id_line(action_id),
+                    f"AMIversion: {self.version}",
+                    f"AsteriskVersion: {self.asterisk_version}",
+                    "SystemName: ",
+                ]
+                self._write(session, lines)
         elif name in ("redirect", "hangup"):
             channel = self.channels.get(message.get("Channel", ""))
             if channel is None:

@@ -6,12 +6,16 @@ arrival time. Like Asterisk it refuses what the bot may not send:
 
 * a kind other than audio (``0x10``-``0x18``) or hangup (``0x00``), or an empty audio
   payload: Asterisk logs an error, hangs up the channel and closes the socket;
-* **no message from the bot for 2 s**: ``app_audiosocket`` waits at most 2,000 ms for
-  activity and then hangs up (the project measured on a real Asterisk 23 that the bot's
-  audio, silence included, is what keeps the call up, so the bot's side is what counts).
+* **2 s without a message either way**: ``app_audiosocket`` (since 20.14 / 21.9 / 22.4)
+  waits at most 2,000 ms for activity on the channel *or* the socket, then gives up. A
+  caller whose phone sends audio (silence included) keeps a silent bot's session up:
+  seen on a real Asterisk 20.14.0, where a bot that accepted and never answered held a
+  caller playing audio for over a minute. So the bot must keep sending (its silence
+  included) and a caller script that plays audio keeps the session up.
 
-When the bot sends ``0x00`` or closes the socket, Asterisk's dialplan continues (to the
-queue): ``ended_by`` says which. Only the standard library and the project's codec are
+When the bot sends ``0x00`` or closes the socket, Asterisk's dialplan continues:
+``ended_by`` says which (before 20.14 / 21.9 / 22.4 only ``0x00`` ends the session, see
+``eof_ends_session``). Only the standard library and the project's codec are
 used, so a benchmark can drive hundreds of these.
 """
 
@@ -56,10 +60,24 @@ class AudioSocketCaller:
     """One emulated call. ``received_frames`` holds ``(t, kind, payload)`` for every message."""
 
     def __init__(
-        self, *, rate: int = 8000, no_traffic_timeout_s: float | None = NO_TRAFFIC_TIMEOUT_S
+        self,
+        *,
+        rate: int = 8000,
+        no_traffic_timeout_s: float | None = NO_TRAFFIC_TIMEOUT_S,
+        forwards_dtmf: bool = True,
+        eof_ends_session: bool = True,
     ):
         self.rate = rate
         self.no_traffic_timeout_s = no_traffic_timeout_s
+        # app_audiosocket forwards the caller's keys (kind 0x03) only since 20.14 / 21.9 /
+        # 22.4; before, a key pressed during AudioSocket() never reaches the bot.
+        self.forwards_dtmf = forwards_dtmf
+        # Before those releases a socket closed without 0x00 reads as a null frame: the
+        # session goes on in silence until the caller hangs up (and Asterisk's loop spins on
+        # the readable socket: a core at 100 %, seen on a real 20.13.0). ``bot_closed_at``
+        # says when the bot's side closed.
+        self.eof_ends_session = eof_ends_session
+        self.bot_closed_at: float | None = None
         self.call_uuid = ""
         self.received: list[ReceivedMessage] = []
         self.violations: list[str] = []
@@ -71,6 +89,7 @@ class AudioSocketCaller:
         self._t0 = 0.0
         self._end_t: float | None = None
         self._last_rx = 0.0
+        self._last_tx = 0.0  # the caller's last message (Asterisk's channel side)
         self._ended = asyncio.Event()
         self._new_message = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -119,12 +138,14 @@ class AudioSocketCaller:
         """Bytes as they are, protocol or not."""
         if self._writer is None or self.ended:
             return
+        self._last_tx = asyncio.get_running_loop().time()
         self._writer.write(data)
         with contextlib.suppress(ConnectionError):
             await self._writer.drain()
 
     async def send_dtmf(self, digit: str) -> None:
-        await self.send_raw(encode_dtmf(digit))
+        if self.forwards_dtmf:
+            await self.send_raw(encode_dtmf(digit))
 
     async def play(self, pcm: bytes, realtime: bool = True) -> int:
         """Send caller audio (at ``self.rate``) as 20 ms messages; returns frames sent.
@@ -237,6 +258,9 @@ class AudioSocketCaller:
             except (ConnectionError, OSError):
                 data = b""
             if not data:
+                if not self.eof_ends_session:
+                    self.bot_closed_at = loop.time() - self._t0
+                    return  # nothing more will come; the call stays up, silent
                 self._finish("bot_close")
                 return
             now = loop.time()
@@ -264,10 +288,10 @@ class AudioSocketCaller:
         assert self.no_traffic_timeout_s is not None
         loop = asyncio.get_running_loop()
         while not self.ended:
-            silent_for = loop.time() - self._last_rx
+            silent_for = loop.time() - max(self._last_rx, self._last_tx)
             if silent_for > self.no_traffic_timeout_s:
                 self.violations.append(
-                    f"no message from the bot for {silent_for:.2f} s: Asterisk hangs up"
+                    f"no message either way for {silent_for:.2f} s: Asterisk hangs up"
                 )
                 self._finish("timeout")
                 return

@@ -16,6 +16,11 @@ from voicebot.call.context import CallContext, State
 from voicebot.call.playout import Playout
 from voicebot.core.interfaces import Handoff
 
+# Without a decision on the caller's channel, the dialplan (deploy/asterisk/extensions.conf)
+# tells a bot that took the call from a host that failed by the media session's length: more
+# than 3 s by EPOCH, which counts whole seconds. 4 s of call time is always more than that.
+TAKEN_SESSION_S = 4.0
+
 
 class Decisions:
     """Hand-off, hang-up, the caller's own hang-up, and the end of the media session."""
@@ -45,6 +50,8 @@ class Decisions:
             report.decisions.append("contexte non transmis (AMI indisponible)")
         ctx.book.publish("handoff", **handoff.as_dict(), context_delivered=delivered)
         report.channel_end = "queued"
+        if not delivered:
+            await self._outlast_a_failed_connection()
         await self.end_media()
 
     async def hang_up(self, decision: str) -> None:
@@ -124,6 +131,21 @@ class Decisions:
             return
         if number is not None:
             await ctx.book.record("set_caller", ctx.call_id, number)
+
+    async def _outlast_a_failed_connection(self) -> None:
+        """Keep an undecided media session up to TAKEN_SESSION_S of call time: ended sooner
+        (the caller pressed 0 during the greeting, AMI down), the dialplan would take it for
+        a host that never answered and offer the caller to the next one, greeting and all."""
+        ctx = self.ctx
+        if not ctx.transport.dialplan_continues:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TAKEN_SESSION_S  # bounded in real time, whatever the clock
+        while not ctx.hung_up.is_set() and (remaining := TAKEN_SESSION_S - ctx.clock()) > 0:
+            if loop.time() >= deadline:
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(ctx.hung_up.wait(), min(remaining, 0.1))
 
     async def _carry_out(self, decision: Awaitable[bool]) -> bool:
         """Await a CallControl decision, bounded: a slow AMI must not hold the caller."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import operator
 import re
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -427,6 +428,9 @@ def channel_expander(channel: EmulatedChannel, globals: Mapping[str, str]) -> Ex
             "PRIORITY": str(channel.priority),
             "CHANNEL": channel.name,
             "UNIQUEID": channel.uniqueid,
+            # pbx_variables.c: the wall clock in whole seconds (the dialplan times a media
+            # session with it).
+            "EPOCH": str(int(time.time())),
         }
         if name in builtins:
             return builtins[name]

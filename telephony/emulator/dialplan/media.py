@@ -10,9 +10,10 @@ from collections.abc import Mapping
 
 from websockets.exceptions import WebSocketException
 
+from telephony.audiosocket.versions import audiosocket_is_current
 from telephony.chan_websocket.codec import JSON_FORMAT, PLAIN_TEXT, SLIN_FORMAT_RATES
-from telephony.emulator.ami import AmiEmulator
-from telephony.emulator.audiosocket import AudioSocketCaller
+from telephony.emulator.ami import DEFAULT_ASTERISK_VERSION, AmiEmulator
+from telephony.emulator.audiosocket import NO_TRAFFIC_TIMEOUT_S, AudioSocketCaller
 from telephony.emulator.chan_websocket import ChanWebSocketPeer
 from telephony.emulator.dialplan.common import Call, DialplanError, Media
 from telephony.emulator.dialplan.expand import parse_options, separate_args, uri_verify_encoded
@@ -36,8 +37,10 @@ class MediaLegs:
         websocket_connect_timeout_s: float,
         websocket_clients: dict[str, dict[str, str]] | None,
         websocket_uris: Mapping[str, str] | None = None,
+        asterisk_version: str = DEFAULT_ASTERISK_VERSION,
     ) -> None:
         self.ami = ami
+        self.audiosocket_current = audiosocket_is_current(asterisk_version)
         self.websocket_uri = websocket_uri
         self.websocket_uris = dict(websocket_uris or {})
         self.websocket_connect_timeout_s = websocket_connect_timeout_s
@@ -46,15 +49,23 @@ class MediaLegs:
     async def audiosocket(self, call: Call, args: str, where: str) -> int:
         """app_audiosocket.c ``audiosocket_exec``/``audiosocket_run``: -1 when the UUID is
         invalid, the channel is not answered, the bot is unreachable or silent for 2 s (the
-        AudioSocketCaller enforces that) or breaks the protocol; 0 when the bot sends the
-        hangup kind or closes the socket."""
+        AudioSocketCaller enforces that) or breaks the protocol; when the bot sends the
+        hangup kind or closes the socket, 0 since 20.14 / 21.9 / 22.4; before, -1 on the
+        hangup kind, and a closed socket does not end the session at all."""
         parts = separate_args(args, max_args=2)
         call_id = parts[0] if parts else ""
         server = parts[1] if len(parts) > 1 else ""
         if not re.fullmatch(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}", call_id):
             return -1  # uuid_parse refuses it
         host, port = _host_port(server)
-        media = AudioSocketCaller()
+        # Before those releases the receive loop also waited without a timeout (ms = -1),
+        # and read a closed socket as a null frame: a bot that accepts and never speaks, or
+        # closes without 0x00 (a host killed mid-call), holds the caller until they hang up.
+        media = AudioSocketCaller(
+            forwards_dtmf=self.audiosocket_current,
+            no_traffic_timeout_s=NO_TRAFFIC_TIMEOUT_S if self.audiosocket_current else None,
+            eof_ends_session=self.audiosocket_current,
+        )
         call.media = media
         if host is None:
             return -1
@@ -70,7 +81,7 @@ class MediaLegs:
         except (OSError, asyncio.TimeoutError):
             return -1
         how = await self._converse(call, media)
-        if how in ("bot_hangup", "bot_close"):
+        if how in ("bot_hangup", "bot_close") and self.audiosocket_current:
             return 0
         return -1
 

@@ -60,7 +60,8 @@ class EmulatedPbx:
     ) -> None:
         """``websocket_uri`` replaces the URI of every websocket_client.conf connection (the
         test's bot port); ``websocket_uris`` that of some connections by name (several bot
-        hosts), before ``websocket_uri``."""
+        hosts), before ``websocket_uri``. The Asterisk emulated where versions differ (how
+        AudioSocket() ends, whether it forwards keys) is ``ami.asterisk_version``."""
         self.ami = ami
         self.extensions = extensions
         self.dialplan = Dialplan.load(extensions)
@@ -153,5 +154,6 @@ class EmulatedPbx:
                 websocket_uris=self.websocket_uris,
                 websocket_connect_timeout_s=self.websocket_connect_timeout_s,
                 websocket_clients=self._websocket_clients,
+                asterisk_version=self.ami.asterisk_version,
             ),
         )
