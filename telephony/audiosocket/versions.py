@@ -1,18 +1,21 @@
 """Which Asterisk releases have which ``AudioSocket()``.
 
-Two behaviours of apps/app_audiosocket.c changed in 2025 ("audiosocket: fix timeout, fix
+Three behaviours of apps/app_audiosocket.c changed in 2025 ("audiosocket: fix timeout, fix
 dialplan app exit" and "audiosocket: added support for DTMF frames"), read in Asterisk's
-source at the tags 18.26.4, 20.13.0/20.14.0, 21.8.0/21.9.0 and 22.3.0/22.4.0:
+source at the tags 18.26.4, 20.13.0/20.14.0, 21.8.0/21.9.0 and 22.3.0/22.4.0, and seen on
+real 20.13.0 and 20.14.0 builds:
 
-* how it ends: since those releases, 0 when the bot sends the hangup kind or closes the
-  socket; before, -1 for every end (``TRYSTATUS=FAILED`` under ``TryExec``), and no timeout
-  when neither side sends anything;
+* the bot's hangup kind: since those releases ``AudioSocket()`` returns 0; before, -1
+  (``TRYSTATUS=FAILED`` under ``TryExec``);
+* a socket closed without the hangup kind (a host killed mid-call): since those releases,
+  0; before, it reads as a null frame and the session never ends (the caller waits in
+  silence until they hang up), and there is no timeout when neither side sends anything;
 * the caller's keys: since those releases they reach the bot (kind ``0x03``); before, a key
   pressed during ``AudioSocket()`` is dropped.
 
-The dialplan does not depend on the first (deploy/asterisk/extensions.conf); the second
-takes the « tapez 0 » the greeting promises away from AudioSocket callers, so the bot warns
-when it meets such an Asterisk (telephony/ami.py) and the emulator can be either.
+The dialplan does not depend on the first (deploy/asterisk/extensions.conf); nothing can
+mend the other two on an older Asterisk, so the bot warns when it meets one
+(telephony/ami.py), and the emulator can be either.
 """
 
 from __future__ import annotations

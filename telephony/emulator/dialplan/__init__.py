@@ -21,8 +21,8 @@ passing them by accident.
   ``include =>``; ``;`` comments (``\\;`` is a literal ``;``). Pattern extensions, templates,
   ``#include`` and block comments are refused.
 * Substitution (main/pbx_variables.c ``ast_str_substitute_variables_full2``): ``${VAR}``,
-  ``${VAR:offset:length}``, the built-in ``EPOCH``, nested ``${FUNC(${...})}`` with ``UUID()``, ``CALLERID(num|name)``,
-  ``URIENCODE()``, ``FILTER()``, ``GLOBAL()``, variable names built by substitution
+  ``${VAR:offset:length}``, the built-in ``EPOCH``, nested ``${FUNC(${...})}`` with
+  ``UUID()``, ``CALLERID(num|name)``, ``URIENCODE()``, ``FILTER()``, ``GLOBAL()``, variable names built by substitution
   (``${HOST_${N}}``, ``${HOST_$[${N} + 1]}``: the inner part first, then the lookup), and
   ``$[...]`` expressions (main/ast_expr2.y: quoted strings keep their quotes, comparisons are
   numeric only between numbers; ``= == != < > <= >= & | + - * %``, arithmetic on whole
@@ -33,7 +33,8 @@ passing them by accident.
   ``While``/``EndWhile``/``ExitWhile``/``ContinueWhile`` (apps/app_while.c, with its
   ``WHILE_<n>`` channel variables), ``Hangup``, ``AudioSocket`` (apps/app_audiosocket.c, run by an
   ``AudioSocketCaller``; how it ends and whether it forwards keys depend on the emulated
-  ``AmiEmulator.asterisk_version``, see telephony/audiosocket/versions.py), ``Dial(WebSocket/...)`` (apps/app_dial.c with
+  ``AmiEmulator.asterisk_version``, see telephony/audiosocket/versions.py),
+  ``Dial(WebSocket/...)`` (apps/app_dial.c with
   channels/chan_websocket.c, run by a ``ChanWebSocketPeer``), ``Queue`` (apps/app_queue.c:
   the emulation stops there, no agent is emulated, but the ``b()`` pre-dial handler runs on
   an emulated operator's channel to record the SIP headers it adds), and ``Return`` in that
