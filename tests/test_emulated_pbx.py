@@ -29,6 +29,7 @@ from telephony.audiosocket.codec import (
     encode_audio,
     encode_hangup,
 )
+from telephony.audiosocket.versions import audiosocket_is_current
 from telephony.emulator import AmiEmulator, AudioSocketCaller, ChanWebSocketPeer
 from telephony.emulator.ami import DEFAULT_ASTERISK_VERSION
 from telephony.emulator.dialplan import (
@@ -38,7 +39,6 @@ from telephony.emulator.dialplan import (
     Media,
     Step,
     UnsupportedApplication,
-    audiosocket_is_current,
     evaluate_expression,
     separate_args,
     uri_encode,

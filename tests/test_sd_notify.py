@@ -51,7 +51,7 @@ def wait_for(received: list[tuple[float, str]], count: int) -> None:
 
 def test_without_systemd_nothing_is_sent() -> None:
     notifier = ServiceNotifier({})
-    assert not notifier.active and notifier.watchdog_s is None
+    assert notifier.address == "" and notifier.watchdog_s is None
     assert notifier.ready("prêt") is False and notifier.stopping() is False
     asyncio.run(asyncio.wait_for(notifier.keep_alive(), 1.0))  # returns at once
 

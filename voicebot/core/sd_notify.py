@@ -34,10 +34,6 @@ class ServiceNotifier:
         self.address = "\0" + address[1:] if address.startswith("@") else address
         self.watchdog_s = _watchdog_period_s(env)
 
-    @property
-    def active(self) -> bool:
-        return bool(self.address)
-
     def notify(self, *fields: str) -> bool:
         """Send ``fields`` (``KEY=value``) as one message; False when not under systemd or
         when the message could not be sent (logged: it must never stop the bot)."""

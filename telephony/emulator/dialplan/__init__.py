@@ -49,7 +49,6 @@ substitution and expressions, ``apps`` runs the dialplan and its applications (`
 what they share.
 """
 
-from telephony.audiosocket.versions import audiosocket_is_current
 from telephony.emulator.dialplan.apps import Interpreter
 from telephony.emulator.dialplan.common import (
     CallerScript,
@@ -90,7 +89,6 @@ __all__ = [
     "QueueEntry",
     "Step",
     "UnsupportedApplication",
-    "audiosocket_is_current",
     "channel_expander",
     "check_condition",
     "evaluate_expression",
