@@ -33,7 +33,11 @@ from voicebot.core.logs import call_logger, redact_numbers
 from voicebot.core.loop_thread import LoopThread
 from voicebot.dialogue.knowledge import KnowledgeBase, entity_values
 from voicebot.dialogue.model_store import MODEL_PREFIX, read_version
-from voicebot.dialogue.rasa_runtime import install_fast_model_load, quiet_rasa
+from voicebot.dialogue.rasa_runtime import (
+    install_fast_event_lookup,
+    install_fast_model_load,
+    quiet_rasa,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,7 @@ def load_agent(
         raise ModelError(f"no Rasa model at {model}")
     quiet_rasa()
     install_fast_model_load()
+    install_fast_event_lookup()
     from rasa.core.agent import Agent
 
     try:

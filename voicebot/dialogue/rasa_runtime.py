@@ -115,3 +115,42 @@ def _trace_prediction(model: Any, predict_data_example: Any) -> None:
         log.info("Rasa model: prediction graph traced with AutoGraph", exc_info=True)
         model._tf_predict_step = None
         model.run_inference(predict_data_example)
+
+
+def install_fast_event_lookup() -> None:
+    """Make Rasa find an event's class by its name without walking every Event subclass.
+
+    Rasa's ``Event.resolve_by_type`` lists all the subclasses of ``Event`` (recursively, with
+    ``inspect.isabstract`` on each) for every event it deserialises, and the in-memory tracker
+    store deserialises the call's whole tracker at every turn: that walk was ~9 % of a turn's
+    CPU (py-spy, `python -m voicebot.tools.dialogue_speed`), all of it holding the GIL that
+    the calls' audio loop needs. Here a name is looked up in a table made by the same walk,
+    first match kept as Rasa's loop keeps it (event names are unique in Rasa); a name not in
+    the table (an event class defined since) remakes it once, and a name no class has goes
+    Rasa's way (``topic`` → None, the default, or ValueError). Idempotent; affects only this
+    process."""
+    from rasa.shared.core.events import Event
+    from rasa.shared.utils.common import all_subclasses
+
+    if getattr(Event.resolve_by_type, "fast_lookup", False):
+        return
+    rasa_resolve = Event.resolve_by_type
+    # Replaced whole, never changed: Rasa's loop thread and a loading thread may read it at once.
+    table: dict[str, type[Event]] = {}
+
+    def fast_resolve(type_name: str, default: type[Event] | None = None) -> type[Event] | None:
+        nonlocal table
+        found = table.get(type_name)
+        if found is None:
+            fresh: dict[str, type[Event]] = {}
+            for cls in all_subclasses(Event):
+                fresh.setdefault(cls.type_name, cls)
+            table = fresh
+            found = fresh.get(type_name)
+        if found is not None:
+            return found
+        return rasa_resolve(type_name, default)  # type: ignore[no-any-return]
+
+    fast_resolve.fast_lookup = True  # type: ignore[attr-defined]
+    fast_resolve.rasa_resolve = rasa_resolve  # type: ignore[attr-defined]  # for the test
+    Event.resolve_by_type = staticmethod(fast_resolve)  # type: ignore[method-assign,assignment]

