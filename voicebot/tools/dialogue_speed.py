@@ -5,8 +5,9 @@ The server runs Rasa on a thread of its own, in the process whose event loop pac
 call's audio, one frame every 20 ms (voicebot/call/playout.py). Rasa's NLU, policies,
 actions and tracker store are Python: while they run, the loop gets the GIL back only at the
 interpreter's switch interval, or later when a C call (JSON encoding, TensorFlow) holds it.
-At twelve calls every late audio frame of the bench's runs of 2026-12-03 afternoon fell
-while some call was in its dialogue stage (docs/benchmarks.md).
+In the bench's twelve-call runs of 2026-12-03 afternoon, all 8 late audio frames of the
+fastest run fell while some call was in its dialogue stage, and 9-63 of 23-87 in the others
+(docs/benchmarks.md).
 
 Measured through the same ``RasaDialogue`` methods as a call uses, from an asyncio loop as
 the server does, on the bench callers' sentences (voicebot/tools/bench/script.py) with
