@@ -77,7 +77,7 @@ def process_metrics(settings: Settings, runtime: Runtime) -> Metrics:
     from voicebot.dialogue.training import latest_model
 
     services = runtime.services
-    brain = getattr(services.dialogue, "brain", None)
+    brain = getattr(services.dialogue, "brain_info", None)
     models = ModelVersions.describe(
         services.asr,
         runtime.asr_description,
@@ -95,9 +95,10 @@ def start_live_reload(settings: Settings, server: PhoneServer, metrics: Metrics 
     and its ``last`` outcome; the metrics show the new model after a swap."""
     from voicebot.dialogue.agent import RasaDialogue
     from voicebot.dialogue.live_reload import LiveReloader
+    from voicebot.dialogue.process import DialogueProcess
 
     dialogue = server.runtime.services.dialogue
-    if not isinstance(dialogue, RasaDialogue):
+    if not isinstance(dialogue, (RasaDialogue, DialogueProcess)):
         return  # a test's stand-in dialogue: nothing to reload
     reloader = LiveReloader(dialogue, settings, prerender=server.runtime.prerender)
     if metrics is not None:

@@ -23,6 +23,7 @@ from voicebot.core.stages import StageTimes
 
 if TYPE_CHECKING:
     from voicebot.dialogue.agent import RasaDialogue
+    from voicebot.dialogue.process import DialogueProcess
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,12 @@ class Runtime:
         await self.warm_asr()
 
     def close(self) -> None:
-        # The dialogue stays: one per process, shared by every runtime built on it (its Rasa
+        # A dialogue process stops with the runtime that started it. A dialogue in this
+        # process stays: one per process, shared by every runtime built on it (its Rasa
         # thread is a daemon and goes with the process).
+        close_dialogue = getattr(self.services.dialogue, "close", None)
+        if close_dialogue is not None:
+            close_dialogue()
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self.services.vad_executor is not None:
             self.services.vad_executor.shutdown(wait=False, cancel_futures=True)
@@ -116,9 +121,9 @@ def make_executor(settings: Settings) -> EnginePool:
 def load_runtime(settings: Settings, hub: CallHub | None = None, with_asr: bool = True) -> Runtime:
     """Load engines and the dialogue. Raises ModelError/KnowledgeBaseError with the fix.
 
-    The dialogue (Rasa and TensorFlow: the longest) loads on a worker thread while this one
-    loads the speech models: their native parts (Vosk, CTranslate2, ONNX) release the GIL,
-    so the two overlap instead of adding up."""
+    The dialogue (Rasa and TensorFlow: the longest) loads while this thread loads the speech
+    models: in its own process (``dialogue.own_process``), or else on a worker thread (the
+    speech models' native parts release the GIL), so the two overlap instead of adding up."""
     from voicebot.speech.engines import import_speech_libraries, load_engines
 
     started = time.perf_counter()
@@ -130,7 +135,7 @@ def load_runtime(settings: Settings, hub: CallHub | None = None, with_asr: bool 
     try:
         engines = load_engines(settings, executor)
     except BaseException:
-        # the dialogue's thread finishes its load and is dropped; the error is the engines'
+        # the dialogue finishes its load and is dropped; the error is the engines'
         executor.shutdown(wait=False, cancel_futures=True)
         raise
     dialogue = dialogue_load.result()
@@ -157,8 +162,17 @@ def load_runtime(settings: Settings, hub: CallHub | None = None, with_asr: bool 
     )
 
 
-def _load_dialogue(settings: Settings, stages: StageTimes) -> RasaDialogue:
+def _load_dialogue(settings: Settings, stages: StageTimes) -> RasaDialogue | DialogueProcess:
     """Rasa's import (TensorFlow's start-up) and the dialogue's load, timed apart."""
+    if settings.dialogue.own_process:
+        from voicebot.dialogue.process import DialogueProcess
+
+        process = DialogueProcess.start(settings, logging.getLevelName(logging.getLogger().level))
+        process.wait_ready()
+        for stage, seconds in process.stages.items():
+            stages.add(stage, seconds)
+        return process
+
     from voicebot.dialogue.agent import RasaDialogue
     from voicebot.dialogue.rasa_runtime import preload_rasa
 

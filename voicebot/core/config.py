@@ -274,6 +274,10 @@ class DialogueSettings:
     # a confidence below the fallback threshold plus this margin (besides those it did not
     # understand at all): a guess barely above the threshold is worth a trainer's look.
     review_confidence_margin: float = 0.15
+    # Rasa answers from a process of its own (voicebot.dialogue.process): its ~20 ms of
+    # Python per turn then never holds the calls' audio loop. False: in the calls' process
+    # (one process less, ~1 GB; for a machine that takes few calls).
+    own_process: bool = True
 
     def validate(self) -> None:
         if not 0 <= self.gate_max_f1_drop <= 100:

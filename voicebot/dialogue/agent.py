@@ -16,11 +16,14 @@ structured ``Handoff`` for the operator) or ``end_call`` (the caller said goodby
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
+import gc
 import logging
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,7 @@ from voicebot.core.french import spoken_words
 from voicebot.core.interfaces import BotReply, Handoff, Understanding
 from voicebot.core.logs import call_logger, redact_numbers
 from voicebot.core.loop_thread import LoopThread
-from voicebot.dialogue.knowledge import KnowledgeBase, entity_values
+from voicebot.dialogue.knowledge import KnowledgeBase, entity_values, find_prompt
 from voicebot.dialogue.model_store import MODEL_PREFIX, read_version
 from voicebot.dialogue.rasa_runtime import (
     install_fast_event_lookup,
@@ -130,6 +133,27 @@ _READ_BY = "voicebot_model_version"
 
 
 @dataclass(frozen=True)
+class BrainInfo:
+    """What the rest of the server knows of a brain, without its Rasa agent (so that it can
+    cross from the dialogue's process to the calls' one): which model, and every fixed text
+    it may say (the prompts, for a call whose dialogue failed; all texts, for the voice's
+    pre-rendering)."""
+
+    model: Path
+    model_version: str
+    loaded_s: float
+    prompts: Mapping[str, str]
+    texts: tuple[str, ...]
+
+    @property
+    def log_name(self) -> str:
+        return version_log_name(self.model_version)
+
+    def prompt(self, name: str) -> str:
+        return find_prompt(self.prompts, name)
+
+
+@dataclass(frozen=True)
 class DialogueBrain:
     """What answers the calls at one time: a Rasa agent on one model, the knowledge base its
     actions answer from, and that model's version. Never changed: replaced whole."""
@@ -141,10 +165,24 @@ class DialogueBrain:
     loaded_s: float  # how long loading it took
 
     @property
+    def info(self) -> BrainInfo:
+        return BrainInfo(
+            model=self.model,
+            model_version=self.model_version,
+            loaded_s=self.loaded_s,
+            prompts=dict(self.kb.prompts),
+            texts=tuple(self.kb.texts()),
+        )
+
+    @property
     def log_name(self) -> str:
-        """The version as logs can show it: a bare ``20261202-141339-…`` reads as a phone
-        number to the log redaction (voicebot.core.logs), ``allonantes-20261202-…`` does not."""
-        return MODEL_PREFIX + self.model_version
+        return version_log_name(self.model_version)
+
+
+def version_log_name(version: str) -> str:
+    """A model version as logs can show it: a bare ``20261202-141339-…`` reads as a phone
+    number to the log redaction (voicebot.core.logs), ``allonantes-20261202-…`` does not."""
+    return MODEL_PREFIX + version
 
 
 class Conversations:
@@ -277,6 +315,32 @@ class RasaDialogue:
     @property
     def model_version(self) -> str:
         return self._brain.model_version
+
+    @property
+    def brain_info(self) -> BrainInfo:
+        return self._brain.info
+
+    async def reload_brain(self, model_too: bool) -> BrainInfo:
+        """A new brain from the files as they are now, loaded in a thread (never on a loop
+        that answers turns) and put in service; returns it. Raises ModelError or
+        KnowledgeBaseError and keeps the brain in service. One at a time: the caller's
+        (voicebot.dialogue.live_reload.LiveReloader) lock."""
+        brain = await asyncio.to_thread(self._load_brain, model_too)
+        self.swap(brain)
+        return brain.info
+
+    def _load_brain(self, model_too: bool) -> DialogueBrain:
+        """A knowledge-base change keeps the model in service (no load, nothing kept in
+        memory). A new model is put out of the garbage collector's sight, like everything
+        loaded at start-up (voicebot.call.runtime.settle_heap): full collections walking its
+        objects would stop the process's other threads for tens of milliseconds;
+        ``gc.freeze`` alone walks nothing. The price: the model it replaces stays in memory
+        (~115 MB measured) until the next restart."""
+        if not model_too:
+            return with_new_knowledge(self._brain, self.settings)
+        brain = load_brain(self.settings, self.conversations)
+        gc.freeze()
+        return brain
 
     @property
     def agent(self) -> Any:

@@ -105,10 +105,7 @@ class KnowledgeBase:
         return self.entries.get(topic)
 
     def prompt(self, name: str) -> str:
-        try:
-            return self.prompts[name]
-        except KeyError:
-            raise KeyError(f"unknown prompt {name!r} (nlu/prompts.yml)") from None
+        return find_prompt(self.prompts, name)
 
     def texts(self) -> list[str]:
         """Every fixed sentence the bot can say (prompts, answers, variants), once each."""
@@ -358,3 +355,11 @@ def entity_values(nlu_dir: Path) -> dict[str, set[str]]:
         entity: {synonyms.get(value.lower(), value) for value in values}
         for entity, values in lookups.items()
     }
+
+
+def find_prompt(prompts: Mapping[str, str], name: str) -> str:
+    """The prompt ``name``, or a KeyError that names the file to look in."""
+    try:
+        return prompts[name]
+    except KeyError:
+        raise KeyError(f"unknown prompt {name!r} (nlu/prompts.yml)") from None

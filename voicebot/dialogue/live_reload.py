@@ -5,7 +5,8 @@ model (``nlu/models/fingerprint.json``, written last when ``voicebot train`` let
 and the newest archive's name), the knowledge files and the prompts (``stat()`` only: size and
 modification time). When they changed and stayed still for one more look (a trainer saving
 several files, a model being moved in), it makes a new ``DialogueBrain`` in a thread of its
-own, never on the calls' event loop, and swaps it in: the turns in progress finish on the old
+own, never on a loop that answers turns, and swaps it in (in the dialogue's process when it
+runs in one, voicebot.dialogue.process): the turns in progress finish on the old
 brain, the next ones use the new one. A knowledge-base or prompts change keeps the model in
 service (milliseconds); a new model is loaded (seconds). ``reload()`` does the same on demand
 (SIGHUP, the console): with nothing changed, it loads everything again. One reload at a
@@ -26,18 +27,17 @@ the prompts are watched and swapped (the brain reloads the same model file).
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from voicebot.core.config import Settings
 from voicebot.core.errors import KnowledgeBaseError, ModelError
-from voicebot.dialogue.agent import DialogueBrain, RasaDialogue, load_brain, with_new_knowledge
+from voicebot.dialogue.agent import BrainInfo
 from voicebot.dialogue.model_store import FINGERPRINT_FILE, models_dir
 
 log = logging.getLogger(__name__)
@@ -112,14 +112,28 @@ class ReloadStatus:
         }
 
 
+class ReloadableDialogue(Protocol):
+    """A dialogue whose brain can be replaced while calls go on: Rasa in this process
+    (voicebot.dialogue.agent.RasaDialogue) or in a process of its own
+    (voicebot.dialogue.process.DialogueProcess)."""
+
+    @property
+    def model_version(self) -> str: ...
+
+    @property
+    def brain_info(self) -> BrainInfo: ...
+
+    async def reload_brain(self, model_too: bool) -> BrainInfo: ...
+
+
 @dataclass
 class LiveReloader:
     """Watches the dialogue's files and swaps a freshly loaded brain in when they change."""
 
-    dialogue: RasaDialogue
+    dialogue: ReloadableDialogue
     settings: Settings
     prerender: Callable[[], Awaitable[int]] | None = None
-    on_swap: list[Callable[[DialogueBrain], None]] = field(default_factory=list)
+    on_swap: list[Callable[[BrainInfo], None]] = field(default_factory=list)
     interval_s: float = WATCH_INTERVAL_S
     last: ReloadStatus | None = None
     _handled: SourceStamp | None = None
@@ -170,8 +184,9 @@ class LiveReloader:
             # a new model, or a forced reload of one that may change: load the model too
             model_too = not self.settings.dialogue.model and (MODEL in changed or not changed)
             started = time.perf_counter()
+            old = self.dialogue.brain_info
             try:
-                brain = await loop.run_in_executor(self._executor, self._load, model_too)
+                brain = await self.dialogue.reload_brain(model_too)
             except KnowledgeBaseError as exc:  # already in French, with file, line and field
                 return self._refused(trigger, changed, stamp, str(exc))
             except ModelError as exc:
@@ -181,13 +196,12 @@ class LiveReloader:
             except Exception as exc:  # Rasa and TensorFlow raise many kinds
                 log.exception("reload: unexpected failure")
                 return self._refused(trigger, changed, stamp, f"erreur inattendue ({exc})")
-            old = self.dialogue.swap(brain)
             self._handled = stamp
             for listener in self.on_swap:
                 listener(brain)
             load_s = time.perf_counter() - started
             log.info(
-                "model %s in service (%s; %s): loaded in %.1f s off the calls' loop, swapped "
+                "model %s in service (%s; %s): loaded in %.1f s off the turns' loop, swapped "
                 "for %s; calls in progress go on",
                 brain.log_name,
                 trigger,
@@ -210,20 +224,6 @@ class LiveReloader:
 
     # --- internals ----------------------------------------------------------------------
 
-    def _load(self, model_too: bool) -> DialogueBrain:
-        """In the reload thread: the new brain. A knowledge-base change keeps the model in
-        service (no load, nothing kept in memory). A new model is put out of the garbage
-        collector's sight, like everything loaded at start-up
-        (voicebot.call.runtime.settle_heap): full collections walking its objects would stop
-        every call's audio for tens of milliseconds; ``gc.freeze`` alone walks nothing. The
-        price: the model it replaces stays in memory (~115 MB measured) until the next
-        restart."""
-        if not model_too:
-            return with_new_knowledge(self.dialogue.brain, self.settings)
-        brain = load_brain(self.settings, self.dialogue.conversations)
-        gc.freeze()
-        return brain
-
     def _refused(
         self, trigger: str, changed: tuple[str, ...], stamp: SourceStamp, error: str
     ) -> ReloadStatus:
@@ -234,7 +234,7 @@ class LiveReloader:
             trigger,
             ", ".join(changed) or "forced",
             error,
-            self.dialogue.brain.log_name,
+            self.dialogue.brain_info.log_name,
         )
         self._handled = stamp  # not tried again until the files change again
         self.last = self._status(
