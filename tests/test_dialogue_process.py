@@ -23,6 +23,7 @@ from voicebot.core.errors import ModelError
 from voicebot.dialogue.agent import BrainInfo, RasaDialogue
 from voicebot.dialogue.live_reload import LiveReloader
 from voicebot.dialogue.process import DialogueProcess, DialogueUnavailable
+from voicebot.tools.dialogue_speed import measure_dialogue
 
 pytestmark = pytest.mark.slow
 
@@ -151,6 +152,18 @@ def test_a_model_that_cannot_load_stops_the_start_with_its_reason(
     with pytest.raises(ModelError, match="allonantes-damaged"):
         process.wait_ready(START_TIMEOUT_S)
     assert not process.ready
+
+
+def test_the_calls_process_pays_a_fraction_of_a_turn(
+    dialogue_process: DialogueProcess, rasa_dialogue: RasaDialogue
+) -> None:
+    """CPU time, not wall time (the same on a busy machine): what a turn costs the process
+    that paces the calls' audio, with Rasa there and with Rasa in its own process."""
+    turn = "turn with its own parse (turn)"
+    here = {cost.name: cost for cost in measure_dialogue(rasa_dialogue, 0.5, 3)}[turn]
+    there = {cost.name: cost for cost in measure_dialogue(dialogue_process, 0.5, 3)}[turn]
+    assert here.operations >= 1 and there.operations >= 1
+    assert there.cpu_ms < here.cpu_ms / 2, (there, here)
 
 
 # --- a call whose dialogue process dies ---------------------------------------------------

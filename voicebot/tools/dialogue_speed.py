@@ -1,8 +1,9 @@
 """``python -m voicebot.tools.dialogue_speed``: what the dialogue (Rasa) costs per turn, and
 how long it keeps the calls' audio loop waiting for the GIL.
 
-The server runs Rasa on a thread of its own, in the process whose event loop paces every
-call's audio, one frame every 20 ms (voicebot/call/playout.py). Rasa's NLU, policies,
+With ``dialogue.own_process`` false, the server runs Rasa on a thread of its own, in the
+process whose event loop paces every call's audio, one frame every 20 ms
+(voicebot/call/playout.py). Rasa's NLU, policies,
 actions and tracker store are Python: while they run, the loop gets the GIL back only at the
 interpreter's switch interval, or later when a C call (JSON encoding, TensorFlow) holds it.
 In the bench's twelve-call runs of 2026-12-03 afternoon, all 8 late audio frames of the
@@ -15,6 +16,9 @@ their trackers kept as long as a bench call's (``--turns-per-call``):
 
 - **CPU per operation**: the process's CPU time divided by the operations, Rasa's thread,
   TensorFlow's and the loop's hand-offs included (mean of ``--seconds`` of operations);
+  with ``--own-process``, Rasa runs in its own process as the server runs it by default
+  (voicebot.dialogue.process) and this is what is left in the calls' process: the requests
+  and answers through the pipe;
 - **beside it** (voicebot/tools/gil_probe.py): a thread that sleeps 1 ms in a loop, its
   wake-ups per second and its longest gap, against the same thread beside an idle loop.
 """
@@ -134,11 +138,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--turns-per-call", type=int, default=8, help="turns before a call's tracker is dropped"
     )
+    parser.add_argument(
+        "--own-process",
+        action="store_true",
+        help="Rasa in a process of its own, as `voicebot serve` runs it by default",
+    )
     args = parser.parse_args(argv)
-    from voicebot.dialogue.agent import RasaDialogue
+    settings = load_settings()
+    dialogue: Any
+    if args.own_process:
+        from voicebot.dialogue.process import DialogueProcess
 
-    dialogue = RasaDialogue.load(load_settings())
-    print(f"dialogue: Rasa model {dialogue.model_version}")
+        dialogue = DialogueProcess.start(settings, "WARNING")
+        dialogue.wait_ready()
+        where = "in its own process; CPU below: the calls' process's share"
+    else:
+        from voicebot.dialogue.agent import RasaDialogue
+
+        dialogue = RasaDialogue.load(settings)
+        where = "in this process"
+    print(f"dialogue: Rasa model {dialogue.model_version}, {where}")
     for cost in measure_dialogue(dialogue, args.seconds, args.turns_per_call):
         print(
             f"{cost.name}: {cost.cpu_ms:.1f} ms of CPU, {cost.wall_ms:.1f} ms per "
@@ -146,6 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{cost.beside.wake_ups_per_s:.0f} wake-ups/s, longest gap "
             f"{cost.beside.longest_gap_ms:.1f} ms"
         )
+    close = getattr(dialogue, "close", None)
+    if close is not None:
+        close()
     return 0
 
 
