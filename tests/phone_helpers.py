@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+from telephony.emulator import AmiEmulator, EmulatedPbx
 from voicebot.call.runtime import Runtime
 from voicebot.call.server import PhoneServer, start_phone_server
 from voicebot.core.interfaces import BotReply
@@ -49,6 +51,40 @@ async def phone_server(
             await server.call_control.close()
         if server.records is not None:
             await server.records.close()
+
+
+EXTENSIONS = Path(__file__).resolve().parent.parent / "deploy" / "asterisk" / "extensions.conf"
+AMI_SECRET = "s3cret-de-test"
+
+
+@contextlib.asynccontextmanager
+async def switchboard(
+    runtime: Runtime, *, ami_up: bool = True, **server_options: Any
+) -> AsyncIterator[tuple[EmulatedPbx, PhoneServer]]:
+    """A phone server behind the emulated Asterisk running our own dialplan, with AMI (down
+    when ``ami_up`` is false); ``server_options`` as phone_server's."""
+    ami = AmiEmulator(secret=AMI_SECRET)
+    port = await ami.start()
+    if not ami_up:
+        await ami.stop()  # Asterisk's manager is down: nothing listens there any more
+    try:
+        async with phone_server(
+            runtime, host="127.0.0.1", port=port, secret=AMI_SECRET, **server_options
+        ) as server:
+            if ami_up:
+                assert server.call_control is not None
+                assert await server.call_control.wait_connected(5.0)
+            yield (
+                EmulatedPbx(
+                    ami=ami,
+                    extensions=EXTENSIONS,
+                    globals_override={"ALLO_AUDIOSOCKET_1": f"127.0.0.1:{server.audiosocket_port}"},
+                    websocket_uri=f"ws://127.0.0.1:{server.websocket_port}",
+                ),
+                server,
+            )
+    finally:
+        await ami.stop()
 
 
 class BrokenDialogue:

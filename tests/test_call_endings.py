@@ -10,24 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
 
-from telephony.emulator import AmiEmulator, AudioSocketCaller, ChanWebSocketPeer, EmulatedPbx
+from telephony.emulator import AudioSocketCaller, ChanWebSocketPeer, EmulatedPbx
 from telephony.emulator.dialplan import CallResult
-from tests.phone_helpers import BrokenDialogue, phone_server
+from tests.phone_helpers import BrokenDialogue
+from tests.phone_helpers import switchboard as emulated_switchboard
 from tests.speech_helpers import french_prompt_pcm
 from voicebot.call.runtime import Runtime
 from voicebot.call.server import PhoneServer
 from voicebot.core.events import CallEvent
 from voicebot.tools.asr_eval import builtin_corpus, transcribe
 
-EXTENSIONS = Path(__file__).resolve().parent.parent / "deploy" / "asterisk" / "extensions.conf"
-SECRET = "s3cret-de-test"
 CALLER_NUMBER = "0240419000"
 EXTENSION = {"audiosocket": "3939", "websocket": "3940"}
 Media = AudioSocketCaller | ChanWebSocketPeer
@@ -128,32 +126,15 @@ async def hangs_up(media: Media) -> None:
 
 @contextlib.asynccontextmanager
 async def switchboard(
-    runtime: Runtime, *, ami_up: bool = True, **server_options: Any
+    runtime: Runtime, **options: Any
 ) -> AsyncIterator[tuple[EmulatedPbx, PhoneServer]]:
-    ami = AmiEmulator(secret=SECRET)
-    port = await ami.start()
-    if not ami_up:
-        await ami.stop()  # Asterisk's manager is down: nothing listens there any more
-    try:
-        async with phone_server(
-            runtime, host="127.0.0.1", port=port, secret=SECRET, **server_options
-        ) as server:
-            if ami_up:
-                assert server.call_control is not None
-                assert await server.call_control.wait_connected(5.0)
-            pbx = EmulatedPbx(
-                ami=ami,
-                extensions=EXTENSIONS,
-                globals_override={"ALLO_AUDIOSOCKET_1": f"127.0.0.1:{server.audiosocket_port}"},
-                websocket_uri=f"ws://127.0.0.1:{server.websocket_port}",
-            )
-            stop_noting = server.runtime.services.hub.listen(_note_state)
-            try:
-                yield pbx, server
-            finally:
-                stop_noting()
-    finally:
-        await ami.stop()
+    """tests.phone_helpers.switchboard, noting the bot's state for the callers' scripts."""
+    async with emulated_switchboard(runtime, **options) as (pbx, server):
+        stop_noting = server.runtime.services.hub.listen(_note_state)
+        try:
+            yield pbx, server
+        finally:
+            stop_noting()
 
 
 async def place(pbx: EmulatedPbx, transport: str, script: Script) -> CallResult:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from telephony.emulator import AmiEmulator, AudioSocketCaller, ChanWebSocketPeer, EmulatedPbx
-from tests.phone_helpers import phone_server
+from telephony.emulator import AudioSocketCaller, ChanWebSocketPeer
+from tests.phone_helpers import switchboard
 from voicebot.call.runtime import Runtime
 from voicebot.core.config import Settings
 from voicebot.core.errors import ModelError
@@ -168,9 +168,6 @@ def test_the_calls_process_pays_a_fraction_of_a_turn(
 
 # --- a call whose dialogue process dies ---------------------------------------------------
 
-EXTENSIONS = Path(__file__).resolve().parent.parent / "deploy" / "asterisk" / "extensions.conf"
-SECRET = "s3cret-de-test"
-
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_a_call_whose_dialogue_dies_reaches_the_queue(
@@ -180,8 +177,6 @@ async def test_a_call_whose_dialogue_dies_reaches_the_queue(
     turn the dialogue cannot answer: the bot hands the call over, and the dialplan (our
     extensions.conf, run by the emulated Asterisk) queues it with the reason."""
     await wait_until_ready(dialogue_process)
-    ami = AmiEmulator(secret=SECRET)
-    port = await ami.start()
 
     async def caller(media: AudioSocketCaller | ChanWebSocketPeer) -> None:
         assert isinstance(media, AudioSocketCaller)  # extension 3939: AudioSocket
@@ -196,30 +191,18 @@ async def test_a_call_whose_dialogue_dies_reaches_the_queue(
         finally:
             line.cancel()
 
-    try:
-        async with phone_server(
-            call_runtime, dialogue=dialogue_process, host="127.0.0.1", port=port, secret=SECRET
-        ) as server:
-            assert server.call_control is not None
-            assert await server.call_control.wait_connected(5.0)
-            pbx = EmulatedPbx(
-                ami=ami,
-                extensions=EXTENSIONS,
-                globals_override={"ALLO_AUDIOSOCKET_1": f"127.0.0.1:{server.audiosocket_port}"},
-            )
-            result = await pbx.call("3939", caller=caller, timeout_s=90.0)
-            assert result.ending == "queue", result.trace
-            assert result.variables["ALLO_HANDOFF_REASON"] == "erreur"
-            call_id = result.variables["ALLO_UUID"]
-            record = None
-            for _ in range(100):
-                record = await server.records.get_call(call_id)
-                if record is not None and record["outcome"] is not None:
-                    break
-                await asyncio.sleep(0.1)
-            assert record is not None and record["outcome"] == "error", record
-    finally:
-        await ami.stop()
+    async with switchboard(call_runtime, dialogue=dialogue_process) as (pbx, server):
+        result = await pbx.call("3939", caller=caller, timeout_s=90.0)
+        assert result.ending == "queue", result.trace
+        assert result.variables["ALLO_HANDOFF_REASON"] == "erreur"
+        call_id = result.variables["ALLO_UUID"]
+        record = None
+        for _ in range(100):
+            record = await server.records.get_call(call_id)
+            if record is not None and record["outcome"] is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert record is not None and record["outcome"] == "error", record
     await wait_until_ready(dialogue_process)  # the next calls get the bot again
     reply = await dialogue_process.dtmf("after-the-death", "3")
     assert reply.intent == "etat_civil"

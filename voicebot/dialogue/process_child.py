@@ -111,22 +111,23 @@ async def _answer(dialogue: RasaDialogue, conn: Connection, message: Any) -> Non
         conn.send((answer[0], False, CallError(f"unsendable answer: {exc}")))
 
 
+# The requests the calls' process may send: the RasaDialogue method each one calls.
+OPERATIONS = {
+    "greet": "greet",
+    "understand": "understand",
+    "turn": "turn",
+    "dtmf": "dtmf",
+    "end": "end",
+    "parse": "parse",
+    "reload": "reload_brain",
+}
+
+
 async def _run(dialogue: RasaDialogue, op: str, args: tuple[Any, ...]) -> Any:
-    if op == "greet":
-        return await dialogue.greet(*args)
-    if op == "understand":
-        return await dialogue.understand(*args)
-    if op == "turn":
-        return await dialogue.turn(*args)
-    if op == "dtmf":
-        return await dialogue.dtmf(*args)
-    if op == "end":
-        return await dialogue.end(*args)
-    if op == "parse":
-        return await dialogue.parse(*args)
-    if op == "reload":
-        return await dialogue.reload_brain(*args)
-    raise CallError(f"unknown dialogue request {op!r}")
+    method = OPERATIONS.get(op)
+    if method is None:
+        raise CallError(f"unknown dialogue request {op!r}")
+    return await getattr(dialogue, method)(*args)
 
 
 def portable(exc: BaseException) -> BaseException:
