@@ -5,7 +5,8 @@ Why: a Rasa turn is ~20 ms of Python (NLU featurisation, policies, tracker
 what the audio loop needs to send each call's next 20 ms frame: with twelve calls, the late
 frames fell while some call was in its dialogue stage (docs/benchmarks.md, « Twelve calls on
 a slow afternoon »). In a child process Rasa has an interpreter of its own; the calls' process
-only pickles a request and an answer (tens of microseconds) per operation.
+only sends a request and reads an answer: 0.6-1.1 ms of its CPU per operation instead of
+8.5-15.8 ms (``python -m voicebot.tools.dialogue_speed --own-process``, docs/benchmarks.md).
 
 ``DialogueProcess`` is the calls' side. It starts the child
 (voicebot.dialogue.process_child), keeps what the calls' process reads without asking (the
