@@ -142,6 +142,24 @@ async def test_a_live_reload_swaps_the_brain_in_the_child(
     await dialogue_process.end("after-the-reload")
 
 
+@pytest.mark.asyncio(loop_scope="function")
+async def test_an_error_in_one_request_is_that_request_s_alone(
+    dialogue_process: DialogueProcess,
+) -> None:
+    """An exception raised in the child for one request (here Rasa's own, for arguments it
+    cannot take) reaches that request's caller; the child keeps serving the others."""
+    await wait_until_ready(dialogue_process)
+    child = dialogue_process._child
+    with pytest.raises(Exception) as raised:
+        await dialogue_process._request("turn", "bad-request")  # turn() without its text
+    assert not isinstance(raised.value, DialogueUnavailable)
+    assert dialogue_process._child is child and child is not None
+    assert child.process.poll() is None  # still running
+    reply = await dialogue_process.dtmf("after-a-bad-request", "3")
+    assert reply.intent == "etat_civil"
+    await dialogue_process.end("after-a-bad-request")
+
+
 def test_a_model_that_cannot_load_stops_the_start_with_its_reason(
     call_settings: Settings, tmp_path: Path
 ) -> None:

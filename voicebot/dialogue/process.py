@@ -235,11 +235,14 @@ class DialogueProcess:
         answer = asyncio.get_running_loop().create_future()
         self._pending[request_id] = answer
         try:
-            child.conn.send((request_id, op, args))
+            try:
+                child.conn.send((request_id, op, args))
+            except (OSError, ValueError) as exc:  # the pipe broke under our send
+                self._lost(child, f"the pipe broke ({exc})")
+                raise DialogueUnavailable("the dialogue's process stopped") from exc
+            # what the child raised for this request only (a bug in an action, say) is
+            # raised here as it is: that call goes to a person, the child serves the others
             return await asyncio.wait_for(answer, timeout_s)
-        except (OSError, ValueError) as exc:  # the pipe broke under our send
-            self._lost(child, f"the pipe broke ({exc})")
-            raise DialogueUnavailable("the dialogue's process stopped") from exc
         except asyncio.TimeoutError:
             self._lost(child, f"no answer to {op!r} within {timeout_s:.0f} s: killed")
             raise DialogueUnavailable(
