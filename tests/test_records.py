@@ -513,3 +513,36 @@ def test_records_json_handoff_round_trip_is_plain_json(tmp_path: Path) -> None:
     finally:
         engine.dispose()
     assert json.loads(raw) == {"reason": "urgence", "entities": {}}
+
+
+def test_hosts_starting_together_create_the_records_tables_once(postgres_server: str) -> None:
+    """Bot hosts opening a new PostgreSQL database at the same moment (systemd starting its
+    instances together, two servers booted at once) all open it and join the hosts table:
+    the tables are created by one of them, the others wait for it (an advisory lock)
+    instead of failing on PostgreSQL's catalogue."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from voicebot.records.database import open_engine
+    from voicebot.records.live_hosts import HostTable
+
+    hosts = 4
+    for _ in range(5):  # the race is one of timing: several new databases
+        settings = Settings().replace(
+            "records", database_url=_fresh_postgres_database(postgres_server)
+        )
+        together = threading.Barrier(hosts)
+
+        def start_a_host(
+            host: int, settings: Settings = settings, together: threading.Barrier = together
+        ) -> None:
+            together.wait()
+            engine = open_engine(settings)
+            try:
+                HostTable(engine, f"hote-{host}", dead_after_s=30.0).register()
+            finally:
+                engine.dispose()
+
+        with ThreadPoolExecutor(hosts) as pool:
+            for started in [pool.submit(start_a_host, host) for host in range(hosts)]:
+                started.result()  # an error here is a host that failed to start

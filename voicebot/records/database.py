@@ -175,19 +175,40 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _add_missing_columns(engine: Engine) -> None:
-    """Columns added since a database was created (all nullable): added in place, so an
-    existing records database keeps its calls when the bot is upgraded."""
-    with engine.begin() as conn:  # one connection: PostgreSQL's pool here holds just one
+# Any fixed number: the PostgreSQL advisory lock that hosts take to create the records'
+# tables one at a time.
+SCHEMA_LOCK_KEY = 0x616C6C6F  # "allo"
+
+
+def _create_schema(engine: Engine) -> None:
+    """The tables created, and the columns added since a database was created (all
+    nullable) added in place, so an existing records database keeps its calls when the bot
+    is upgraded. One transaction, one connection (PostgreSQL's pool here holds just one).
+
+    Hosts started together on a new PostgreSQL database would each create the tables at the
+    same moment, and ``CREATE TABLE`` is not safe against a concurrent one: the second fails
+    on PostgreSQL's own catalogue ("duplicate key value violates unique constraint
+    pg_type_typname_nsp_index"). They take a lock for it, one after the other; the lock
+    goes with the transaction."""
+    with engine.begin() as conn:
+        create_tables(conn, metadata)
         inspector = sa.inspect(conn)
         for table in metadata.sorted_tables:
             present = {column["name"] for column in inspector.get_columns(table.name)}
             for column in table.columns:
                 if column.name in present or not column.nullable:
                     continue
-                kind = column.type.compile(dialect=engine.dialect)
+                kind = column.type.compile(dialect=conn.dialect)
                 conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
                 log.info("records: column %s.%s added", table.name, column.name)
+
+
+def create_tables(conn: Connection, tables: sa.MetaData) -> None:
+    """``tables`` created where missing, by one host at a time on PostgreSQL (a lock held to
+    the end of ``conn``'s transaction; see _create_schema)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+    tables.create_all(conn)
 
 
 def open_engine(settings: Settings) -> Engine:
@@ -195,8 +216,7 @@ def open_engine(settings: Settings) -> Engine:
     url = database_url(settings)
     engine = _make_engine(url)
     try:
-        metadata.create_all(engine)
-        _add_missing_columns(engine)
+        _create_schema(engine)
     except SQLAlchemyError as exc:
         engine.dispose()
         cause = getattr(exc, "orig", None) or exc

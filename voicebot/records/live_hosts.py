@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from voicebot.core.logs import redact_numbers_in
-from voicebot.records.database import calls_table
+from voicebot.records.database import calls_table, create_tables
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ class HostTable:
         self.clock = clock
 
     def register(self) -> None:
-        live_metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            create_tables(conn, live_metadata)
         with self.engine.begin() as conn:
             row = conn.execute(
                 sa.select(hosts_table.c.state)
