@@ -371,3 +371,55 @@ class CountingExecutor(ThreadPoolExecutor):
 def test_a_chunk_that_is_not_whole_frames_is_refused() -> None:
     with pytest.raises(ValueError, match="vosk_chunk_ms"):
         AsrSettings(vosk_chunk_ms=30).validate()
+
+
+async def test_a_settled_utterance_ends_without_decoding_again(asr: VoskAsr, speech: bytes) -> None:
+    """``settle`` during the caller's pause computes the final result; ``finalize`` at the
+    end of the turn then submits no job, and gives what a stream that was never settled
+    gives for the same audio (the same words at the same times; the confidences depend on
+    what each recognizer decoded before)."""
+    plain = asr.start_stream("plain")
+    expected, _ = await transcribe(plain, speech)
+    plain.close()
+    counting = CountingExecutor(max_workers=1)
+    stream = VoskAsr(asr.model, asr.model_dir, AsrSettings(), counting).start_stream("settled")
+    for frame in to_frames(speech):
+        await stream.push(frame)
+    settled = await stream.settle()
+    jobs = counting.jobs
+    assert await stream.settle() == settled and counting.jobs == jobs  # nothing new to decode
+    utterance = await stream.finalize()
+    assert counting.jobs == jobs
+    assert expected.text and utterance.text == settled == expected.text
+    timed = [(w.text, w.start_s, w.end_s) for w in utterance.words]
+    assert timed == [(w.text, w.start_s, w.end_s) for w in expected.words]
+    assert utterance.audio_s == expected.audio_s
+    stream.close()
+    counting.shutdown(wait=True)
+
+
+async def test_speech_after_a_settle_goes_on_in_the_same_utterance(asr: VoskAsr) -> None:
+    """The caller speaks again after the recognizer settled: one utterance, the settled
+    words then the new ones, the new words timed from the utterance's start."""
+    first = silence(0.2) + espeak_pcm(KOREAN, "ko") + silence(0.2)
+    second = espeak_pcm(KOREAN_LONG, "ko") + silence(0.2)
+    stream = asr.start_stream("resumed")
+    for frame in to_frames(first):
+        await stream.push(frame)
+    settled = await stream.settle()
+    utterance, _ = await transcribe(stream, second)
+    assert settled and utterance.text.startswith(f"{settled} ")
+    assert len(utterance.text.split()) >= len(settled.split()) + 5  # the second sentence's
+    # (to_frames pads each part to whole 20 ms frames)
+    assert utterance.audio_s == pytest.approx((len(first) + len(second)) / 16000, abs=0.04)
+    later = utterance.words[len(settled.split()) :]
+    assert later and all(w.start_s >= len(first) / 16000 - 0.05 for w in later)
+    # the stream starts the next utterance afresh
+    next_utterance, _ = await transcribe(stream, first)
+    assert next_utterance.text == settled
+    stream.close()
+
+
+def test_a_settle_lead_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="settle_lead_ms"):
+        AsrSettings(settle_lead_ms=-1).validate()

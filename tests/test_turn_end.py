@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from voicebot.call.turn_end import TurnEnd, asks_a_question, silence_needed, unfinished
+from voicebot.call.turn_end import (
+    READ_AT_PAUSE_MS,
+    TurnEnd,
+    asks_a_question,
+    settle_at_pause_ms,
+    silence_needed,
+    unfinished,
+)
 from voicebot.core.config import ConfigError, TurnSettings, load_settings
 from voicebot.core.french import spoken_words
 from voicebot.core.interfaces import Understanding
@@ -160,3 +167,12 @@ def test_the_words_win_over_the_voice() -> None:
     assert needed(text, sure, pitch=SETTINGS.held_semitones + 3) == TurnEnd(
         DEFAULT_MS, "complete_but_held"
     )
+
+
+def test_the_recognizer_settles_ahead_of_the_end_of_the_turn() -> None:
+    """lead_ms before the silence that ends the turn, never within the dips between
+    syllables, and never with no lead."""
+    assert settle_at_pause_ms(650, 450) == 200
+    assert settle_at_pause_ms(1200, 450) == 750
+    assert settle_at_pause_ms(300, 450) == READ_AT_PAUSE_MS
+    assert settle_at_pause_ms(650, 0) is None

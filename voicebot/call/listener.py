@@ -8,14 +8,22 @@ ASR is fed off the receiver's path, and its final result becomes a turn.
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from collections import deque
+from collections.abc import Awaitable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from voicebot.call.context import FRAME_S, CallContext, State
 from voicebot.call.playout import Playout
-from voicebot.call.turn_end import READ_AT_PAUSE_MS, TurnEnd, silence_needed, unfinished
+from voicebot.call.turn_end import (
+    READ_AT_PAUSE_MS,
+    TurnEnd,
+    settle_at_pause_ms,
+    silence_needed,
+    unfinished,
+)
 from voicebot.core.audio import AudioFrame
 from voicebot.core.french import spoken_words
 from voicebot.core.interfaces import (
@@ -29,6 +37,7 @@ from voicebot.core.interfaces import (
     SpeechStarted,
     TextIn,
     Understanding,
+    Utterance,
     Vad,
 )
 from voicebot.core.logs import redact_numbers
@@ -44,6 +53,23 @@ ASR_HANG_PER_SECOND = 2.0
 INTONATION_WINDOW_FRAMES = 150  # 3 s
 
 
+class SettleMark:
+    """In the ASR queue: the caller pauses long enough that the turn may end here."""
+
+
+SETTLE = SettleMark()
+
+
+class Failed(enum.Enum):
+    """The recognizer raised or hung (already reported to the conversation)."""
+
+    FAILED = "failed"
+
+
+FAILED = Failed.FAILED
+_R = TypeVar("_R")
+
+
 class Listener:
     """The caller's side of one call: VAD, ASR feed, barge-in, DTMF and typed turns."""
 
@@ -52,8 +78,12 @@ class Listener:
         self.playout = playout
         self.vad: Vad | None = None
         self.asr_stream: AsrStream | None = None
-        # speech frames, or the wall-clock time of the VAD's end-of-speech decision
-        self.asr_queue: asyncio.Queue[AudioFrame | float] = asyncio.Queue()
+        # speech frames, SETTLE, or the wall-clock time of the VAD's end-of-speech decision
+        self.asr_queue: asyncio.Queue[AudioFrame | SettleMark | float] = asyncio.Queue()
+        # The frames of a pause after the recognizer settled: they go to it only if the
+        # caller speaks again (the same audio as without settling); if the turn ends, they
+        # were silence and are dropped.
+        self.held: list[AudioFrame] | None = None
         self.utterance_open = False
         self.endpoint_wait_ms = 0.0
         # The end-of-turn rule's inputs for the turn in progress: the running transcript,
@@ -248,18 +278,38 @@ class Listener:
                     self.endpoint_wait_ms,
                     self.turn_end.why,
                 )
+                self.held = None
                 self.asr_queue.put_nowait(time.perf_counter())  # finalize marker
             return
         if self.utterance_open and (vad.in_speech or was_speaking):
-            self.asr_queue.put_nowait(frame)
             self.turn_audio.append(frame.pcm)
+            self._to_asr(frame, vad)
         if vad.in_speech:
             ctx.quiet_since = ctx.clock()
+
+    def _to_asr(self, frame: AudioFrame, vad: Vad) -> None:
+        """A frame of the turn to the recognizer. Once the pause is within
+        ``asr.settle_lead_ms`` of ending the turn, the recognizer settles (its final result
+        is computed during the rest of the pause) and the pause's frames are held back."""
+        if self.held is not None:
+            if vad.pause_ms > 0:
+                self.held.append(frame)
+                return
+            for held in self.held:  # the caller speaks again: the pause goes first
+                self.asr_queue.put_nowait(held)
+            self.held = None
+            self.ctx.log.debug("speech again after the recognizer settled")
+        self.asr_queue.put_nowait(frame)
+        settle_at = settle_at_pause_ms(vad.end_silence_ms, self.ctx.settings.asr.settle_lead_ms)
+        if settle_at is not None and vad.pause_ms >= settle_at:
+            self.asr_queue.put_nowait(SETTLE)
+            self.held = []
 
     def _start_utterance(self, preroll: tuple[AudioFrame, ...]) -> None:
         if self.asr_stream is None or self.utterance_open:
             return
         self.utterance_open = True
+        self.held = None
         self.transcript = ""
         self.understood = None
         self.final_pitch_st = None
@@ -291,31 +341,28 @@ class Listener:
                     pushed += 1
                     if partial:
                         ctx.book.publish("partial", text=partial)
-                        if self.utterance_open:
-                            self.transcript = partial
-                            self._retune()
-                            if self.vad is not None and self.vad.pause_ms >= READ_AT_PAUSE_MS:
-                                self._read_in_pause()
+                        self._heard_so_far(partial)
                 finally:
                     self.asr_queue.task_done()
                 continue
             length_s = pushed * FRAME_S
+            guard_s = ASR_HANG_GUARD_S + ASR_HANG_PER_SECOND * length_s
+            if isinstance(frame, SettleMark):
+                try:
+                    settled = await self._guarded(stream.settle(), guard_s, length_s)
+                finally:
+                    self.asr_queue.task_done()
+                if settled is FAILED:
+                    return
+                if isinstance(settled, str) and settled:
+                    self._heard_so_far(settled)
+                continue
             pushed = 0
             decided = frame
             ctx.begin_thinking()
             self.asr_queue.task_done()
-            try:
-                utterance = await asyncio.wait_for(
-                    stream.finalize(), ASR_HANG_GUARD_S + ASR_HANG_PER_SECOND * length_s
-                )
-            except Exception as exc:
-                # The recognizer raised or hangs: the turn would never come and the caller
-                # would wait in silence (a bot that is thinking is not a silent line). The
-                # conversation gets the failure and hands the caller to a person.
-                if isinstance(exc, asyncio.TimeoutError):
-                    exc = TimeoutError(f"no ASR result after {length_s:.1f} s of speech")
-                ctx.log.error("ASR failed (%s): %s", type(exc).__name__, exc)
-                ctx.turns.put_nowait(("error", exc, time.perf_counter()))
+            utterance = await self._guarded(stream.finalize(), guard_s, length_s)
+            if not isinstance(utterance, Utterance):
                 return
             if utterance.is_empty:
                 ctx.log.info("empty utterance ignored")
@@ -326,3 +373,25 @@ class Listener:
                 "heard %r (confidence %.2f)", redact_numbers(utterance.text), utterance.confidence
             )
             ctx.turns.put_nowait(("utterance", utterance, decided))
+
+    def _heard_so_far(self, transcript: str) -> None:
+        """The words of the turn in progress changed: the end-of-turn rule reads them."""
+        if not self.utterance_open:
+            return
+        self.transcript = transcript
+        self._retune()
+        if self.vad is not None and self.vad.pause_ms >= READ_AT_PAUSE_MS:
+            self._read_in_pause()
+
+    async def _guarded(self, job: Awaitable[_R], guard_s: float, length_s: float) -> _R | Failed:
+        """The recognizer's answer, or FAILED when it raised or hangs: the turn would never
+        come and the caller would wait in silence (a bot that is thinking is not a silent
+        line). The conversation gets the failure and hands the caller to a person."""
+        try:
+            return await asyncio.wait_for(job, guard_s)
+        except Exception as exc:
+            if isinstance(exc, asyncio.TimeoutError):
+                exc = TimeoutError(f"no ASR result after {length_s:.1f} s of speech")
+            self.ctx.log.error("ASR failed (%s): %s", type(exc).__name__, exc)
+            self.ctx.turns.put_nowait(("error", exc, time.perf_counter()))
+            return FAILED

@@ -158,6 +158,16 @@ CLOSED_ANSWERS = frozenset(
 READ_AT_PAUSE_MS = 100
 
 
+def settle_at_pause_ms(wait_ms: int, lead_ms: int) -> int | None:
+    """How long into the caller's pause the recognizer closes the utterance (``asr.settle``):
+    ``lead_ms`` before the silence that ends the turn, so that its final result is ready
+    then, and not before READ_AT_PAUSE_MS (the dips between syllables are shorter). None:
+    only at the end of the turn."""
+    if lead_ms <= 0:
+        return None
+    return max(READ_AT_PAUSE_MS, wait_ms - lead_ms)
+
+
 @dataclass(frozen=True)
 class TurnEnd:
     """The silence that ends the turn now, and why (logged, and counted by the bench)."""

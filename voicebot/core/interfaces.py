@@ -45,6 +45,12 @@ class AsrStream(Protocol):
     async def push(self, frame: AudioFrame) -> str | None:
         """Feed 20 ms of speech; returns a partial transcript when it changed."""
 
+    async def settle(self) -> str | None:
+        """The caller pauses, perhaps for good: get the final transcript of what was said so
+        far ready now, so that ``finalize`` is quick if the turn ends here. More speech
+        after it continues the same utterance. Returns the words so far (None: not known
+        before ``finalize``)."""
+
     async def finalize(self) -> Utterance:
         """End of the utterance: the final transcript. The stream can then be reused."""
 

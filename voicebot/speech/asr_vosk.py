@@ -8,7 +8,9 @@ Vosk releases the GIL, so several calls decode in parallel.
 The stream is fed only while the VAD hears the caller and is finalised on the VAD's end of
 speech (Vosk's own endpointing is late, or never fires on short words). When
 ``AcceptWaveform`` returns true, Vosk closed a segment on a pause inside the utterance: its
-``Result()`` is kept and joined with the others at ``finalize``.
+``Result()`` is kept and joined with the others at ``finalize``. ``settle`` closes a segment
+the same way when the listener hears a pause that may end the turn: Vosk's final result is
+then computed during the pause, and ``finalize`` has nothing left to decode.
 
 Maximum utterance length: after ``settings.max_utterance_s`` seconds of audio the stream
 stops decoding — further frames are dropped (``truncated`` becomes true, logged once) — and
@@ -177,6 +179,9 @@ class VoskStream:
         # frame (each job is a hop to a thread and back, and a partial result from Kaldi).
         self._pending = bytearray()
         self._chunk_bytes = asr.settings.vosk_chunk_ms * SAMPLE_RATE * 2 // 1000
+        # Audio fed (or waiting in _pending) since the last segment was closed: a final
+        # result has something to decode.
+        self._unsettled = False
         self._closed = False
 
     @property
@@ -235,6 +240,7 @@ class VoskStream:
             return None
         self._utterance_bytes += len(frame.pcm)
         self._pending += frame.pcm
+        self._unsettled = True
         if len(self._pending) < self._chunk_bytes:
             return None
         chunk = bytes(self._pending)
@@ -244,13 +250,33 @@ class VoskStream:
                 return None
             return await self._run(Priority.STREAM, self._accept, chunk)
 
-    def _final(self, rest: bytes) -> tuple[list[dict[str, Any]], int]:
+    def _close_segment(self, rest: bytes) -> None:
+        """Vosk's final result on what was fed, kept as a segment; the recognizer's next
+        audio begins a new one."""
         self._accept(rest)  # the frames of a chunk not yet full
-        taken = self._current()
-        began = taken.fed_bytes if self._utterance_at is None else self._utterance_at
-        last = json.loads(taken.kaldi.FinalResult())
-        segments = [*self._segments, last] if last.get("text") else list(self._segments)
-        return segments, began
+        last = json.loads(self._current().kaldi.FinalResult())
+        if last.get("text"):
+            self._segments.append(last)
+        self._partial = ""
+
+    async def _settle_pending(self) -> None:
+        """With the lock held: close the segment if audio came since the last one."""
+        if not self._unsettled:
+            return
+        rest = bytes(self._pending)
+        self._pending.clear()
+        self._unsettled = False
+        await self._run(Priority.REPLY, self._close_segment, rest)
+
+    async def settle(self) -> str:
+        """The caller pauses, perhaps for good: decode what they said up to now as a closed
+        segment, so that ``finalize`` at the end of the turn has nothing left to decode.
+        If they speak again, their words go on in a new segment of the same utterance.
+        Returns the utterance's words so far."""
+        async with self._lock:
+            if not self._closed:
+                await self._settle_pending()
+            return self._running_text()
 
     async def finalize(self) -> Utterance:
         """The whole utterance; the stream is then ready for the next one."""
@@ -258,9 +284,9 @@ class VoskStream:
         async with self._lock:
             if self._closed:
                 return Utterance(text="")
-            rest = bytes(self._pending)
-            self._pending.clear()
-            segments, began = await self._run(Priority.REPLY, self._final, rest)
+            await self._settle_pending()
+            segments = [s for s in self._segments if s.get("text")]
+            began = self._utterance_at or 0
         offset = began / (SAMPLE_RATE * 2)  # Vosk's word times count from its first byte
         words = tuple(
             Word(

@@ -378,6 +378,11 @@ class WhisperStream:
             self._pcm += frame.pcm[:room]
         return None
 
+    async def settle(self) -> str | None:
+        """Nothing ahead of time: Whisper reads the utterance whole, and a decode at every
+        pause would cost a second decode whenever the caller goes on (seconds of CPU)."""
+        return None
+
     async def finalize(self) -> Utterance:
         """Decode the buffered utterance in the executor; the stream is then empty again."""
         started = time.perf_counter()

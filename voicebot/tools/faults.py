@@ -129,6 +129,9 @@ class _FaultyAsrStream:
     async def push(self, frame: AudioFrame) -> str | None:
         return await self.real.push(frame)
 
+    async def settle(self) -> str | None:
+        return await self.real.settle()
+
     async def finalize(self) -> Utterance:
         if self.switch.hits(self.call_id):
             if self.hang:
