@@ -880,6 +880,45 @@ def test_the_watch_counts_the_main_thread_apart_from_the_others() -> None:
     assert percent is not None and 0 < percent <= 110
 
 
+CHILD_AT_WORK = """
+import sys, time
+block = bytearray(200 * 2**20)
+block[::4096] = b"x" * len(range(0, len(block), 4096))  # every page resident
+end = time.process_time() + 0.6
+while time.process_time() < end:
+    pass
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_the_watch_counts_the_servers_live_children() -> None:
+    """The dialogue runs in a child of the server: its CPU and memory are the server's. The
+    kernel's children_* times count only children that have ended, so a live child must be
+    read on its own (here this test process stands for the server)."""
+    import subprocess
+    import sys
+
+    from voicebot.tools.bench.watch import ServerWatch
+
+    watch = ServerWatch(os.getpid())
+    assert watch.process is not None
+    rss_alone = watch.rss_mb()
+    cpu_alone = watch.cpu_seconds(watch.process)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD_AT_WORK], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        rss_with_child = watch.rss_mb()
+        cpu_with_child = watch.cpu_seconds(watch.process)
+    finally:
+        child.communicate(b"")
+    assert rss_alone is not None and rss_with_child is not None
+    assert rss_with_child >= rss_alone + 150
+    assert cpu_with_child - cpu_alone >= 0.5
+
+
 def test_each_calls_first_spoken_turn_is_reported_apart_from_the_later_ones() -> None:
     data = RunData(calls=2, duration_s=10.0, ramp_s=2.0, transport="audiosocket", full_load_s=2.0)
 

@@ -93,13 +93,11 @@ def start_live_reload(settings: Settings, server: PhoneServer, metrics: Metrics 
     """Watch the model, the knowledge base and the prompts; swap a new dialogue brain in
     when they change (voicebot.dialogue.live_reload). ``server.reloader`` holds the watcher
     and its ``last`` outcome; the metrics show the new model after a swap."""
-    from voicebot.dialogue.agent import RasaDialogue
-    from voicebot.dialogue.live_reload import LiveReloader
-    from voicebot.dialogue.process import DialogueProcess
+    from voicebot.dialogue.live_reload import LiveReloader, ReloadableDialogue
 
     dialogue = server.runtime.services.dialogue
-    if not isinstance(dialogue, (RasaDialogue, DialogueProcess)):
-        return  # a test's stand-in dialogue: nothing to reload
+    if not isinstance(dialogue, ReloadableDialogue):
+        return  # a dialogue whose brain cannot be swapped (a test's): nothing to reload
     reloader = LiveReloader(dialogue, settings, prerender=server.runtime.prerender)
     if metrics is not None:
         reloader.on_swap.append(

@@ -298,7 +298,7 @@ class Listener:
             for held in self.held:  # the caller speaks again: the pause goes first
                 self.asr_queue.put_nowait(held)
             self.held = None
-            self.ctx.log.debug("speech again after the recognizer settled")
+            self.ctx.log.info("speech again after the recognizer settled")
         self.asr_queue.put_nowait(frame)
         settle_at = settle_at_pause_ms(vad.end_silence_ms, self.ctx.settings.asr.settle_lead_ms)
         if settle_at is not None and vad.pause_ms >= settle_at:

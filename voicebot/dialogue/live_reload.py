@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from voicebot.core.config import Settings
 from voicebot.core.errors import KnowledgeBaseError, ModelError
@@ -112,6 +112,7 @@ class ReloadStatus:
         }
 
 
+@runtime_checkable
 class ReloadableDialogue(Protocol):
     """A dialogue whose brain can be replaced while calls go on: Rasa in this process
     (voicebot.dialogue.agent.RasaDialogue) or in a process of its own

@@ -16,6 +16,7 @@ from typing import Any
 
 DECISION = re.compile(r"end of turn after (\d+) ms of silence \((\w+)\)")
 CALL_DECISION = re.compile(r"\[call ([^\]]+)\] end of turn after (\d+) ms of silence")
+RESUMED = "speech again after the recognizer settled"
 
 
 def server_waits(server_log: Path) -> dict[str, list[int]]:
@@ -43,6 +44,9 @@ def end_of_turn_decisions(server_log: Path) -> dict[str, Any] | None:
         "wait_ms_p50": waits[len(waits) // 2] if waits else None,
         "wait_ms_max": waits[-1] if waits else None,
         "why": dict(Counter(why for _, why in found).most_common()),
+        # pauses in which the recognizer settled (asr.settle_lead_ms) and the caller went on:
+        # each cost one more final result, and split the utterance into one more segment
+        "resumed_after_settle": text.count(RESUMED),
     }
 
 
@@ -52,5 +56,6 @@ def describe(decisions: dict[str, Any]) -> str:
         f"{decisions['turns']} turns ended by the server: median wait "
         f"{decisions['wait_ms_p50']} ms, longest {decisions['wait_ms_max']} ms ({whys}); the "
         "endpoint/response split above assumes the fixed vad.end_silence_ms, the turn gap "
-        "does not"
+        "does not; the caller spoke again after the recognizer had settled in the pause "
+        f"{decisions.get('resumed_after_settle', 0)} times"
     )

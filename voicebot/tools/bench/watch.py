@@ -61,27 +61,59 @@ class ServerWatch:
         self._last: tuple[float, float] | None = None
         self._last_loop: tuple[float, float] | None = None
 
+    def _family(self, process: Any) -> list[Any]:
+        """The server process and its live descendants (the dialogue's process): the
+        kernel's children_* times count only children that have ended."""
+        try:
+            return [process, *process.children(recursive=True)]
+        except self._psutil.Error:
+            return [process]
+
     @staticmethod
-    def cpu_seconds(process: Any) -> float:
+    def own_cpu_seconds(process: Any) -> float:
+        """CPU seconds of the process and of its children that have ended (the bench's own:
+        the server it started is a live child, watched on its own)."""
         times = process.cpu_times()
         return float(times.user + times.system + times.children_user + times.children_system)
 
+    def cpu_seconds(self, process: Any) -> float:
+        """CPU seconds of the process, its ended children and its live descendants."""
+        total = self.own_cpu_seconds(process)
+        for member in self._family(process)[1:]:
+            with contextlib.suppress(self._psutil.Error):  # a child that just ended
+                times = member.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def family_rss_mb(self, process: Any) -> float:
+        """RSS of the process and its live descendants, summed (a child started with its own
+        interpreter shares little with its parent beyond the libraries' code)."""
+        total = 0
+        for member in self._family(process):
+            if member is process:
+                total += member.memory_info().rss  # the server itself gone: the caller's error
+                continue
+            with contextlib.suppress(self._psutil.Error):
+                total += member.memory_info().rss
+        return total / 2**20
+
     def sample(self) -> tuple[float | None, float | None]:
-        """(CPU % of one core since the last sample, RSS MB); None when not visible (the CPU
-        also the first time)."""
+        """(CPU % of one core since the last sample, RSS MB), the server's live children
+        included; None when not visible (the CPU also the first time)."""
         if self.process is None:
             return None, None
         now = time.monotonic()
         try:
             seconds = self.cpu_seconds(self.process)
-            rss = self.process.memory_info().rss / 2**20
+            rss = self.family_rss_mb(self.process)
         except self._psutil.Error:
             self.process = None
             return None, None
         last, self._last = self._last, (now, seconds)
         if last is None:
             return None, rss
-        return (seconds - last[1]) / max(now - last[0], 1e-6) * 100, rss
+        # a child that died takes its CPU seconds with it: never a negative share
+        return max(0.0, seconds - last[1]) / max(now - last[0], 1e-6) * 100, rss
 
     def loop_thread_percent(self) -> float | None:
         """CPU % of one core used by the server's main thread, where its event loop runs
@@ -112,7 +144,7 @@ class ServerWatch:
         if self.process is None:
             return None
         try:
-            return float(self.process.memory_info().rss / 2**20)
+            return self.family_rss_mb(self.process)
         except self._psutil.Error:
             return None
 
@@ -158,7 +190,7 @@ class Watch:
                 reading = readings[pid]  # the same process as an earlier target
             per_server.append(reading)
         now = time.monotonic()
-        mine = ServerWatch.cpu_seconds(self.me)
+        mine = ServerWatch.own_cpu_seconds(self.me)
         last, self._last_me = self._last_me, (now, mine)
         bench = 0.0 if last is None else (mine - last[1]) / max(now - last[0], 1e-6) * 100
         distinct = list(readings.values())
