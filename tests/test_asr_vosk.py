@@ -157,6 +157,39 @@ async def test_a_call_leaves_its_recognizer_warm_and_cleared_for_the_next_call(
     assert all(w.end_s <= again.audio_s + 0.05 for w in again.words)
 
 
+async def test_a_recognizer_serves_one_utterance_then_whichever_call_speaks_next(
+    executor: ThreadPoolExecutor, asr: VoskAsr, speech: bytes
+) -> None:
+    """Between its caller's utterances a call holds no recognizer: two calls whose callers
+    speak in turn share one, and each one's word times count from its own utterance."""
+    pooled = VoskAsr(asr.model, asr.model_dir, AsrSettings(warm_recognizers=0), executor)
+    first, second = pooled.start_stream("call-a"), pooled.start_stream("call-b")
+    heard = []
+    for stream in (first, second, first, second):
+        utterance, _ = await transcribe(stream, speech)
+        await idle_after_close(pooled, 1)  # given back at the final result, the call goes on
+        heard.append(utterance)
+    assert pooled.pool.built == 1
+    assert all(u.text.split()[:2] == heard[0].text.split()[:2] for u in heard)
+    for utterance in heard:
+        assert utterance.words[0].start_s == pytest.approx(heard[0].words[0].start_s, abs=0.1)
+        assert all(w.end_s <= utterance.audio_s + 0.05 for w in utterance.words)
+    # a caller who goes on after a settle keeps the same recognizer for the whole utterance
+    frames = to_frames(speech)
+    for frame in frames:
+        await first.push(frame)
+    assert await first.settle()
+    assert pooled.pool.idle == 0
+    for frame in frames:
+        await first.push(frame)
+    both = await first.finalize()
+    assert both.words[-1].start_s > len(speech) / 16000  # the words after the pause, in time
+    await idle_after_close(pooled, 1)
+    assert pooled.pool.built == 1
+    first.close()
+    second.close()
+
+
 async def test_a_call_that_hangs_up_mid_decode_gives_its_recognizer_back_after_the_decode(
     executor: ThreadPoolExecutor, asr: VoskAsr, speech: bytes
 ) -> None:
@@ -189,11 +222,11 @@ async def test_warm_up_leaves_recognizers_waiting_and_the_pool_keeps_no_more_tha
     assert await pooled.warm_up([speech]) == 2
     assert pooled.pool.built == 2
     calls = [pooled.start_stream(f"c{i}") for i in range(3)]
-    for stream in calls:
-        utterance, _ = await transcribe(stream, speech)
+    # three callers speaking at once: three recognizers
+    for utterance, _ in await asyncio.gather(*(transcribe(stream, speech) for stream in calls)):
         assert not utterance.is_empty
         assert utterance.words[0].start_s < 1.0  # the warm-up audio is not in the times
-    assert pooled.pool.built == 3  # two warm ones, then a new one for the third call
+    assert pooled.pool.built == 3  # two warm ones, then a new one for the third caller
     for stream in calls:
         stream.close()
     await idle_after_close(pooled, 2)
@@ -227,6 +260,31 @@ async def test_a_recognizer_that_heard_its_budget_is_retired_and_the_next_call_b
     assert pooled.pool.built == 2  # a new one
     assert not third.is_empty
     assert third.words[0].start_s < 1.0
+
+
+async def test_a_retired_recognizer_is_replaced_by_one_warmed_in_the_background(
+    executor: ThreadPoolExecutor, asr: VoskAsr, speech: bytes
+) -> None:
+    """Without a replacement, the utterance after a retirement decodes on a new recognizer
+    (seconds of CPU while its caller waits, seen at 12 calls)."""
+    budget_s = len(speech) / 16000 * 1.5  # the warm-up and one utterance reach it
+    settings = AsrSettings(warm_recognizers=1, recognizer_max_audio_s=budget_s)
+    pooled = VoskAsr(asr.model, asr.model_dir, settings, executor)
+    assert await pooled.warm_up([speech]) == 1
+    stream = pooled.start_stream("wears-it-out")
+    await transcribe(stream, speech)
+    for _ in range(12000):  # hang guard only: the replacement decodes the clips in the pool
+        if pooled.pool.built == 2 and pooled.pool.idle == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert pooled.pool.retired == 1
+    assert (pooled.pool.built, pooled.pool.idle) == (2, 1)
+    replacement = pooled.pool.take()
+    assert replacement.fed_bytes == len(speech)  # it heard the warm-up clips, and only them
+    pooled.pool.give_back(replacement)
+    again, _ = await transcribe(stream, speech)
+    assert not again.is_empty and again.words[0].start_s < 1.0
+    stream.close()
 
 
 def test_a_recognizer_budget_must_be_positive() -> None:
@@ -348,11 +406,12 @@ async def test_frames_reach_the_recognizer_in_chunks_and_the_end_flushes_the_res
             if await stream.push(frame) is not None:
                 partial_at.append(index)
         utterance = await stream.finalize()
-        results[chunk_ms] = (utterance, partial_at, counting.jobs)
+        assert counting.submitted.count("_give_back") == 1  # at the final result
+        results[chunk_ms] = (utterance, partial_at, counting.jobs - 1)
         stream.close()
         counting.shutdown(wait=True)
     by_frame, by_chunk = results[20], results[100]
-    # the jobs: one per frame (the first also takes the recognizer), then the final
+    # the decoding jobs: one per frame (the first also takes the recognizer), then the final
     assert by_frame[2] == len(frames) + 1
     assert by_chunk[2] == len(frames) // 5 + 1
     assert by_chunk[1] and all((index + 1) % 5 == 0 for index in by_chunk[1])
@@ -361,10 +420,18 @@ async def test_frames_reach_the_recognizer_in_chunks_and_the_end_flushes_the_res
 
 
 class CountingExecutor(ThreadPoolExecutor):
-    jobs = 0
+    """Counts the jobs submitted, by the name of the method each runs."""
+
+    def __init__(self, max_workers: int) -> None:
+        super().__init__(max_workers=max_workers)
+        self.submitted: list[str] = []
+
+    @property
+    def jobs(self) -> int:
+        return len(self.submitted)
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-        self.jobs += 1
+        self.submitted.append(fn.__name__)
         return super().submit(fn, *args, **kwargs)
 
 
@@ -375,7 +442,8 @@ def test_a_chunk_that_is_not_whole_frames_is_refused() -> None:
 
 async def test_a_settled_utterance_ends_without_decoding_again(asr: VoskAsr, speech: bytes) -> None:
     """``settle`` during the caller's pause computes the final result; ``finalize`` at the
-    end of the turn then submits no job, and gives what a stream that was never settled
+    end of the turn then decodes nothing (its one job, not awaited, gives the recognizer
+    back to the pool), and gives what a stream that was never settled
     gives for the same audio (the same words at the same times; the confidences depend on
     what each recognizer decoded before)."""
     plain = asr.start_stream("plain")
@@ -389,7 +457,7 @@ async def test_a_settled_utterance_ends_without_decoding_again(asr: VoskAsr, spe
     jobs = counting.jobs
     assert await stream.settle() == settled and counting.jobs == jobs  # nothing new to decode
     utterance = await stream.finalize()
-    assert counting.jobs == jobs
+    assert counting.submitted[jobs:] == ["_give_back"]
     assert expected.text and utterance.text == settled == expected.text
     timed = [(w.text, w.start_s, w.end_s) for w in utterance.words]
     assert timed == [(w.text, w.start_s, w.end_s) for w in expected.words]

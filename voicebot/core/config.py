@@ -143,14 +143,15 @@ class AsrSettings:
     whisper_threads: int = 2
     whisper_beam_size: int = 1
     whisper_workers: int = 1  # CTranslate2 replicas decoding in parallel (each whisper_threads)
-    # Vosk recognizers are kept between calls (a new one is several times slower on its first
-    # utterances): this many are warmed after start-up on the bot's prompts (in the
-    # background, one at a time: the server answers meanwhile), at most idle_recognizers wait
-    # between calls. As many as the calls a server carries at its peak: with 4 warm, 12
-    # calls gave a response p95 of 1.1 s (8 first turns on new recognizers), with 12 warm
-    # 0.33 s (docs/benchmarks.md). A recognizer grows with what it hears (~75 MB after 12 s
-    # of speech, more with every new sentence): once it has heard recognizer_max_audio_s it
-    # is retired at the end of its call and its memory freed.
+    # Vosk recognizers are kept between utterances and calls (a new one is several times
+    # slower on its first utterances); an utterance holds one from the caller's first word to
+    # its final result. This many are warmed after start-up on the bot's prompts (in the
+    # background, one at a time: the server answers meanwhile), at most idle_recognizers
+    # wait. As many as the calls a server carries at its peak: with 4 warm, 12 calls gave a
+    # response p95 of 1.1 s (8 first turns on new recognizers), with 12 warm 0.33 s
+    # (docs/benchmarks.md). A recognizer grows with what it hears (~75 MB after 12 s of
+    # speech, more with every new sentence): once it has heard recognizer_max_audio_s it is
+    # retired when it is given back and its memory freed.
     warm_recognizers: int = 12
     # Audio goes to a Vosk recognizer in chunks of this many ms (a multiple of 20): partial
     # transcripts come this often; the end of an utterance flushes what waits.
@@ -163,6 +164,10 @@ class AsrSettings:
     # when the turn ends. Whisper decodes the whole utterance at the end and ignores this.
     settle_lead_ms: int = 450
     idle_recognizers: int = 12
+    # Memory against latency: a retired recognizer's replacement is warm on the bot's
+    # prompts only, and slower on callers' sentences until it has heard some. At 12 calls for
+    # 7 min: 120 s kept the server flat (56 MB per extra call) with response p95 ~0.5 s after
+    # retirements; 300 s held p95 82 ms at ~75 MB per extra call (docs/benchmarks.md).
     recognizer_max_audio_s: float = 120.0
 
     def validate(self) -> None:

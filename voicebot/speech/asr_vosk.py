@@ -1,9 +1,10 @@
 """Streaming speech recognition with Vosk (Kaldi), on 8 kHz phone audio.
 
-One ``vosk.Model`` is loaded per process and shared; each call gets its own
-``KaldiRecognizer`` at 8000 Hz (Kaldi upsamples to the model's rate, which the model's
-``conf/mfcc.conf`` must allow — checked at load). Decoding runs in the executor passed in:
-Vosk releases the GIL, so several calls decode in parallel.
+One ``vosk.Model`` is loaded per process and shared; each utterance of a call is decoded
+by a ``KaldiRecognizer`` at 8000 Hz (Kaldi upsamples to the model's rate, which the model's
+``conf/mfcc.conf`` must allow — checked at load), taken from a pool of warm ones when the
+caller starts speaking and given back when the utterance is final. Decoding runs in the
+executor passed in: Vosk releases the GIL, so several calls decode in parallel.
 
 The stream is fed only while the VAD hears the caller and is finalised on the VAD's end of
 speech (Vosk's own endpointing is late, or never fires on short words). When
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -70,22 +72,28 @@ class Recognizer:
 
 
 class RecognizerPool:
-    """Recognizers kept between calls, because a new one is slow.
+    """Recognizers kept between utterances and calls, because a new one is slow.
 
     A ``KaldiRecognizer`` expands the parts of the decoding graph its audio visits and keeps
     them, across utterances and calls. Measured on the stand-in (2026-12-02, 2-core EPYC,
     busy): a new recognizer spent 0.6-2.1 s of CPU per second of unseen French speech, one
-    that had decoded 14 s of other French speech before 0.26-0.4 s. So a call takes a used
-    recognizer when one is idle, gives it back when it ends, and the server warms some at
+    that had decoded 14 s of other French speech before 0.26-0.4 s. So an utterance takes a
+    used recognizer when one is idle, gives it back when it ends, and the server warms some at
     start-up on the bot's own prompts (``warm_one``), so that even the first calls answer
     fast. At most ``keep`` stay idle.
+
+    A recognizer is held for one utterance, not for the whole call: while the bot speaks or
+    the line is silent, the call's recognizer has nothing to do, and another call's caller
+    may be speaking. So a server needs as many recognizers as utterances at once, not as
+    calls, and each of them carries its memory for more of the traffic.
 
     What a recognizer expands it never frees: on the stand-in, one took ~75 MB more after
     12 s of speech, ~105 MB after 22 s, and kept growing with every new sentence (~0.4 MB per
     utterance after 150 of them), so a server whose recognizers lived forever grew by
     gigabytes an hour (the soak in docs/fiabilite.md). A recognizer that has heard
-    ``max_audio_s`` is retired when its call ends: dropped, and its memory given back to
-    the system; the next call that finds no idle one builds a new one.
+    ``max_audio_s`` is retired when it is given back: dropped, and its memory given back to
+    the system, and the server warms its replacement in the background
+    (``VoskAsr.replace_retired``); an utterance that finds no idle one builds a new one.
     """
 
     def __init__(self, model: vosk.Model, keep: int, max_audio_s: float) -> None:
@@ -115,21 +123,23 @@ class RecognizerPool:
             self.built += 1
         return self._build()
 
-    def give_back(self, recognizer: Recognizer) -> None:
-        """Clear what it heard (a caller's words never reach the next call) and keep it.
-        Blocking (from the executor). ``FinalResult()``, not ``Reset()``: after a reset, the
-        audio of a sentence the caller hung up in was still decoded into the next call's
-        first utterance (seen in tests); a finalised recognizer starts its next utterance on
-        a new feature pipeline, and keeps its expanded graph all the same."""
+    def give_back(self, recognizer: Recognizer) -> bool:
+        """Clear what it heard (a caller's words never reach the next call) and keep it;
+        True if it was retired instead. Blocking (from the executor). ``FinalResult()``, not
+        ``Reset()``: after a reset, the audio of a sentence the caller hung up in was still
+        decoded into the next call's first utterance (seen in tests); a finalised recognizer
+        starts its next utterance on a new feature pipeline, and keeps its expanded graph
+        all the same."""
         recognizer.kaldi.FinalResult()
         worn_out = recognizer.fed_bytes >= self._max_fed_bytes
         with self._lock:
             if not worn_out and len(self._idle) < self._keep:
                 self._idle.append(recognizer)
-                return
+                return False
             self.retired += worn_out
         recognizer.discard()
         release_freed_memory()
+        return worn_out
 
     def warm_one(self, clips: Sequence[bytes]) -> None:
         """Build one more recognizer, decode ``clips`` (8 kHz s16le) through it and keep it.
@@ -159,10 +169,11 @@ class VoskStream:
         self._asr = asr
         self.call_id = call_id
         self.log = call_logger(__name__, call_id)
-        # Taken from the pool by the first job, inside the executor (building a new one takes
-        # ~50 ms, which on the event loop would delay every other call's audio), and kept
-        # for the whole call: dropping it after each utterance saved memory but cost so
-        # much CPU that 8 calls fell behind.
+        # Taken from the pool by an utterance's first job, inside the executor (building a new
+        # one takes ~50 ms, which on the event loop would delay every other call's audio), and
+        # given back, warm, when the utterance is final (``finalize``). Dropping it after each
+        # utterance instead, as once, saved memory but cost so much CPU that 8 calls fell
+        # behind: the pool keeps what a recognizer has built.
         self._taken: Recognizer | None = None
         # The last job given to the executor. A job goes on when the coroutine that awaited it
         # is cancelled (the caller hangs up): the next job, and giving the recognizer back to
@@ -193,7 +204,7 @@ class VoskStream:
         return " ".join(t for t in texts if t)
 
     def _current(self) -> Recognizer:
-        """The call's recognizer (in a job only: the first one takes it from the pool)."""
+        """The utterance's recognizer (in a job only: the first one takes it from the pool)."""
         if self._taken is None:
             self._taken = self._asr.pool.take()
         return self._taken
@@ -279,7 +290,9 @@ class VoskStream:
             return self._running_text()
 
     async def finalize(self) -> Utterance:
-        """The whole utterance; the stream is then ready for the next one."""
+        """The whole utterance; the stream is then ready for the next one. The recognizer
+        goes back to the pool (in a job of its own, not awaited: the reply does not wait for
+        it, the stream's next job does)."""
         started = time.perf_counter()
         async with self._lock:
             if self._closed:
@@ -287,6 +300,8 @@ class VoskStream:
             await self._settle_pending()
             segments = [s for s in self._segments if s.get("text")]
             began = self._utterance_at or 0
+            if self._taken is not None:
+                self._job = submit_at(self._asr.executor, Priority.STREAM, self._give_back)
         offset = began / (SAMPLE_RATE * 2)  # Vosk's word times count from its first byte
         words = tuple(
             Word(
@@ -314,14 +329,19 @@ class VoskStream:
         return utterance
 
     def _give_back(self) -> None:
-        """In a worker thread, once no job of this stream runs."""
+        """In a worker thread, once no other job of this stream runs."""
         recognizer, self._taken = self._taken, None
-        if recognizer is not None:
-            self._asr.pool.give_back(recognizer)
+        if recognizer is not None and self._asr.pool.give_back(recognizer):
+            self.log.info(
+                "speech recognizer retired after %.0f s of audio; warming its replacement",
+                recognizer.fed_bytes / (SAMPLE_RATE * 2),
+            )
+            self._asr.replace_retired()
 
     def close(self) -> None:
-        """The call is over: its recognizer goes back to the pool, cleared, after its last job
-        (which may still run if the coroutine awaiting it was cancelled)."""
+        """The call is over: a recognizer it still holds (it hung up mid-utterance) goes back
+        to the pool, cleared, after its last job (which may still run if the coroutine
+        awaiting it was cancelled)."""
         if self._closed:
             return
         self._closed = True
@@ -334,7 +354,7 @@ class VoskStream:
 
 
 class VoskAsr:
-    """The shared Vosk model of the process; ``start_stream`` gives each call its recognizer."""
+    """The shared Vosk model of the process; ``start_stream`` gives each call its stream."""
 
     name = "vosk"
 
@@ -348,6 +368,8 @@ class VoskAsr:
         self.pool = RecognizerPool(
             model, settings.idle_recognizers, settings.recognizer_max_audio_s
         )
+        self._warm_clips: tuple[bytes, ...] = ()
+        self.log = logging.getLogger(__name__)
 
     @classmethod
     def load(cls, model_dir: Path, settings: AsrSettings, executor: Executor) -> VoskAsr:
@@ -373,12 +395,32 @@ class VoskAsr:
     async def warm_up(self, clips: Sequence[bytes]) -> int:
         """Warm ``settings.warm_recognizers`` recognizers on ``clips`` (the bot's own prompts,
         8 kHz s16le), one at a time so that calls keep the other executor threads. Returns
-        how many are idle and warm."""
+        how many are idle and warm. Each recognizer retired later is replaced by one warmed
+        on the same clips."""
+        self._warm_clips = tuple(clips)
         for _ in range(self.settings.warm_recognizers - self.pool.idle):
             await asyncio.wrap_future(
                 submit_at(self.executor, Priority.BACKGROUND, self.pool.warm_one, clips)
             )
         return self.pool.idle
+
+    def replace_retired(self) -> None:
+        """A recognizer was retired: warm its replacement in the background, so that the
+        utterance that would have taken a new one does not pay its first, slow decode (3-4 s
+        of CPU on the stand-in, measured at 12 calls) while its caller waits."""
+        if not self._warm_clips:
+            return
+        try:
+            job = submit_at(
+                self.executor, Priority.BACKGROUND, self.pool.warm_one, self._warm_clips
+            )
+        except RuntimeError:  # the executor is shutting down: nothing to replace
+            return
+        job.add_done_callback(self._replaced)
+
+    def _replaced(self, job: Future[None]) -> None:
+        if not job.cancelled() and job.exception() is not None:
+            self.log.error("a retired speech recognizer could not be replaced: %s", job.exception())
 
     @property
     def description(self) -> str:
