@@ -16,37 +16,31 @@ official French model once pulled.
 from __future__ import annotations
 
 import argparse
-import wave
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import vosk
 
-from voicebot.core.audio import SAMPLE_RATE
+from voicebot.core.audio import SAMPLE_RATE, read_wav
 from voicebot.core.memory import release_freed_memory
+from voicebot.speech.asr_vosk import WARM_CHUNK_BYTES
 from voicebot.speech.standins import vosk_ko_model_dir
-from voicebot.tools.asr_eval import DEBIAN_SOUNDS_DIR
-
-CHUNK_BYTES = 3200  # 200 ms, as the calls feed it
+from voicebot.tools.asr_eval import builtin_corpus
 
 
-def recordings(folder: Path) -> list[bytes]:
-    clips = []
-    for path in sorted(folder.rglob("*.wav")):
-        with wave.open(str(path)) as clip:
-            if clip.getframerate() == SAMPLE_RATE and clip.getnchannels() == 1:
-                clips.append(clip.readframes(clip.getnframes()))
-    if not clips:
-        raise SystemExit(f"no 8 kHz French recordings under {folder}: run `make setup`")
-    return clips
+def recordings() -> Iterator[bytes]:
+    """The French prompts of asterisk-core-sounds-fr that hold speech, in order."""
+    for entry in builtin_corpus().entries:
+        yield read_wav(entry.wav)
 
 
 def feed(recognizers: list[vosk.KaldiRecognizer], clip: bytes) -> None:
     """One utterance through each recognizer (in a function of its own, so that no loop
     variable of ``main`` keeps a recognizer alive after they are dropped)."""
     for recognizer in recognizers:
-        for start in range(0, len(clip), CHUNK_BYTES):
-            recognizer.AcceptWaveform(clip[start : start + CHUNK_BYTES])
+        for start in range(0, len(clip), WARM_CHUNK_BYTES):
+            recognizer.AcceptWaveform(clip[start : start + WARM_CHUNK_BYTES])
         recognizer.FinalResult()
 
 
@@ -72,7 +66,7 @@ def main() -> None:
         f"{above_model(True)}"
     )
     fed_bytes, next_report_s = 0, 10.0
-    for clip in recordings(DEBIAN_SOUNDS_DIR):
+    for clip in recordings():
         if fed_bytes >= args.seconds * SAMPLE_RATE * 2:
             break
         feed(recognizers, clip)
